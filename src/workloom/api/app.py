@@ -1,0 +1,56 @@
+"""The ASGI application factory."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import ORJSONResponse
+from prometheus_client import disable_created_metrics
+
+import workloom
+from workloom.api import problems
+from workloom.api.middleware import BodyGuard, RequestContext
+from workloom.api.routers import events, ops, queues, runs, tasks
+from workloom.domain.clock import Clock
+from workloom.engine.service import Workloom
+from workloom.settings import Settings
+
+log = logging.getLogger("workloom.server")
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    disable_created_metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        wl = Workloom.from_url(settings.database_url, clock, tick_interval=settings.tick_interval)
+        await wl.migrate()
+        issued = await wl.access.bootstrap(settings.bootstrap_token)
+        if issued is not None and settings.bootstrap_token is None:
+            # Printed once, to the console of whoever started the server; never logged.
+            print(f"Workloom bootstrap admin key (workspace 'default', shown once): {issued.secret}", flush=True)
+        await wl.start()
+        app.state.workloom = wl
+        log.info("ready", extra={"database": wl.db.engine.dialect.name})
+        try:
+            yield
+        finally:
+            app.state.stopping.set()
+            await wl.stop()
+
+    app = FastAPI(
+        title="Workloom", version=workloom.__version__, lifespan=lifespan, default_response_class=ORJSONResponse
+    )
+    app.state.settings = settings
+    app.state.stopping = asyncio.Event()
+    problems.install(app)
+    for router in (ops.router, queues.router, tasks.router, runs.router, events.router):
+        app.include_router(router)
+    app.add_middleware(BodyGuard, limit=settings.max_body_bytes)
+    app.add_middleware(RequestContext)
+    return app

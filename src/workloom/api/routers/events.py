@@ -1,0 +1,71 @@
+"""Event streams (SSE): a task's timeline as it grows, and the whole workspace's log."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.responses import StreamingResponse
+
+from workloom.api import render, sse
+from workloom.api.deps import engine, principal
+from workloom.domain.errors import FieldError, ValidationFailed
+from workloom.engine import tasks
+from workloom.engine.principal import Principal
+from workloom.engine.service import Workloom
+
+router = APIRouter(tags=["events"])
+
+
+def _resume_point(request: Request, given: int | None, name: str) -> int | None:
+    header = request.headers.get("last-event-id")
+    if header is not None:
+        if not header.isdigit():
+            raise ValidationFailed(
+                "Last-Event-ID is not valid",
+                [FieldError("Last-Event-ID", "must be the id of an event this stream sent")],
+            )
+        return int(header)
+    return given
+
+
+@router.get("/v1/tasks/{task_id}/stream")
+async def task_stream(
+    request: Request,
+    task_id: str,
+    after_sequence: int | None = Query(None, ge=0),
+    p: Principal = Depends(principal),
+    wl: Workloom = Depends(engine),
+) -> StreamingResponse:
+    task = await wl.run(p, lambda u: tasks.get(u, task_id))
+    after = _resume_point(request, after_sequence, "after_sequence") or 0
+
+    async def source() -> AsyncIterator[bytes]:
+        async for event in wl.events.follow_task(p, task.id, after, stop=request.app.state.stopping):
+            yield sse.message(event.task_sequence or 0, event.type, render.event(event))
+
+    return sse.stream(request, source(), request.app.state.settings.keepalive_seconds)
+
+
+@router.get("/v1/events/stream")
+async def events_stream(
+    request: Request,
+    after: int | None = Query(None, ge=0),
+    types: str | None = Query(None, max_length=2000),
+    task_id: str | None = Query(None, max_length=60),
+    p: Principal = Depends(principal),
+    wl: Workloom = Depends(engine),
+) -> StreamingResponse:
+    start = _resume_point(request, after, "after")
+    if start is None:
+        start = await wl.events.last_sequence(p)
+    wanted = [t.strip() for t in types.split(",") if t.strip()] if types else None
+    resolved_task = (await wl.run(p, lambda u: tasks.get(u, task_id))).id if task_id else None
+
+    async def source() -> AsyncIterator[bytes]:
+        async for event in wl.events.follow(
+            p, start, types=wanted, task_id=resolved_task, stop=request.app.state.stopping
+        ):
+            yield sse.message(event.sequence, event.type, render.event(event))
+
+    return sse.stream(request, source(), request.app.state.settings.keepalive_seconds)

@@ -1,0 +1,88 @@
+"""/v1/runs: the lease holder's calls. Each needs the claim token handed out by the claim."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from starlette.responses import Response
+
+from workloom.api import render
+from workloom.api.deps import engine, idempotency, json, principal
+from workloom.api.schemas.runs import Complete, Fail, Heartbeat, Release, TokenBody
+from workloom.domain.models import Run
+from workloom.engine import runs
+from workloom.engine.principal import Principal
+from workloom.engine.service import Workloom
+from workloom.engine.unit import IdempotencyKey
+
+router = APIRouter(prefix="/v1/runs", tags=["runs"])
+
+
+def _ok(run: Run) -> tuple[int, dict[str, object]]:
+    return 200, render.run(run)
+
+
+@router.get("/{run_id}")
+async def get_run(run_id: str, p: Principal = Depends(principal), wl: Workloom = Depends(engine)) -> Response:
+    return json(render.run(await wl.run(p, lambda u: runs.get(u, run_id))))
+
+
+@router.post("/{run_id}/start")
+async def start_run(
+    run_id: str,
+    body: TokenBody,
+    p: Principal = Depends(principal),
+    wl: Workloom = Depends(engine),
+    idem: IdempotencyKey | None = Depends(idempotency),
+) -> Response:
+    status, data = await wl.respond(p, lambda u: runs.start(u, run_id, body.claim_token), _ok, idem)
+    return json(data, status)
+
+
+@router.post("/{run_id}/heartbeat")
+async def heartbeat(
+    run_id: str, body: Heartbeat, p: Principal = Depends(principal), wl: Workloom = Depends(engine)
+) -> Response:
+    run = await wl.run(
+        p, lambda u: runs.heartbeat(u, run_id, body.claim_token, body.extend_seconds, body.progress, body.usage)
+    )
+    return json(render.run(run))
+
+
+@router.post("/{run_id}/complete")
+async def complete_run(
+    run_id: str,
+    body: Complete,
+    p: Principal = Depends(principal),
+    wl: Workloom = Depends(engine),
+    idem: IdempotencyKey | None = Depends(idempotency),
+) -> Response:
+    status, data = await wl.respond(
+        p, lambda u: runs.complete(u, run_id, body.claim_token, body.result, body.usage), _ok, idem
+    )
+    return json(data, status)
+
+
+@router.post("/{run_id}/fail")
+async def fail_run(
+    run_id: str,
+    body: Fail,
+    p: Principal = Depends(principal),
+    wl: Workloom = Depends(engine),
+    idem: IdempotencyKey | None = Depends(idempotency),
+) -> Response:
+    status, data = await wl.respond(
+        p, lambda u: runs.fail(u, run_id, body.claim_token, body.error, body.retryable), _ok, idem
+    )
+    return json(data, status)
+
+
+@router.post("/{run_id}/release")
+async def release_run(
+    run_id: str,
+    body: Release,
+    p: Principal = Depends(principal),
+    wl: Workloom = Depends(engine),
+    idem: IdempotencyKey | None = Depends(idempotency),
+) -> Response:
+    status, data = await wl.respond(p, lambda u: runs.release(u, run_id, body.claim_token, body.reason), _ok, idem)
+    return json(data, status)

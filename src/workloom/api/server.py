@@ -1,0 +1,43 @@
+"""Running the server: uvicorn with JSON logs and a graceful shutdown that also ends open streams."""
+
+from __future__ import annotations
+
+import asyncio
+from types import FrameType
+
+import uvicorn
+
+from workloom.api import logs
+from workloom.api.app import create_app
+from workloom.settings import Settings
+
+GRACEFUL_SHUTDOWN_SECONDS = 30
+
+
+class _Server(uvicorn.Server):
+    """On SIGTERM/SIGINT, tell long-polls and SSE streams to finish so in-flight requests can drain."""
+
+    def __init__(self, config: uvicorn.Config, stopping: asyncio.Event) -> None:
+        super().__init__(config)
+        self._stopping = stopping
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._stopping.set()
+        super().handle_exit(sig, frame)
+
+
+def run_server(host: str, port: int, database_url: str, bootstrap_token: str | None, log_level: str = "info") -> None:
+    logs.configure(log_level)
+    settings = Settings.from_env(database_url=database_url, bootstrap_token=bootstrap_token, log_level=log_level)
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        proxy_headers=False,
+    )
+    _Server(config, app.state.stopping).run()

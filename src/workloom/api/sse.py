@@ -1,0 +1,66 @@
+"""Server-sent events: one event per message, comment lines as keep-alives, ended on shutdown or disconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+
+_DONE = object()
+
+
+def message(event_id: int | str, event_type: str, data: Any) -> bytes:
+    return b"id: %s\nevent: %s\ndata: %s\n\n" % (str(event_id).encode(), event_type.encode(), orjson.dumps(data))
+
+
+def stream(request: Request, source: AsyncIterator[bytes], keepalive_seconds: float) -> StreamingResponse:
+    return StreamingResponse(
+        _with_keepalive(request, source, keepalive_seconds),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _with_keepalive(request: Request, source: AsyncIterator[bytes], keepalive: float) -> AsyncIterator[bytes]:
+    """Relay ``source`` through a queue so a quiet stream can still send keep-alives on time."""
+    queue: asyncio.Queue[object] = asyncio.Queue(maxsize=1000)
+    stopping: asyncio.Event = request.app.state.stopping
+
+    async def pump() -> None:
+        try:
+            async for chunk in source:
+                await queue.put(chunk)
+        finally:
+            await queue.put(_DONE)
+
+    producer = asyncio.create_task(pump())
+    stop_waiter = asyncio.create_task(stopping.wait())
+    try:
+        yield b": connected\n\n"
+        while True:
+            getter = asyncio.create_task(queue.get())
+            done, _ = await asyncio.wait({getter, stop_waiter}, timeout=keepalive, return_when=asyncio.FIRST_COMPLETED)
+            if stop_waiter in done:
+                getter.cancel()
+                return
+            if getter not in done:
+                getter.cancel()
+                if await request.is_disconnected():
+                    return
+                yield b": keep-alive\n\n"
+                continue
+            item = getter.result()
+            if item is _DONE:
+                return
+            assert isinstance(item, bytes)
+            yield item
+    finally:
+        for task in (producer, stop_waiter):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

@@ -1,0 +1,141 @@
+"""The nouns of the domain as plain data; the store reads and writes them, the API renders them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from workloom.domain.actors import Actor
+from workloom.domain.retry import RetryPolicy
+from workloom.domain.run_states import RunStatus
+from workloom.domain.task_states import TaskStatus
+
+
+@dataclass(slots=True)
+class Workspace:
+    id: str
+    name: str
+    created_at: datetime
+
+
+@dataclass(slots=True)
+class ApiKey:
+    id: str
+    workspace_id: str
+    role: str
+    name: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class Queue:
+    id: str
+    workspace_id: str
+    name: str
+    description: str | None
+    lease_seconds: int
+    max_attempts: int
+    initial_interval_seconds: float
+    backoff_coefficient: float
+    max_interval_seconds: float
+    start_mode: str
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(self.initial_interval_seconds, self.backoff_coefficient, self.max_interval_seconds)
+
+
+@dataclass(slots=True)
+class Task:
+    id: str
+    workspace_id: str
+    number: int
+    title: str
+    description: str | None
+    queue_id: str | None
+    queue: str | None
+    data: Any
+    output: Any
+    error: str | None
+    priority: str
+    status: TaskStatus
+    blocked_reason: str | None
+    draft: bool
+    approval_policy: str
+    approval_state: str
+    parent_task_id: str | None
+    max_attempts: int | None
+    attempts: int
+    start_requested: bool
+    due_at: datetime | None
+    overdue_at: datetime | None
+    owner: Actor | None
+    created_by: Actor
+    origin: Actor
+    metadata: Any
+    event_sequence: int
+    created_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None
+    last_activity_at: datetime
+    depends_on: list[str] = field(default_factory=list)
+
+    @property
+    def identifier(self) -> str:
+        return f"WL-{self.number}"
+
+
+@dataclass(slots=True)
+class Run:
+    id: str
+    workspace_id: str
+    task_id: str
+    queue_id: str
+    attempt: int
+    status: RunStatus
+    priority_rank: int
+    available_at: datetime
+    queued_at: datetime
+    claimed_at: datetime | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    heartbeat_at: datetime | None
+    lease_until: datetime | None
+    claim_token_hash: str | None
+    claimed_by: Actor | None
+    end_reason: str | None
+    error: str | None
+    result: Any
+    progress: Any
+    usage: Any
+    metadata: Any
+    queue: str | None = None
+
+
+@dataclass(slots=True)
+class Event:
+    sequence: int
+    workspace_id: str
+    task_id: str | None
+    run_id: str | None
+    task_sequence: int | None
+    type: str
+    actor: Actor
+    origin: Actor | None
+    payload: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(slots=True)
+class Claim:
+    """A claimed run as handed to its holder: the only time the claim token is visible."""
+
+    task: Task
+    run: Run
+    claim_token: str
+    lease_until: datetime

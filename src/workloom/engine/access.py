@@ -1,0 +1,89 @@
+"""Workspaces, API keys and authentication. Keys are shown once and stored only as hashes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from workloom.domain.actors import Actor
+from workloom.domain.clock import Clock
+from workloom.domain.errors import Unauthorized, ValidationFailed
+from workloom.domain.ids import new_id
+from workloom.domain.models import ApiKey, Workspace
+from workloom.domain.roles import ROLES
+from workloom.domain.secrets import hash_secret, matches, new_secret
+from workloom.engine.principal import Principal
+from workloom.store import workspaces as store
+from workloom.store.database import Database
+
+DEFAULT_WORKSPACE = "default"
+ACTOR_KIND_BY_ROLE = {"admin": "human", "member": "human", "agent": "agent_session"}
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    key: ApiKey
+    secret: str
+    workspace: Workspace
+
+
+class Access:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+
+    async def authenticate(self, secret: str, origin_kind: str = "http") -> Principal:
+        if not secret:
+            raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
+        async with self.db.read() as conn:
+            found = await store.key_get_by_hash(conn, hash_secret(secret))
+        if found is None or not matches(secret, found[1]):
+            raise Unauthorized("the API key is not valid; create one with 'workloom keys create'")
+        key = found[0]
+        actor = Actor(ACTOR_KIND_BY_ROLE[key.role], key.name or key.id)
+        return Principal(
+            workspace_id=key.workspace_id, role=key.role, actor=actor, origin=Actor(origin_kind, key.id), key_id=key.id
+        )
+
+    async def create_key(
+        self, workspace_name: str, role: str, name: str | None = None, secret: str | None = None
+    ) -> IssuedKey:
+        """Create a key (and its workspace if new). ``secret`` lets an operator choose the key itself."""
+        if role not in ROLES:
+            raise ValidationFailed(f"role must be one of {', '.join(ROLES)}")
+        secret = secret or new_secret("wl")
+        now = self.clock.now()
+        async with self.db.transaction() as conn:
+            workspace = await store.workspace_get_by_name(conn, workspace_name)
+            if workspace is None:
+                workspace = await store.workspace_insert(conn, id=new_id("ws"), name=workspace_name, now=now)
+            key_id = new_id("key")
+            key = await store.key_insert(
+                conn,
+                id=key_id,
+                workspace_id=workspace.id,
+                role=role,
+                name=name or f"{role}-{key_id[-6:]}",
+                prefix=secret[:10],
+                key_hash=hash_secret(secret),
+                now=now,
+            )
+        return IssuedKey(key=key, secret=secret, workspace=workspace)
+
+    async def bootstrap(self, token: str | None) -> IssuedKey | None:
+        """At start: with a token, make sure it is an admin key of ``default``; without one, create an
+        admin key on the very first start only. Returns a newly created key, to be printed once."""
+        async with self.db.read() as conn:
+            if token:
+                if await store.key_get_by_hash(conn, hash_secret(token)) is not None:
+                    return None
+            elif await store.key_count(conn) > 0:
+                return None
+        return await self.create_key(DEFAULT_WORKSPACE, "admin", name="bootstrap", secret=token)
+
+    async def workspaces(self) -> list[Workspace]:
+        async with self.db.read() as conn:
+            return await store.workspace_list(conn)
+
+    async def keys(self, workspace_id: str) -> list[ApiKey]:
+        async with self.db.read() as conn:
+            return await store.key_list(conn, workspace_id)

@@ -1,0 +1,126 @@
+"""Recording events: written in the same transaction as the change they describe (transactional outbox)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from workloom.domain.actors import Actor
+from workloom.domain.errors import NotFound
+from workloom.domain.models import Event
+from workloom.engine.principal import Principal
+from workloom.engine.signals import Signals, events_key
+from workloom.engine.unit import Unit
+from workloom.store import events as store
+from workloom.store import tasks as task_store
+from workloom.store.database import Database
+
+
+async def record(
+    u: Unit,
+    type: str,
+    *,
+    task_id: str | None = None,
+    run_id: str | None = None,
+    payload: dict[str, Any] | None = None,
+    actor: Actor | None = None,
+) -> None:
+    """Append one event; a task's events also get the next number in that task's own sequence."""
+    task_sequence = await task_store.task_next_sequence(u.conn, task_id, u.now) if task_id else None
+    who = actor or u.principal.actor
+    await store.event_insert(
+        u.conn,
+        {
+            "workspace_id": u.workspace_id,
+            "task_id": task_id,
+            "run_id": run_id,
+            "task_sequence": task_sequence,
+            "type": type,
+            "actor_kind": who.kind,
+            "actor_ref": who.ref,
+            "origin_kind": u.principal.origin.kind,
+            "origin_ref": u.principal.origin.ref,
+            "payload": payload or {},
+            "created_at": u.now,
+        },
+    )
+    u.wake(events_key(u.workspace_id))
+
+
+# A writer left idle inside its transaction would hold every stream back; past this wait, deliver anyway.
+HORIZON_PATIENCE = timedelta(seconds=5)
+
+
+class EventReader:
+    """Reads the log for timelines and streams; streams wait on wake-ups rather than polling hard."""
+
+    def __init__(self, db: Database, signals: Signals, poll_seconds: float = 1.0) -> None:
+        self.db = db
+        self.signals = signals
+        self.poll_seconds = poll_seconds
+
+    async def timeline(
+        self, principal: Principal, task_id: str, after_sequence: int = 0, limit: int = 1000
+    ) -> list[Event]:
+        async with self.db.read() as conn:
+            task = await task_store.task_get(conn, principal.workspace_id, task_id)
+            if task is None:
+                raise NotFound(f"task {task_id} not found")
+            return await store.event_list_for_task(
+                conn, principal.workspace_id, task.id, after_sequence=after_sequence, limit=limit
+            )
+
+    async def last_sequence(self, principal: Principal) -> int:
+        async with self.db.read() as conn:
+            return await store.event_last_sequence(conn, principal.workspace_id)
+
+    async def follow_task(
+        self, principal: Principal, task_id: str, after_sequence: int, stop: asyncio.Event | None = None
+    ) -> AsyncIterator[Event]:
+        """Every event of one task after ``after_sequence``, then new ones as they happen."""
+        cursor = after_sequence
+        with self.signals.waiter(events_key(principal.workspace_id)) as waiter:
+            while stop is None or not stop.is_set():
+                batch = await self.timeline(principal, task_id, cursor, limit=500)
+                for event in batch:
+                    cursor = event.task_sequence or cursor
+                    yield event
+                if not batch:
+                    await waiter.wait(self.poll_seconds)
+
+    async def follow(
+        self,
+        principal: Principal,
+        after: int,
+        *,
+        types: list[str] | None = None,
+        task_id: str | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> AsyncIterator[Event]:
+        """The workspace's events after global sequence ``after``, in order, never passing a row that an
+        earlier, still-uncommitted transaction could precede (so a resumed stream misses nothing)."""
+        cursor = after
+        held_since: datetime | None = None
+        with self.signals.waiter(events_key(principal.workspace_id)) as waiter:
+            while stop is None or not stop.is_set():
+                async with self.db.read() as conn:
+                    batch = await store.event_list_after(conn, principal.workspace_id, after=cursor, limit=500)
+                    horizon = await store.event_stable_horizon(conn) if batch else None
+                held = False
+                for event, commit_horizon in batch:
+                    if horizon is not None and commit_horizon is not None and commit_horizon > horizon:
+                        held_since = held_since or datetime.now(UTC)
+                        if datetime.now(UTC) - held_since < HORIZON_PATIENCE:
+                            held = True
+                            break
+                    held_since = None
+                    cursor = event.sequence
+                    if (types and event.type not in types) or (task_id and event.task_id != task_id):
+                        continue
+                    yield event
+                if held:
+                    await asyncio.sleep(0.02)  # an in-flight transaction ends within milliseconds
+                elif len(batch) < 500:
+                    await waiter.wait(self.poll_seconds)

@@ -1,0 +1,142 @@
+"""The engine as one object: wires store, clock, wake-ups, ticker and metrics, and exposes the use cases.
+
+API routers, dialects, the CLI and tests hold a ``Workloom`` and call its methods; each method is one
+transaction (``Runner``), and nothing above this layer touches SQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from workloom.domain.actors import Actor
+from workloom.domain.clock import Clock, SystemClock
+from workloom.domain.models import Claim
+from workloom.engine import queues, runs, tasks
+from workloom.engine.access import Access
+from workloom.engine.events import EventReader
+from workloom.engine.metrics import Metrics
+from workloom.engine.principal import Principal
+from workloom.engine.signals import Signals, queue_key
+from workloom.engine.ticker import Ticker
+from workloom.engine.unit import IdempotencyKey, Rendered, Runner, Unit
+from workloom.store import migrate
+from workloom.store.database import Database, connect
+from workloom.store.notify import Listener, notify
+
+T = TypeVar("T")
+
+# Wake-ups are the fast path; this poll only bounds how long a missed one (a retry whose backoff ran
+# out between ticks, a dropped LISTEN connection) can delay a waiting claimer.
+CLAIM_POLL_SECONDS = 1.0
+
+
+class Workloom:
+    def __init__(self, db: Database, clock: Clock | None = None, *, tick_interval: float = 0.5) -> None:
+        self.db = db
+        self.clock = clock or SystemClock()
+        self.signals = Signals()
+        self.runner = Runner(db, self.clock, self.signals, notify)
+        self.access = Access(db, self.clock)
+        self.events = EventReader(db, self.signals)
+        self.metrics = Metrics()
+        self.ticker = Ticker(self.runner, self.clock, interval=tick_interval)
+        self._listener: Listener | None = None
+
+    @classmethod
+    def from_url(cls, url: str, clock: Clock | None = None, **kwargs: Any) -> Workloom:
+        return cls(connect(url), clock, **kwargs)
+
+    async def migrate(self) -> None:
+        await migrate.upgrade(self.db)
+
+    async def start(self, *, ticker: bool = True) -> None:
+        """Begin background work: the LISTEN connection (PostgreSQL) and the ticker."""
+        if self.db.is_postgres:
+            self._listener = Listener(self.db.url, self.signals.notify)
+            await self._listener.start()
+        if ticker:
+            await self.ticker.start()
+
+    async def stop(self) -> None:
+        await self.ticker.stop()
+        if self._listener is not None:
+            await self._listener.stop()
+        await self.db.dispose()
+
+    async def ready(self) -> tuple[bool, str]:
+        try:
+            current = await migrate.is_current(self.db)
+        except Exception as exc:  # the point is to report any failure, not to handle it
+            return False, f"database unreachable: {type(exc).__name__}"
+        return (True, "ok") if current else (False, "migrations pending: run 'workloom migrate'")
+
+    # -- running use cases -------------------------------------------------------------------------------
+
+    async def run(self, principal: Principal, op: Callable[[Unit], Awaitable[T]]) -> T:
+        return await self.runner.run(principal, op)
+
+    async def respond(
+        self,
+        principal: Principal,
+        op: Callable[[Unit], Awaitable[T]],
+        render: Callable[[T], Rendered],
+        idempotency: IdempotencyKey | None = None,
+    ) -> Rendered:
+        return await self.runner.respond(principal, op, render, idempotency)
+
+    async def claim(
+        self,
+        principal: Principal,
+        queue_name: str,
+        worker: Actor,
+        *,
+        limit: int,
+        lease_seconds: int | None,
+        wait_seconds: float,
+        render: Callable[[list[Claim]], Rendered],
+        idempotency: IdempotencyKey | None = None,
+    ) -> Rendered:
+        """Claim up to ``limit`` runs, waiting up to ``wait_seconds`` for the first to arrive (long-poll)."""
+        queue = await self.run(principal, lambda u: queues.get(u, queue_name))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_seconds
+        with self.signals.waiter(queue_key(queue.id)) as waiter:
+            while True:
+                final = loop.time() >= deadline
+                found: list[int] = []
+                rendered = await self.runner.respond(
+                    principal,
+                    self._claim_attempt(queue_name, worker, limit, lease_seconds, found),
+                    render,
+                    idempotency,
+                    keep=_keep_claims(final),
+                )
+                claimed = sum(found)
+                if claimed:
+                    self.metrics.claims.labels(queue_name).inc(claimed)
+                if claimed or final or not found:  # not found: a stored answer was replayed
+                    return rendered
+                await waiter.wait(min(CLAIM_POLL_SECONDS, max(deadline - loop.time(), 0.0)))
+
+    def _claim_attempt(
+        self, queue_name: str, worker: Actor, limit: int, lease_seconds: int | None, found: list[int]
+    ) -> Callable[[Unit], Awaitable[list[Claim]]]:
+        async def attempt(u: Unit) -> list[Claim]:
+            started = time.perf_counter()
+            claims = await runs.claim(u, queue_name, worker, limit, lease_seconds)
+            self.metrics.claim_latency.observe(time.perf_counter() - started)
+            found.append(len(claims))
+            return claims
+
+        return attempt
+
+
+def _keep_claims(final: bool) -> Callable[[list[Claim]], bool]:
+    """An empty answer is stored under an idempotency key only once the wait is over."""
+    return lambda claims: bool(claims) or final
+
+
+__all__ = ["IdempotencyKey", "Workloom", "queues", "runs", "tasks"]

@@ -1,0 +1,401 @@
+"""Task use cases: create, read, change, publish, approve, cancel, dependencies and trees."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from workloom.domain import task_states
+from workloom.domain.actors import Actor
+from workloom.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
+from workloom.domain.ids import new_id
+from workloom.domain.models import Task
+from workloom.domain.priority import RANK
+from workloom.domain.queries import ListQuery, Page
+from workloom.domain.readiness import initial_approval_state
+from workloom.engine import queues
+from workloom.engine.events import record
+from workloom.engine.lifecycle import move_run, move_task, settle
+from workloom.engine.unit import Unit
+from workloom.store import runs as run_store
+from workloom.store import tasks as store
+from workloom.store import timers as timer_store
+from workloom.store import workspaces as workspace_store
+from workloom.store.timers import Timer
+
+
+@dataclass(slots=True)
+class NewTask:
+    title: str
+    description: str | None = None
+    queue: str | None = None
+    data: Any = None
+    priority: str = "medium"
+    max_attempts: int | None = None
+    draft: bool = False
+    parent_task_id: str | None = None
+    depends_on: list[str] = field(default_factory=list)
+    approval_policy: str = "none"
+    due_at: datetime | None = None
+    owner: Actor | None = None
+    metadata: Any = None
+
+
+@dataclass(slots=True)
+class TreeNode:
+    task: Task
+    children: list[TreeNode]
+
+
+PATCHABLE = (
+    "title",
+    "description",
+    "priority",
+    "data",
+    "metadata",
+    "due_at",
+    "owner",
+    "max_attempts",
+    "queue",
+    "approval_policy",
+)
+
+
+async def get(u: Unit, task_id: str, *, lock: bool = False) -> Task:
+    task = await store.task_get(u.conn, u.workspace_id, task_id, lock=lock)
+    if task is None:
+        raise NotFound(f"task {task_id} not found")
+    task.depends_on = (await store.dependency_targets(u.conn, [task.id]))[task.id]
+    return task
+
+
+async def create(u: Unit, new: NewTask) -> Task:
+    u.principal.require("tasks.write")
+    if new.parent_task_id is not None:
+        parent = await _existing(u, new.parent_task_id, "parent_task_id")
+        new.parent_task_id = parent.id
+    depends_on = [(await _existing(u, dep, "depends_on")).id for dep in dict.fromkeys(new.depends_on)]
+    queue = await queues.ensure(u, new.queue) if new.queue else None
+    number = await _next_number(u)
+    task = Task(
+        id=new_id("task"),
+        workspace_id=u.workspace_id,
+        number=number,
+        title=new.title,
+        description=new.description,
+        queue_id=queue.id if queue else None,
+        queue=queue.name if queue else None,
+        data=new.data,
+        output=None,
+        error=None,
+        priority=new.priority,
+        status="draft",
+        blocked_reason=None,
+        draft=new.draft,
+        approval_policy=new.approval_policy,
+        approval_state=initial_approval_state(new.approval_policy),
+        parent_task_id=new.parent_task_id,
+        max_attempts=new.max_attempts,
+        attempts=0,
+        start_requested=False,
+        due_at=new.due_at,
+        overdue_at=None,
+        owner=new.owner,
+        created_by=u.principal.actor,
+        origin=u.principal.origin,
+        metadata=new.metadata,
+        event_sequence=0,
+        created_at=u.now,
+        updated_at=u.now,
+        closed_at=None,
+        last_activity_at=u.now,
+    )
+    await store.task_insert(u.conn, task)
+    for dep in depends_on:
+        await store.dependency_insert(u.conn, workspace_id=u.workspace_id, task_id=task.id, depends_on=dep, now=u.now)
+    await record(
+        u,
+        "task.created",
+        task_id=task.id,
+        payload={
+            "title": task.title,
+            "queue": task.queue,
+            "priority": task.priority,
+            "draft": task.draft,
+            "parent_task_id": task.parent_task_id,
+            "depends_on": depends_on,
+        },
+    )
+    if task.due_at is not None:
+        await _set_due_timer(u, task, task.due_at)
+    if not new.draft:
+        task = await settle(u, task)
+    task.depends_on = depends_on
+    return task
+
+
+async def _next_number(u: Unit) -> int:
+    return await workspace_store.workspace_next_task_numbers(u.conn, u.workspace_id)
+
+
+async def _existing(u: Unit, task_id: str, field_name: str) -> Task:
+    task = await store.task_get(u.conn, u.workspace_id, task_id)
+    if task is None:
+        raise ValidationFailed(
+            f"{field_name} names a task that does not exist",
+            [FieldError(field_name, f"task {task_id!r} not found in this workspace")],
+        )
+    return task
+
+
+async def _set_due_timer(u: Unit, task: Task, due_at: datetime) -> None:
+    await timer_store.timer_delete_for_task(u.conn, task.id, "due")
+    await timer_store.timer_insert(
+        u.conn,
+        Timer(id=new_id("tmr"), workspace_id=u.workspace_id, kind="due", task_id=task.id, run_id=None, fire_at=due_at),
+        u.now,
+    )
+
+
+async def list_tasks(u: Unit, query: ListQuery) -> Page[Task]:
+    page = await store.task_list(u.conn, u.workspace_id, query)
+    deps = await store.dependency_targets(u.conn, [t.id for t in page.items])
+    for task in page.items:
+        task.depends_on = deps.get(task.id, [])
+    return page
+
+
+async def patch(u: Unit, task_id: str, changes: dict[str, Any]) -> Task:
+    u.principal.require("tasks.write")
+    task = await get(u, task_id, lock=True)
+    if task_states.is_final(task.status):
+        raise Conflict(f"task {task.identifier} is {task.status}; a closed task cannot be changed")
+    values: dict[str, Any] = {}
+    for name, value in changes.items():
+        if name == "owner":
+            values["owner_kind"] = value.kind if value else None
+            values["owner_ref"] = value.ref if value else None
+        elif name == "queue":
+            await _move_queue(u, task, value, values)
+        elif name == "approval_policy":
+            if task.status != "draft":
+                raise Conflict("approval_policy can only change while the task is a draft")
+            values["approval_policy"] = value
+            values["approval_state"] = initial_approval_state(value)
+        elif name == "priority":
+            values["priority"] = value
+            await run_store.run_update_priority_for_task(u.conn, task.id, RANK[value])
+        elif name == "due_at":
+            values["due_at"] = value
+            values["overdue_at"] = None
+            if value is None:
+                await timer_store.timer_delete_for_task(u.conn, task.id, "due")
+            else:
+                await _set_due_timer(u, task, value)
+        else:
+            values[name] = value
+    if values:
+        values["updated_at"] = u.now
+        await store.task_update(u.conn, task.id, values)
+        await record(u, "task.updated", task_id=task.id, payload={"changed": sorted(changes)})
+    return await get(u, task.id)
+
+
+async def _move_queue(u: Unit, task: Task, name: str | None, values: dict[str, Any]) -> None:
+    active = await run_store.run_active_for_task(u.conn, task.id, lock=True)
+    if active is not None and active.status != "queued":
+        raise Conflict(f"task {task.identifier} is being worked on; its queue cannot change until the run ends")
+    if name is None:
+        if active is not None:
+            await move_run(u, active, "cancel", end_reason="queue_removed")
+        values["queue_id"] = None
+        return
+    queue = await queues.ensure(u, name)
+    values["queue_id"] = queue.id
+    if active is not None:
+        await run_store.run_move_queue_for_task(u.conn, task.id, queue.id)
+
+
+async def delete(u: Unit, task_id: str) -> None:
+    u.principal.require("tasks.write")
+    task = await get(u, task_id, lock=True)
+    active = await run_store.run_active_for_task(u.conn, task.id)
+    if active is not None and active.status != "queued":
+        raise Conflict(f"task {task.identifier} has a run in progress; cancel the task first")
+    if await store.children_ids(u.conn, u.workspace_id, [task.id]):
+        raise Conflict(f"task {task.identifier} has child tasks; delete or move them first")
+    await record(u, "task.deleted", task_id=task.id, payload={"identifier": task.identifier, "title": task.title})
+    await store.task_delete(u.conn, task.id)
+
+
+async def publish(u: Unit, task_id: str) -> Task:
+    u.principal.require("tasks.write")
+    task = await get(u, task_id, lock=True)
+    if task.status != "draft":
+        raise Conflict(f"task {task.identifier} is {task.status}, not a draft; only drafts can be published")
+    await store.task_update(u.conn, task.id, {"draft": False})
+    task.draft = False
+    task = await settle(u, task)
+    return await get(u, task.id)
+
+
+async def approve(u: Unit, task_id: str, comment: str | None = None) -> Task:
+    u.principal.require("tasks.write")
+    task = await get(u, task_id, lock=True)
+    if task.approval_policy != "required":
+        raise Conflict(f"task {task.identifier} does not require approval")
+    if task.approval_state != "pending":
+        raise Conflict(f"task {task.identifier} is {task.approval_state}, not pending approval")
+    if task_states.is_final(task.status):
+        raise Conflict(f"task {task.identifier} is {task.status}")
+    await store.task_update(u.conn, task.id, {"approval_state": "approved", "updated_at": u.now})
+    await record(u, "task.approved", task_id=task.id, payload={"comment": comment})
+    task.approval_state = "approved"
+    if task.status != "draft":
+        await settle(u, task)
+    return await get(u, task.id)
+
+
+async def reject(u: Unit, task_id: str, reason: str | None = None) -> Task:
+    """A rejected task will not be done: it is canceled, and its approval state says why."""
+    u.principal.require("tasks.write")
+    task = await get(u, task_id, lock=True)
+    if task.approval_policy != "required" or task.approval_state != "pending":
+        raise Conflict(f"task {task.identifier} is not pending approval")
+    await store.task_update(u.conn, task.id, {"approval_state": "rejected"})
+    task.approval_state = "rejected"
+    await record(u, "task.rejected", task_id=task.id, payload={"reason": reason})
+    await _cancel_one(u, task, reason or "rejected")
+    return await get(u, task.id)
+
+
+async def cancel(u: Unit, task_id: str, reason: str | None = None) -> Task:
+    """Cancel the task and every open task below it; their runs are canceled, so holders lose their leases."""
+    u.principal.require("tasks.write")
+    root = await get(u, task_id, lock=True)
+    if task_states.is_final(root.status):
+        raise Conflict(f"task {root.identifier} is {root.status} already")
+    level = [root.id]
+    subtree: list[str] = []
+    while level:
+        subtree.extend(level)
+        level = await store.children_ids(u.conn, u.workspace_id, level)
+    for task_id_in_tree in subtree:
+        task = await store.task_get(u.conn, u.workspace_id, task_id_in_tree, lock=True)
+        if task is not None and not task_states.is_final(task.status):
+            await _cancel_one(u, task, reason)
+    return await get(u, root.id)
+
+
+async def _cancel_one(u: Unit, task: Task, reason: str | None) -> None:
+    run = await run_store.run_active_for_task(u.conn, task.id, lock=True)
+    if run is not None:
+        await move_run(u, run, "cancel", end_reason="task_canceled")
+    await timer_store.timer_delete_for_task(u.conn, task.id, "retry")
+    await move_task(u, task, "cancel", payload={"reason": reason})
+
+
+async def start(u: Unit, task_id: str) -> Task:
+    """Ask for a run now: for queues that only enqueue on an explicit start."""
+    u.principal.require("tasks.write")
+    task = await get(u, task_id, lock=True)
+    if task.queue_id is None:
+        raise Conflict(f"task {task.identifier} has no queue to run in; set its queue first")
+    if task.status not in ("ready", "blocked", "draft"):
+        raise Conflict(f"task {task.identifier} is {task.status}; only a task that has not started can be started")
+    if not task.start_requested:
+        await store.task_update(u.conn, task.id, {"start_requested": True, "updated_at": u.now})
+        task.start_requested = True
+        await record(u, "task.start_requested", task_id=task.id)
+    if task.status != "draft":
+        await settle(u, task)
+    return await get(u, task.id)
+
+
+async def children(u: Unit, task_id: str) -> list[Task]:
+    parent = await get(u, task_id)
+    ids = await store.children_ids(u.conn, u.workspace_id, [parent.id])
+    return await store.task_get_many(u.conn, u.workspace_id, ids)
+
+
+async def add_dependencies(u: Unit, task_id: str, depends_on: list[str]) -> Task:
+    u.principal.require("tasks.write")
+    task = await get(u, task_id, lock=True)
+    if task_states.is_final(task.status):
+        raise Conflict(f"task {task.identifier} is {task.status}; a closed task takes no dependencies")
+    for dep_ref in dict.fromkeys(depends_on):
+        dep = await _existing(u, dep_ref, "depends_on")
+        if dep.id == task.id:
+            raise ValidationFailed(
+                "a task cannot depend on itself", [FieldError("depends_on", "must not contain the task's own id")]
+            )
+        path = await _path(u, start=dep.id, goal=task.id)
+        if path is not None:
+            names = " -> ".join([task.identifier, *path])
+            raise Conflict(f"adding this dependency would make a cycle: {names}", cycle=path)
+        if await store.dependency_insert(
+            u.conn, workspace_id=u.workspace_id, task_id=task.id, depends_on=dep.id, now=u.now
+        ):
+            await record(
+                u,
+                "task.dependency_added",
+                task_id=task.id,
+                payload={"depends_on_task_id": dep.id, "depends_on": dep.identifier},
+            )
+    if task.status != "draft":
+        await settle(u, task)
+    return await get(u, task.id)
+
+
+async def _path(u: Unit, *, start: str, goal: str) -> list[str] | None:
+    """Identifiers along a dependency chain from ``start`` to ``goal``, if one exists (breadth first)."""
+    parents: dict[str, str | None] = {start: None}
+    level = [start]
+    while level:
+        if goal in level:
+            chain: list[str] = []
+            node: str | None = goal
+            while node is not None:
+                chain.append(node)
+                node = parents[node]
+            tasks = {t.id: t.identifier for t in await store.task_get_many(u.conn, u.workspace_id, chain)}
+            return [tasks.get(i, i) for i in reversed(chain)]
+        edges = await store.dependency_targets(u.conn, level)
+        next_level = []
+        for source, targets in edges.items():
+            for target in targets:
+                if target not in parents:
+                    parents[target] = source
+                    next_level.append(target)
+        level = next_level
+    return None
+
+
+async def remove_dependency(u: Unit, task_id: str, depends_on: str) -> Task:
+    u.principal.require("tasks.write")
+    task = await get(u, task_id, lock=True)
+    dep = await store.task_get(u.conn, u.workspace_id, depends_on)
+    if dep is None or not await store.dependency_delete(u.conn, task.id, dep.id):
+        raise NotFound(f"task {task.identifier} does not depend on {depends_on}")
+    await record(u, "task.dependency_removed", task_id=task.id, payload={"depends_on_task_id": dep.id})
+    if task.status == "blocked":
+        await settle(u, task)
+    return await get(u, task.id)
+
+
+async def tree(u: Unit, task_id: str, max_depth: int = 20) -> TreeNode:
+    root = await get(u, task_id)
+    nodes = {root.id: TreeNode(root, [])}
+    level = [root.id]
+    for _ in range(max_depth):
+        child_ids = await store.children_ids(u.conn, u.workspace_id, level)
+        if not child_ids:
+            break
+        for child in await store.task_get_many(u.conn, u.workspace_id, child_ids):
+            node = TreeNode(child, [])
+            nodes[child.id] = node
+            if child.parent_task_id in nodes:
+                nodes[child.parent_task_id].children.append(node)
+        level = child_ids
+    return nodes[root.id]

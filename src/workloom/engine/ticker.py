@@ -1,0 +1,144 @@
+"""The ticker: fires lease expiries, retry backoffs and due dates. Runs in every server process.
+
+Each tick takes due rows with ``SKIP LOCKED`` (PostgreSQL), so any number of processes share the work
+and any of them can die. The clock is injected: tests call ``tick()`` after moving it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from workloom.domain.actors import TICKER
+from workloom.domain.clock import Clock
+from workloom.engine import runs
+from workloom.engine.events import record
+from workloom.engine.lifecycle import move_task
+from workloom.engine.principal import Principal
+from workloom.engine.signals import queue_key
+from workloom.engine.unit import Runner, Unit
+from workloom.store import runs as run_store
+from workloom.store import tasks as task_store
+from workloom.store import timers as timer_store
+from workloom.store.timers import Timer
+
+log = logging.getLogger("workloom.ticker")
+BATCH = 100
+
+
+@dataclass(slots=True)
+class TickResult:
+    leases_expired: int = 0
+    timers_fired: int = 0
+
+    @property
+    def busy(self) -> bool:
+        return self.leases_expired + self.timers_fired > 0
+
+
+def _system(workspace_id: str) -> Principal:
+    return Principal(workspace_id=workspace_id, role="admin", actor=TICKER, origin=TICKER)
+
+
+class Ticker:
+    def __init__(self, runner: Runner, clock: Clock, interval: float = 0.5) -> None:
+        self._runner = runner
+        self._clock = clock
+        self.interval = interval
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self.expired_total = 0
+
+    async def tick(self) -> TickResult:
+        """Fire everything due now; loops until nothing due is left."""
+        total = TickResult()
+        while True:
+            expired = await self._expire_leases()
+            fired = await self._fire_timers()
+            total.leases_expired += expired
+            total.timers_fired += fired
+            if expired < BATCH and fired < BATCH:
+                return total
+
+    async def _expire_leases(self) -> int:
+        async with self._runner.db.transaction() as conn:
+            due = await run_store.run_expired_leases(conn, self._clock.now(), BATCH)
+        count = 0
+        for run in due:
+            # One transaction per run so one bad row cannot hold back the rest; the run is re-read under
+            # lock inside, and skipped if its holder heartbeated or finished in the meantime.
+            count += await self._runner.run(_system(run.workspace_id), _expire_one(run.id))
+        self.expired_total += count
+        return count
+
+    async def _fire_timers(self) -> int:
+        wakeups: set[str] = set()
+        async with self._runner.db.transaction() as conn:
+            due = await timer_store.timer_take_due(conn, self._clock.now(), BATCH)
+            for timer in due:
+                unit = Unit(conn=conn, principal=_system(timer.workspace_id), now=self._clock.now())
+                await _fire(unit, timer)
+                wakeups |= unit.wakeups
+            await self._runner.publish(conn, wakeups)
+        self._runner.signals.notify(wakeups)
+        return len(due)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="workloom-ticker")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("tick failed; retrying next interval")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=self.interval)
+
+
+def _expire_one(run_id: str) -> Callable[[Unit], Awaitable[int]]:
+    return lambda u: _expire_run(u, run_id)
+
+
+async def _expire_run(u: Unit, run_id: str) -> int:
+    run = await run_store.run_get(u.conn, u.workspace_id, run_id, lock=True)
+    if (
+        run is None
+        or run.status not in ("claimed", "starting", "running")
+        or run.lease_until is None
+        or run.lease_until > u.now
+    ):
+        return 0
+    task = await task_store.task_get(u.conn, u.workspace_id, run.task_id, lock=True)
+    assert task is not None
+    await runs.expire(u, run, task)
+    return 1
+
+
+async def _fire(u: Unit, timer: Timer) -> None:
+    if timer.task_id is None:
+        return
+    task = await task_store.task_get(u.conn, u.workspace_id, timer.task_id, lock=True)
+    if task is None:
+        return
+    if timer.kind == "retry":
+        if task.status == "scheduled":
+            await move_task(u, task, "fire", event="task.ready", payload={"timer": "retry"})
+            if task.queue_id:
+                u.wake(queue_key(task.queue_id))
+    elif timer.kind == "due":
+        if task.closed_at is None and task.overdue_at is None and task.due_at is not None and task.due_at <= u.now:
+            await task_store.task_update(u.conn, task.id, {"overdue_at": u.now})
+            await record(u, "task.overdue", task_id=task.id, payload={"due_at": task.due_at.isoformat()})
+    else:
+        log.warning("unknown timer kind %s", timer.kind)

@@ -1,0 +1,130 @@
+"""The unit of work: one transaction per engine call, with its wake-ups sent only after commit.
+
+Engine use cases are written as ``async def op(u: Unit, ...)``; ``Runner.run`` gives them a
+transaction, and ``Runner.respond`` does the same while making the call idempotent under a key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from workloom.domain.clock import Clock
+from workloom.domain.errors import IdempotencyMismatch, WorkloomError
+from workloom.engine.principal import Principal
+from workloom.engine.sealing import open_sealed, seal
+from workloom.engine.signals import Signals
+from workloom.store import idempotency as store
+from workloom.store.database import Database
+
+T = TypeVar("T")
+Rendered = tuple[int, Any]
+
+IDEMPOTENCY_RETENTION = timedelta(hours=24)
+
+
+@dataclass(slots=True)
+class Unit:
+    conn: AsyncConnection
+    principal: Principal
+    now: datetime
+    wakeups: set[str] = field(default_factory=set)
+    deferred_error: WorkloomError | None = None
+
+    @property
+    def workspace_id(self) -> str:
+        return self.principal.workspace_id
+
+    def wake(self, key: str) -> None:
+        self.wakeups.add(key)
+
+    def refuse_after_commit(self, error: WorkloomError) -> None:
+        """Commit what was written (e.g. the record of a refused late result), then raise ``error``."""
+        self.deferred_error = error
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    key: str
+    request: bytes  # everything that identifies the request: method, path and body
+
+
+class Runner:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        signals: Signals,
+        publish: Callable[[AsyncConnection, set[str]], Awaitable[None]],
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.signals = signals
+        self.publish = publish
+
+    async def run(self, principal: Principal, op: Callable[[Unit], Awaitable[T]]) -> T:
+        async with self.db.transaction() as conn:
+            unit = Unit(conn=conn, principal=principal, now=self.clock.now())
+            result = await op(unit)
+            await self.publish(conn, unit.wakeups)
+        self._after_commit(unit)
+        return result
+
+    async def respond(
+        self,
+        principal: Principal,
+        op: Callable[[Unit], Awaitable[T]],
+        render: Callable[[T], Rendered],
+        idempotency: IdempotencyKey | None,
+        *,
+        keep: Callable[[T], bool] = lambda _: True,
+    ) -> Rendered:
+        """Run ``op`` and render its answer; under an idempotency key, a repeat gets the first answer.
+
+        ``keep`` decides whether an answer is final enough to store (an empty long-poll is not).
+        """
+        if idempotency is None:
+            return render(await self.run(principal, op))
+        key_hash = hashlib.sha256(idempotency.key.encode()).hexdigest()
+        request_hash = hashlib.sha256(idempotency.request).hexdigest()
+        async with self.db.transaction() as conn:
+            await store.idempotency_lock(conn, principal.workspace_id, key_hash)
+            stored = await store.idempotency_get(conn, principal.workspace_id, key_hash)
+            if stored is not None:
+                if stored[0] != request_hash:
+                    raise IdempotencyMismatch(
+                        "this Idempotency-Key was used for a different request; use a new key for a new request"
+                    )
+                assert stored[1] is not None and stored[2] is not None
+                return stored[1], orjson.loads(open_sealed(idempotency.key, stored[2]))
+            unit = Unit(conn=conn, principal=principal, now=self.clock.now())
+            result = await op(unit)
+            status, body = render(result)
+            if unit.deferred_error is None and keep(result):
+                await store.idempotency_insert(
+                    conn,
+                    workspace_id=principal.workspace_id,
+                    key_hash=key_hash,
+                    request_hash=request_hash,
+                    status_code=status,
+                    response=seal(idempotency.key, orjson.dumps(body)),
+                    now=unit.now,
+                )
+            await self.publish(conn, unit.wakeups)
+        self._after_commit(unit)
+        return status, body
+
+    def _after_commit(self, unit: Unit) -> None:
+        self.signals.notify(unit.wakeups)
+        if unit.deferred_error is not None:
+            raise unit.deferred_error
+
+    async def prune_idempotency(self) -> int:
+        async with self.db.transaction() as conn:
+            return await store.idempotency_prune(conn, self.clock.now() - IDEMPOTENCY_RETENTION)

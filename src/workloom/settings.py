@@ -1,0 +1,33 @@
+"""Server settings, read from ``WORKLOOM_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from workloom.store.database import DEFAULT_URL
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str = DEFAULT_URL
+    bootstrap_token: str | None = None
+    max_body_bytes: int = 1024 * 1024
+    tick_interval: float = 0.5
+    keepalive_seconds: float = 15.0
+    log_level: str = "info"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        env = os.environ
+        values: dict[str, object] = {
+            "database_url": env.get("WORKLOOM_DATABASE_URL", DEFAULT_URL),
+            "bootstrap_token": env.get("WORKLOOM_BOOTSTRAP_TOKEN") or None,
+            "max_body_bytes": int(env.get("WORKLOOM_MAX_BODY_BYTES", 1024 * 1024)),
+            "tick_interval": float(env.get("WORKLOOM_TICK_INTERVAL", 0.5)),
+            "keepalive_seconds": float(env.get("WORKLOOM_SSE_KEEPALIVE_SECONDS", 15)),
+            "log_level": env.get("WORKLOOM_LOG_LEVEL", "info"),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]

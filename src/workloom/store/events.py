@@ -1,0 +1,76 @@
+"""Named operations on the append-only event log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from workloom.domain.models import Event
+from workloom.store import rows
+from workloom.store.schema import events
+
+_HORIZON = sa.text("pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+
+
+async def event_insert(conn: AsyncConnection, values: dict[str, Any]) -> int:
+    if conn.dialect.name == "postgresql":
+        values = {**values, "commit_horizon": _HORIZON}
+    result = await conn.execute(sa.insert(events).values(values).returning(events.c.sequence))
+    return int(result.scalar_one())
+
+
+async def event_stable_horizon(conn: AsyncConnection) -> int | None:
+    """The oldest transaction id still running (PostgreSQL): rows whose ``commit_horizon`` is at or
+    below it can no longer be overtaken by an earlier sequence number. None where commits are serial."""
+    if conn.dialect.name != "postgresql":
+        return None
+    result = await conn.execute(sa.text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"))
+    return int(result.scalar_one())
+
+
+async def event_list_for_task(
+    conn: AsyncConnection, workspace_id: str, task_id: str, *, after_sequence: int = 0, limit: int = 1000
+) -> list[Event]:
+    result = await conn.execute(
+        sa.select(events)
+        .where(
+            events.c.workspace_id == workspace_id, events.c.task_id == task_id, events.c.task_sequence > after_sequence
+        )
+        .order_by(events.c.task_sequence)
+        .limit(limit)
+    )
+    return [rows.event(row) for row in result.mappings()]
+
+
+async def event_list_after(
+    conn: AsyncConnection,
+    workspace_id: str,
+    *,
+    after: int,
+    limit: int = 500,
+    types: list[str] | None = None,
+    task_id: str | None = None,
+) -> list[tuple[Event, int | None]]:
+    """Events after a global sequence, each with its commit horizon."""
+    stmt = sa.select(events).where(events.c.workspace_id == workspace_id, events.c.sequence > after)
+    if types:
+        stmt = stmt.where(events.c.type.in_(types))
+    if task_id:
+        stmt = stmt.where(events.c.task_id == task_id)
+    result = await conn.execute(stmt.order_by(events.c.sequence).limit(limit))
+    return [(rows.event(row), row["commit_horizon"]) for row in result.mappings()]
+
+
+async def event_last_sequence(conn: AsyncConnection, workspace_id: str) -> int:
+    result = await conn.execute(sa.select(sa.func.max(events.c.sequence)).where(events.c.workspace_id == workspace_id))
+    return int(result.scalar_one() or 0)
+
+
+async def event_count_by_type_since(conn: AsyncConnection, since: datetime) -> list[tuple[str, int]]:
+    result = await conn.execute(
+        sa.select(events.c.type, sa.func.count()).where(events.c.created_at >= since).group_by(events.c.type)
+    )
+    return [(r[0], int(r[1])) for r in result]

@@ -1,0 +1,171 @@
+"""Named operations on runs: enqueue, claim, lease bookkeeping. The claim is where backends differ."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from workloom.domain.models import Run
+from workloom.store import rows
+from workloom.store.schema import HELD_RUN, queues, runs
+
+_WITH_QUEUE = sa.select(runs, queues.c.name.label("queue_name")).select_from(
+    runs.join(queues, queues.c.id == runs.c.queue_id)
+)
+
+_HELD = ("claimed", "starting", "running")
+_ACTIVE = ("queued", *_HELD)
+
+
+def run_values(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "workspace_id": run.workspace_id,
+        "task_id": run.task_id,
+        "queue_id": run.queue_id,
+        "attempt": run.attempt,
+        "status": run.status,
+        "priority": run.priority_rank,
+        "available_at": run.available_at,
+        "queued_at": run.queued_at,
+        "claimed_at": run.claimed_at,
+        "started_at": run.started_at,
+        "ended_at": run.ended_at,
+        "heartbeat_at": run.heartbeat_at,
+        "lease_until": run.lease_until,
+        "claim_token_hash": run.claim_token_hash,
+        **rows.actor_columns("claimed_by", run.claimed_by),
+        "end_reason": run.end_reason,
+        "error": run.error,
+        "result": run.result,
+        "progress": run.progress,
+        "usage": run.usage,
+        "metadata": run.metadata,
+    }
+
+
+async def run_insert(conn: AsyncConnection, run: Run) -> None:
+    await conn.execute(sa.insert(runs).values(run_values(run)))
+
+
+async def run_get(conn: AsyncConnection, workspace_id: str, run_id: str, *, lock: bool = False) -> Run | None:
+    stmt = _WITH_QUEUE.where(runs.c.workspace_id == workspace_id, runs.c.id == run_id)
+    if lock:
+        stmt = stmt.with_for_update(of=runs)
+    row = (await conn.execute(stmt)).mappings().first()
+    return rows.run(row) if row else None
+
+
+async def run_active_for_task(conn: AsyncConnection, task_id: str, *, lock: bool = False) -> Run | None:
+    stmt = sa.select(runs).where(runs.c.task_id == task_id, runs.c.status.in_(_ACTIVE))
+    if lock:
+        stmt = stmt.with_for_update()
+    row = (await conn.execute(stmt)).mappings().first()
+    return rows.run(row) if row else None
+
+
+async def run_list_for_task(conn: AsyncConnection, task_id: str) -> list[Run]:
+    result = await conn.execute(
+        _WITH_QUEUE.where(runs.c.task_id == task_id).order_by(runs.c.queued_at, runs.c.attempt, runs.c.id)
+    )
+    return [rows.run(row) for row in result.mappings()]
+
+
+async def run_update(
+    conn: AsyncConnection, run_id: str, values: dict[str, Any], *, expected_status: str | tuple[str, ...] | None = None
+) -> bool:
+    stmt = sa.update(runs).where(runs.c.id == run_id)
+    if isinstance(expected_status, str):
+        stmt = stmt.where(runs.c.status == expected_status)
+    elif expected_status is not None:
+        stmt = stmt.where(runs.c.status.in_(expected_status))
+    result = await conn.execute(stmt.values(**values))
+    return bool(result.rowcount)
+
+
+async def run_claim_candidates(
+    conn: AsyncConnection, *, workspace_id: str, queue_id: str, now: datetime, limit: int
+) -> list[Run]:
+    """Lock up to ``limit`` claimable runs, highest priority then oldest first.
+
+    On PostgreSQL ``SKIP LOCKED`` lets concurrent claimers take disjoint rows without waiting on each
+    other; SQLite has a single writer (the transaction began IMMEDIATE), so a plain select is exact.
+    """
+    stmt = (
+        sa.select(runs)
+        .where(
+            runs.c.workspace_id == workspace_id,
+            runs.c.queue_id == queue_id,
+            runs.c.status == "queued",
+            runs.c.available_at <= now,
+        )
+        .order_by(runs.c.priority.desc(), runs.c.available_at, runs.c.id)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True, of=runs)
+    return [rows.run(row) for row in (await conn.execute(stmt)).mappings()]
+
+
+async def run_mark_claimed(conn: AsyncConnection, claims: list[dict[str, Any]]) -> None:
+    """Write many claims in one round trip; each dict has run_id, token hash, lease and claimer."""
+    if not claims:
+        return
+    stmt = (
+        sa.update(runs)
+        .where(runs.c.id == sa.bindparam("run_id"), runs.c.status == "queued")
+        .values(
+            status="claimed",
+            claim_token_hash=sa.bindparam("token_hash"),
+            claimed_at=sa.bindparam("now"),
+            heartbeat_at=sa.bindparam("now"),
+            lease_until=sa.bindparam("lease"),
+            claimed_by_kind=sa.bindparam("kind"),
+            claimed_by_ref=sa.bindparam("ref"),
+        )
+    )
+    await conn.execute(stmt, claims)
+
+
+async def run_expired_leases(conn: AsyncConnection, now: datetime, limit: int) -> list[Run]:
+    stmt = (
+        sa.select(runs)
+        .where(runs.c.status.in_(_HELD), runs.c.lease_until <= now)
+        .order_by(runs.c.lease_until)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    return [rows.run(row) for row in (await conn.execute(stmt)).mappings()]
+
+
+async def run_queue_depths(conn: AsyncConnection, now: datetime) -> list[tuple[str, str, int, datetime | None]]:
+    """(workspace_id, queue_id, queued runs available now, oldest available_at) per queue."""
+    result = await conn.execute(
+        sa.select(runs.c.workspace_id, runs.c.queue_id, sa.func.count(), sa.func.min(runs.c.available_at))
+        .where(runs.c.status == "queued", runs.c.available_at <= now)
+        .group_by(runs.c.workspace_id, runs.c.queue_id)
+    )
+    return [(r[0], r[1], int(r[2]), r[3]) for r in result]
+
+
+async def run_count_held(conn: AsyncConnection, queue_id: str) -> int:
+    result = await conn.execute(
+        sa.select(sa.func.count()).select_from(runs).where(runs.c.queue_id == queue_id, sa.text(HELD_RUN))
+    )
+    return int(result.scalar_one())
+
+
+async def run_update_priority_for_task(conn: AsyncConnection, task_id: str, rank: int) -> None:
+    await conn.execute(
+        sa.update(runs).where(runs.c.task_id == task_id, runs.c.status == "queued").values(priority=rank)
+    )
+
+
+async def run_move_queue_for_task(conn: AsyncConnection, task_id: str, queue_id: str) -> None:
+    await conn.execute(
+        sa.update(runs).where(runs.c.task_id == task_id, runs.c.status == "queued").values(queue_id=queue_id)
+    )

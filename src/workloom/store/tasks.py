@@ -1,0 +1,273 @@
+"""Named operations on tasks, their dependencies and their place in a tree."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from workloom.domain.models import Task
+from workloom.domain.priority import RANK
+from workloom.domain.queries import ListQuery, Page, encode_cursor
+from workloom.store import rows
+from workloom.store.schema import queues, task_dependencies, tasks
+
+_WITH_QUEUE = sa.select(tasks, queues.c.name.label("queue_name")).select_from(
+    tasks.outerjoin(queues, queues.c.id == tasks.c.queue_id)
+)
+
+# Public field name -> column, for filters and sorting.
+COLUMNS: dict[str, sa.ColumnElement[Any]] = {
+    "id": tasks.c.id,
+    "status": tasks.c.status,
+    "queue": queues.c.name,
+    "priority": tasks.c.priority,
+    "owner_kind": tasks.c.owner_kind,
+    "owner_ref": tasks.c.owner_ref,
+    "parent_task_id": tasks.c.parent_task_id,
+    "created_at": tasks.c.created_at,
+    "updated_at": tasks.c.updated_at,
+    "due_at": tasks.c.due_at,
+    "title": tasks.c.title,
+    "identifier": tasks.c.number,
+    "approval_state": tasks.c.approval_state,
+    "draft": tasks.c.draft,
+}
+
+
+def task_values(task: Task) -> dict[str, Any]:
+    return {
+        "id": task.id,
+        "workspace_id": task.workspace_id,
+        "number": task.number,
+        "title": task.title,
+        "description": task.description,
+        "queue_id": task.queue_id,
+        "data": task.data,
+        "output": task.output,
+        "error": task.error,
+        "priority": RANK[task.priority],
+        "status": task.status,
+        "blocked_reason": task.blocked_reason,
+        "draft": task.draft,
+        "approval_policy": task.approval_policy,
+        "approval_state": task.approval_state,
+        "parent_task_id": task.parent_task_id,
+        "max_attempts": task.max_attempts,
+        "attempts": task.attempts,
+        "start_requested": task.start_requested,
+        "due_at": task.due_at,
+        "overdue_at": task.overdue_at,
+        **rows.actor_columns("owner", task.owner),
+        **rows.actor_columns("created_by", task.created_by),
+        **rows.actor_columns("origin", task.origin),
+        "metadata": task.metadata,
+        "event_sequence": task.event_sequence,
+        "created_at": task.created_at,
+        "updated_at": task.updated_at,
+        "closed_at": task.closed_at,
+        "last_activity_at": task.last_activity_at,
+    }
+
+
+async def task_insert(conn: AsyncConnection, task: Task) -> None:
+    await conn.execute(sa.insert(tasks).values(task_values(task)))
+
+
+async def task_get(conn: AsyncConnection, workspace_id: str, task_id: str, *, lock: bool = False) -> Task | None:
+    """By id or by identifier (``WL-42``); ``lock`` takes the row lock for the rest of the transaction."""
+    where = [tasks.c.workspace_id == workspace_id]
+    if task_id.upper().startswith("WL-") and task_id[3:].isdigit():
+        where.append(tasks.c.number == int(task_id[3:]))
+    else:
+        where.append(tasks.c.id == task_id)
+    stmt = _WITH_QUEUE.where(*where)
+    if lock:
+        stmt = stmt.with_for_update(of=tasks)
+    row = (await conn.execute(stmt)).mappings().first()
+    return rows.task(row) if row else None
+
+
+async def task_get_many(conn: AsyncConnection, workspace_id: str, ids: list[str]) -> list[Task]:
+    if not ids:
+        return []
+    result = await conn.execute(_WITH_QUEUE.where(tasks.c.workspace_id == workspace_id, tasks.c.id.in_(ids)))
+    by_id = {t.id: t for t in (rows.task(row) for row in result.mappings())}
+    return [by_id[i] for i in ids if i in by_id]
+
+
+async def task_update(
+    conn: AsyncConnection, task_id: str, values: dict[str, Any], *, expected_status: str | None = None
+) -> bool:
+    """Write ``values``; with ``expected_status`` only if the row still has it. True if a row changed."""
+    if "priority" in values and isinstance(values["priority"], str):
+        values = {**values, "priority": RANK[values["priority"]]}
+    stmt = sa.update(tasks).where(tasks.c.id == task_id)
+    if expected_status is not None:
+        stmt = stmt.where(tasks.c.status == expected_status)
+    result = await conn.execute(stmt.values(**values))
+    return bool(result.rowcount)
+
+
+async def task_next_sequence(conn: AsyncConnection, task_id: str, now: datetime) -> int:
+    result = await conn.execute(
+        sa.update(tasks)
+        .where(tasks.c.id == task_id)
+        .values(event_sequence=tasks.c.event_sequence + 1, last_activity_at=now)
+        .returning(tasks.c.event_sequence)
+    )
+    return int(result.scalar_one())
+
+
+async def task_delete(conn: AsyncConnection, task_id: str) -> None:
+    await conn.execute(sa.delete(tasks).where(tasks.c.id == task_id))
+
+
+async def task_list(conn: AsyncConnection, workspace_id: str, query: ListQuery) -> Page[Task]:
+    where: list[sa.ColumnElement[bool]] = [tasks.c.workspace_id == workspace_id]
+    for flt in query.filters:
+        column = COLUMNS[flt.field]
+        value = flt.value
+        if flt.field == "priority":
+            value = [RANK[v] for v in value] if isinstance(value, list) else RANK[value]
+        if flt.op == "eq":
+            where.append(column.is_(None) if value is None else column == value)
+        elif flt.op == "in":
+            where.append(column.in_(value))
+        elif flt.op == "gte":
+            where.append(column >= value)
+        elif flt.op == "lte":
+            where.append(column <= value)
+    if query.search:
+        term = query.search.strip()
+        if term.upper().startswith("WL-") and term[3:].isdigit():
+            where.append(tasks.c.number == int(term[3:]))
+        else:
+            escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.append(sa.func.lower(tasks.c.title).like(f"%{escaped.lower()}%", escape="\\"))
+    base = _WITH_QUEUE.where(*where)
+    total = None
+    if query.count:
+        total = int(
+            (
+                await conn.execute(
+                    sa.select(sa.func.count()).select_from(base.with_only_columns(tasks.c.id).subquery())
+                )
+            ).scalar_one()
+        )
+    order: list[tuple[sa.ColumnElement[Any], bool]] = [(COLUMNS[k.field], k.descending) for k in query.sort]
+    order.append((tasks.c.id, order[-1][1] if order else False))
+    if query.after is not None:
+        base = base.where(_after(order, query.after))
+    stmt = base.order_by(*[col.desc() if desc else col.asc() for col, desc in order]).limit(query.limit + 1)
+    found = [rows.task(row) for row in (await conn.execute(stmt)).mappings()]
+    next_cursor = None
+    if len(found) > query.limit:
+        found = found[: query.limit]
+        last = found[-1]
+        next_cursor = encode_cursor([_sort_value(last, k.field) for k in query.sort] + [last.id])
+    return Page(items=found, next_cursor=next_cursor, total=total)
+
+
+def _sort_value(task: Task, field: str) -> Any:
+    if field == "priority":
+        return RANK[task.priority]
+    if field == "identifier":
+        return task.number
+    return getattr(task, field)
+
+
+def _after(order: list[tuple[sa.ColumnElement[Any], bool]], values: list[Any]) -> sa.ColumnElement[bool]:
+    """Rows strictly after ``values`` in the given order: (a > x) or (a = x and b > y) or …"""
+    if len(values) != len(order):
+        raise ValueError("cursor does not match sort")
+    clauses = []
+    for i, (column, descending) in enumerate(order):
+        equal = [order[j][0] == values[j] for j in range(i)]
+        beyond = column < values[i] if descending else column > values[i]
+        clauses.append(sa.and_(*equal, beyond))
+    return sa.or_(*clauses)
+
+
+async def children_ids(conn: AsyncConnection, workspace_id: str, parent_ids: list[str]) -> list[str]:
+    if not parent_ids:
+        return []
+    result = await conn.execute(
+        sa.select(tasks.c.id)
+        .where(tasks.c.workspace_id == workspace_id, tasks.c.parent_task_id.in_(parent_ids))
+        .order_by(tasks.c.number)
+    )
+    return list(result.scalars())
+
+
+async def dependency_insert(
+    conn: AsyncConnection, *, workspace_id: str, task_id: str, depends_on: str, now: datetime
+) -> bool:
+    exists = (
+        await conn.execute(
+            sa.select(task_dependencies.c.task_id).where(
+                task_dependencies.c.task_id == task_id, task_dependencies.c.depends_on_task_id == depends_on
+            )
+        )
+    ).first()
+    if exists:
+        return False
+    await conn.execute(
+        sa.insert(task_dependencies).values(
+            workspace_id=workspace_id, task_id=task_id, depends_on_task_id=depends_on, kind="blocks", created_at=now
+        )
+    )
+    return True
+
+
+async def dependency_delete(conn: AsyncConnection, task_id: str, depends_on: str) -> bool:
+    result = await conn.execute(
+        sa.delete(task_dependencies).where(
+            task_dependencies.c.task_id == task_id, task_dependencies.c.depends_on_task_id == depends_on
+        )
+    )
+    return bool(result.rowcount)
+
+
+async def dependency_targets(conn: AsyncConnection, task_ids: list[str]) -> dict[str, list[str]]:
+    """For each task, the tasks it depends on."""
+    if not task_ids:
+        return {}
+    result = await conn.execute(
+        sa.select(task_dependencies.c.task_id, task_dependencies.c.depends_on_task_id)
+        .where(task_dependencies.c.task_id.in_(task_ids))
+        .order_by(task_dependencies.c.created_at, task_dependencies.c.depends_on_task_id)
+    )
+    out: dict[str, list[str]] = {i: [] for i in task_ids}
+    for row in result:
+        out[row.task_id].append(row.depends_on_task_id)
+    return out
+
+
+async def dependency_dependents(conn: AsyncConnection, task_id: str) -> list[str]:
+    result = await conn.execute(
+        sa.select(task_dependencies.c.task_id).where(task_dependencies.c.depends_on_task_id == task_id)
+    )
+    return list(result.scalars())
+
+
+async def dependency_open_count(conn: AsyncConnection, task_id: str) -> int:
+    dep = tasks.alias("dep")
+    result = await conn.execute(
+        sa.select(sa.func.count())
+        .select_from(task_dependencies.join(dep, dep.c.id == task_dependencies.c.depends_on_task_id))
+        .where(task_dependencies.c.task_id == task_id, dep.c.status != "completed")
+    )
+    return int(result.scalar_one())
+
+
+async def task_counts_by_status(conn: AsyncConnection) -> list[tuple[str, str | None, str, int]]:
+    """(workspace_id, queue name, status, count) for every combination present: for metrics."""
+    result = await conn.execute(
+        sa.select(tasks.c.workspace_id, queues.c.name, tasks.c.status, sa.func.count())
+        .select_from(tasks.outerjoin(queues, queues.c.id == tasks.c.queue_id))
+        .group_by(tasks.c.workspace_id, queues.c.name, tasks.c.status)
+    )
+    return [(r[0], r[1], r[2], int(r[3])) for r in result]
