@@ -24,7 +24,7 @@ log = logging.getLogger("workloom.server")
 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
-    disable_created_metrics()
+    disable_created_metrics()  # type: ignore[no-untyped-call]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

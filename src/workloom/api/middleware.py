@@ -62,10 +62,20 @@ _WITH_BODY = ("POST", "PUT", "PATCH")
 
 
 def _refusal(status: int, code: str, title: str, detail: str, field: str, message: str) -> tuple[Message, Message]:
-    body = orjson.dumps({"type": f"https://workloom.dev/problems/{code}", "title": title, "status": status,
-                         "detail": detail, "errors": [{"field": field, "message": message}]})
-    start = {"type": "http.response.start", "status": status,
-             "headers": [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode())]}
+    body = orjson.dumps(
+        {
+            "type": f"https://workloom.dev/problems/{code}",
+            "title": title,
+            "status": status,
+            "detail": detail,
+            "errors": [{"field": field, "message": message}],
+        }
+    )
+    start = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode())],
+    }
     return start, {"type": "http.response.body", "body": body}
 
 
@@ -88,9 +98,14 @@ class BodyGuard:
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         has_body = (declared is not None and declared not in (b"", b"0")) or b"transfer-encoding" in headers
         if scope["method"] in _WITH_BODY and has_body and content_type not in _JSON_TYPES:
-            for message in _refusal(415, "unsupported-media-type", "Unsupported media type",
-                                    "request bodies are JSON; send the header 'Content-Type: application/json'",
-                                    "Content-Type", "must be application/json"):
+            for message in _refusal(
+                415,
+                "unsupported-media-type",
+                "Unsupported media type",
+                "request bodies are JSON; send the header 'Content-Type: application/json'",
+                "Content-Type",
+                "must be application/json",
+            ):
                 await send(message)
             return
         seen = 0

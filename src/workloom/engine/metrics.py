@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from workloom.domain.clock import Clock
+from workloom.engine.unit import Unit
 from workloom.store import queues as queue_store
 from workloom.store import runs as run_store
 from workloom.store import tasks as task_store
@@ -32,7 +33,19 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=r,
         )
+        self._tallied = {
+            "completions": self.completions,
+            "failures": self.failures,
+            "lease_expiries": self.lease_expiries,
+        }
         self.requests = Counter("workloom_http_requests_total", "HTTP requests", ["method", "status"], registry=r)
+
+    def count(self, unit: Unit) -> None:
+        """Apply a committed unit of work's tallies."""
+        for name, amount in unit.tallies.items():
+            counter = self._tallied.get(name)
+            if counter is not None:
+                counter.inc(amount)
 
     async def render(self, db: Database, clock: Clock) -> bytes:
         now = clock.now()

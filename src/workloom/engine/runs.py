@@ -162,9 +162,10 @@ async def heartbeat(
     held = await _held(u, run_id, token)
     if held is None:
         return await get(u, run_id)
-    run, task = held
-    queue = await task_queue(u, task)
-    seconds = extend_seconds or (queue.lease_seconds if queue else 300)
+    run = held[0]
+    # By default a heartbeat renews the lease for as long as it was last granted.
+    granted = (run.lease_until - run.heartbeat_at).total_seconds() if run.lease_until and run.heartbeat_at else 0
+    seconds = extend_seconds or max(granted, 1)
     values: dict[str, Any] = {"heartbeat_at": u.now, "lease_until": u.now + timedelta(seconds=seconds)}
     if progress is not None:
         values["progress"] = progress
@@ -186,6 +187,7 @@ async def complete(u: Unit, run_id: str, token: str, result: Any, usage: Any = N
     if usage is not None:
         values["usage"] = usage
     run = await move_run(u, run, "complete", **values)
+    u.tally("completions")
     task = await move_task(
         u, task, "complete", event="task.completed", run_id=run.id, output=result, attempts=task.attempts + 1
     )

@@ -38,10 +38,10 @@ class Workloom:
         self.db = db
         self.clock = clock or SystemClock()
         self.signals = Signals()
-        self.runner = Runner(db, self.clock, self.signals, notify)
+        self.metrics = Metrics()
+        self.runner = Runner(db, self.clock, self.signals, notify, on_commit=self.metrics.count)
         self.access = Access(db, self.clock)
         self.events = EventReader(db, self.signals)
-        self.metrics = Metrics()
         self.ticker = Ticker(self.runner, self.clock, interval=tick_interval)
         self._listener: Listener | None = None
 

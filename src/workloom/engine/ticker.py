@@ -27,6 +27,8 @@ from workloom.store.timers import Timer
 
 log = logging.getLogger("workloom.ticker")
 BATCH = 100
+# Stored idempotent answers are kept a day; pruning them now and then is enough.
+PRUNE_EVERY = 1000
 
 
 @dataclass(slots=True)
@@ -97,9 +99,13 @@ class Ticker:
                 await self._task
 
     async def _loop(self) -> None:
+        passes = 0
         while not self._stopping.is_set():
             try:
                 await self.tick()
+                passes += 1
+                if passes % PRUNE_EVERY == 1:
+                    await self._runner.prune_idempotency()
             except Exception:
                 log.exception("tick failed; retrying next interval")
             with contextlib.suppress(TimeoutError):

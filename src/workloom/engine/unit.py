@@ -7,6 +7,8 @@ transaction, and ``Runner.respond`` does the same while making the call idempote
 from __future__ import annotations
 
 import hashlib
+import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -21,12 +23,16 @@ from workloom.engine.principal import Principal
 from workloom.engine.sealing import open_sealed, seal
 from workloom.engine.signals import Signals
 from workloom.store import idempotency as store
-from workloom.store.database import Database
+from workloom.store.database import Database, is_transient
 
 T = TypeVar("T")
 Rendered = tuple[int, Any]
 
 IDEMPOTENCY_RETENTION = timedelta(hours=24)
+# Two transactions that lock the same rows in opposite orders: the database aborts one (deadlock or
+# serialization failure) and running it again is always safe, since nothing of it was committed.
+TRANSIENT_RETRIES = 4
+log = logging.getLogger("workloom.engine")
 
 
 @dataclass(slots=True)
@@ -36,6 +42,7 @@ class Unit:
     now: datetime
     wakeups: set[str] = field(default_factory=set)
     deferred_error: WorkloomError | None = None
+    tallies: Counter[str] = field(default_factory=Counter)
 
     @property
     def workspace_id(self) -> str:
@@ -43,6 +50,10 @@ class Unit:
 
     def wake(self, key: str) -> None:
         self.wakeups.add(key)
+
+    def tally(self, name: str, amount: int = 1) -> None:
+        """Count something for metrics; counted only if the transaction commits."""
+        self.tallies[name] += amount
 
     def refuse_after_commit(self, error: WorkloomError) -> None:
         """Commit what was written (e.g. the record of a refused late result), then raise ``error``."""
@@ -62,19 +73,29 @@ class Runner:
         clock: Clock,
         signals: Signals,
         publish: Callable[[AsyncConnection, set[str]], Awaitable[None]],
+        on_commit: Callable[[Unit], None] = lambda _: None,
     ) -> None:
         self.db = db
         self.clock = clock
         self.signals = signals
         self.publish = publish
+        self.on_commit = on_commit
 
     async def run(self, principal: Principal, op: Callable[[Unit], Awaitable[T]]) -> T:
-        async with self.db.transaction() as conn:
-            unit = Unit(conn=conn, principal=principal, now=self.clock.now())
-            result = await op(unit)
-            await self.publish(conn, unit.wakeups)
-        self._after_commit(unit)
-        return result
+        for attempt in range(1, TRANSIENT_RETRIES + 1):
+            try:
+                async with self.db.transaction() as conn:
+                    unit = Unit(conn=conn, principal=principal, now=self.clock.now())
+                    result = await op(unit)
+                    await self.publish(conn, unit.wakeups)
+            except Exception as exc:
+                if attempt < TRANSIENT_RETRIES and is_transient(exc):
+                    log.info("transaction retried after a transient conflict", extra={"attempt": attempt})
+                    continue
+                raise
+            self._after_commit(unit)
+            return result
+        raise AssertionError("unreachable")
 
     async def respond(
         self,
@@ -91,37 +112,44 @@ class Runner:
         """
         if idempotency is None:
             return render(await self.run(principal, op))
-        key_hash = hashlib.sha256(idempotency.key.encode()).hexdigest()
+        key = idempotency.key
+        key_hash = hashlib.sha256(key.encode()).hexdigest()
         request_hash = hashlib.sha256(idempotency.request).hexdigest()
-        async with self.db.transaction() as conn:
-            await store.idempotency_lock(conn, principal.workspace_id, key_hash)
-            stored = await store.idempotency_get(conn, principal.workspace_id, key_hash)
+        answers: list[Rendered] = []
+
+        async def guarded(u: Unit) -> None:
+            answers.clear()  # a transaction retried after a transient conflict starts over
+            await store.idempotency_lock(u.conn, u.workspace_id, key_hash)
+            stored = await store.idempotency_get(u.conn, u.workspace_id, key_hash)
             if stored is not None:
                 if stored[0] != request_hash:
                     raise IdempotencyMismatch(
                         "this Idempotency-Key was used for a different request; use a new key for a new request"
                     )
                 assert stored[1] is not None and stored[2] is not None
-                return stored[1], orjson.loads(open_sealed(idempotency.key, stored[2]))
-            unit = Unit(conn=conn, principal=principal, now=self.clock.now())
-            result = await op(unit)
+                answers.append((stored[1], orjson.loads(open_sealed(key, stored[2]))))
+                return
+            result = await op(u)
             status, body = render(result)
-            if unit.deferred_error is None and keep(result):
+            if u.deferred_error is None and keep(result):
+                sealed = seal(key, orjson.dumps(body))
                 await store.idempotency_insert(
-                    conn,
-                    workspace_id=principal.workspace_id,
+                    u.conn,
+                    workspace_id=u.workspace_id,
                     key_hash=key_hash,
                     request_hash=request_hash,
                     status_code=status,
-                    response=seal(idempotency.key, orjson.dumps(body)),
-                    now=unit.now,
+                    response=sealed,
+                    now=u.now,
                 )
-            await self.publish(conn, unit.wakeups)
-        self._after_commit(unit)
-        return status, body
+            answers.append((status, body))
+
+        await self.run(principal, guarded)
+        return answers[0]
 
     def _after_commit(self, unit: Unit) -> None:
         self.signals.notify(unit.wakeups)
+        self.on_commit(unit)
         if unit.deferred_error is not None:
             raise unit.deferred_error
 

@@ -97,3 +97,17 @@ def connect(url: str, *, pool_size: int = 10) -> Database:
             full, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False, pool_recycle=1800
         )
     return Database(engine=engine, url=url)
+
+
+_TRANSIENT_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed transaction may simply be run again (deadlock, serialization failure, busy file)."""
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
+    if sqlstate in _TRANSIENT_SQLSTATES:
+        return True
+    return "database is locked" in str(orig)
