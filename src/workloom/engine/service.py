@@ -98,14 +98,17 @@ class Workloom:
         wait_seconds: float,
         render: Callable[[list[Claim]], Rendered],
         idempotency: IdempotencyKey | None = None,
+        stop: asyncio.Event | None = None,
     ) -> Rendered:
-        """Claim up to ``limit`` runs, waiting up to ``wait_seconds`` for the first to arrive (long-poll)."""
+        """Claim up to ``limit`` runs, waiting up to ``wait_seconds`` for the first to arrive (long-poll).
+
+        ``stop`` (set when the server shuts down) ends the wait early with whatever is there."""
         queue = await self.run(principal, lambda u: queues.get(u, queue_name))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
         with self.signals.waiter(queue_key(queue.id)) as waiter:
             while True:
-                final = loop.time() >= deadline
+                final = loop.time() >= deadline or (stop is not None and stop.is_set())
                 found: list[int] = []
                 rendered = await self.runner.respond(
                     principal,

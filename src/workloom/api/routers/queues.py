@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Request
 from starlette.responses import Response
 
 from workloom.api import render
@@ -52,6 +52,7 @@ async def update_queue(
 
 @router.post("/{name}/claim")
 async def claim(
+    request: Request,
     body: ClaimRequest,
     name: str = QueueName,
     p: Principal = Depends(principal),
@@ -66,6 +67,7 @@ async def claim(
         lease_seconds=body.lease_seconds,
         wait_seconds=float(body.wait_seconds),
         idempotency=idem,
+        stop=request.app.state.stopping,
         render=lambda claims: (200, {"claims": [render.claim(c) for c in claims]}),
     )
     return json(data, status)
