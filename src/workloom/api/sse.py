@@ -26,7 +26,8 @@ def stream(request: Request, source: AsyncIterator[bytes], keepalive_seconds: fl
     )
 
 
-async def _with_keepalive(request: Request, source: AsyncIterator[bytes], keepalive: float) -> AsyncIterator[bytes]:
+async def _with_keepalive(request: Request, source: AsyncIterator[bytes], keepalive: float,
+                          opening: bytes) -> AsyncIterator[bytes]:
     """Relay ``source`` through a queue so a quiet stream can still send keep-alives on time."""
     queue: asyncio.Queue[object] = asyncio.Queue(maxsize=1000)
     stopping: asyncio.Event = request.app.state.stopping
@@ -41,7 +42,7 @@ async def _with_keepalive(request: Request, source: AsyncIterator[bytes], keepal
     producer = asyncio.create_task(pump())
     stop_waiter = asyncio.create_task(stopping.wait())
     try:
-        yield b": connected\n\n"
+        yield opening
         while True:
             getter = asyncio.create_task(queue.get())
             done, _ = await asyncio.wait({getter, stop_waiter}, timeout=keepalive, return_when=asyncio.FIRST_COMPLETED)

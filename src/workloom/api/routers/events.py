@@ -44,7 +44,7 @@ async def task_stream(
         async for event in wl.events.follow_task(p, task.id, after, stop=request.app.state.stopping):
             yield sse.message(event.task_sequence or 0, event.type, render.event(event))
 
-    return sse.stream(request, source(), request.app.state.settings.keepalive_seconds)
+    return sse.stream(request, source(), request.app.state.settings.keepalive_seconds, start_id=after)
 
 
 @router.get("/v1/events/stream")
@@ -68,4 +68,4 @@ async def events_stream(
         ):
             yield sse.message(event.sequence, event.type, render.event(event))
 
-    return sse.stream(request, source(), request.app.state.settings.keepalive_seconds)
+    return sse.stream(request, source(), request.app.state.settings.keepalive_seconds, start_id=start)

@@ -11,7 +11,7 @@ from workloom.domain.actors import Actor
 
 ActorKindIn = Literal["human", "agent_session", "automation", "extension", "network_peer", "pool"]
 PriorityIn = Literal["low", "medium", "high", "urgent"]
-Name = Annotated[StrictStr, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
+Name = Annotated[StrictStr, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
 Text = Annotated[StrictStr, Field(max_length=20_000)]
 Reason = Annotated[StrictStr, Field(max_length=2_000)]
 Number = StrictInt | StrictFloat
