@@ -8,9 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from serverproc import ServerProcess
 
 from databases import run_sync
-from serverproc import ServerProcess
 from workloom.engine.service import Workloom
 
 

@@ -40,12 +40,20 @@ class ServerProcess:
         return self.log_dir / f"server-{self.port}.log"
 
     def start(self) -> ServerProcess:
-        env = {**os.environ, "WORKLOOM_DATABASE_URL": self.database_url, "WORKLOOM_BOOTSTRAP_TOKEN": self.token,
-               "WORKLOOM_LOG_LEVEL": "warning", **self.env}
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "workloom.cli.main", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT)
+        env = {
+            **os.environ,
+            "WORKLOOM_DATABASE_URL": self.database_url,
+            "WORKLOOM_BOOTSTRAP_TOKEN": self.token,
+            "WORKLOOM_LOG_LEVEL": "warning",
+            **self.env,
+        }
+        with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "workloom.cli.main", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self.wait_ready()
         return self
 
@@ -64,8 +72,9 @@ class ServerProcess:
         raise RuntimeError(f"server not ready after {BOOT_TIMEOUT}s:\n{self.log_path.read_text()}")
 
     def client(self, token: str | None = None, timeout: float = 30.0) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token or self.token}"},
-                            timeout=timeout)
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {token or self.token}"}, timeout=timeout
+        )
 
     def terminate(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait: the graceful path."""

@@ -18,16 +18,21 @@ def message(event_id: int | str, event_type: str, data: Any) -> bytes:
     return b"id: %s\nevent: %s\ndata: %s\n\n" % (str(event_id).encode(), event_type.encode(), orjson.dumps(data))
 
 
-def stream(request: Request, source: AsyncIterator[bytes], keepalive_seconds: float) -> StreamingResponse:
+def stream(
+    request: Request, source: AsyncIterator[bytes], keepalive_seconds: float, start_id: int | None = None
+) -> StreamingResponse:
+    """``start_id`` is sent first, so a client that loses the connection before any event can still resume."""
+    opening = b": connected\n" + (b"id: %d\n" % start_id if start_id is not None else b"") + b"\n"
     return StreamingResponse(
-        _with_keepalive(request, source, keepalive_seconds),
+        _with_keepalive(request, source, keepalive_seconds, opening),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _with_keepalive(request: Request, source: AsyncIterator[bytes], keepalive: float,
-                          opening: bytes) -> AsyncIterator[bytes]:
+async def _with_keepalive(
+    request: Request, source: AsyncIterator[bytes], keepalive: float, opening: bytes
+) -> AsyncIterator[bytes]:
     """Relay ``source`` through a queue so a quiet stream can still send keep-alives on time."""
     queue: asyncio.Queue[object] = asyncio.Queue(maxsize=1000)
     stopping: asyncio.Event = request.app.state.stopping

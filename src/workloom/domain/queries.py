@@ -72,7 +72,11 @@ def encode_cursor(values: list[Any]) -> str:
             return {"$dt": value.isoformat()}
         raise TypeError
 
-    return base64.urlsafe_b64encode(orjson.dumps(values, default=default, option=orjson.OPT_PASSTHROUGH_DATETIME)).decode().rstrip("=")
+    return (
+        base64.urlsafe_b64encode(orjson.dumps(values, default=default, option=orjson.OPT_PASSTHROUGH_DATETIME))
+        .decode()
+        .rstrip("=")
+    )
 
 
 def decode_cursor(cursor: str) -> list[Any]:

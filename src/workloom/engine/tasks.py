@@ -199,6 +199,8 @@ async def patch(u: Unit, task_id: str, changes: dict[str, Any]) -> Task:
         values["updated_at"] = u.now
         await store.task_update(u.conn, task.id, values)
         await record(u, "task.updated", task_id=task.id, payload={"changed": sorted(changes)})
+    if "queue" in changes and task.status == "ready":
+        await settle(u, await get(u, task.id))  # a task given a queue is owed a run, as at creation
     return await get(u, task.id)
 
 
