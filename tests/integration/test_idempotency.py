@@ -1,0 +1,105 @@
+"""Idempotency keys: a repeat gets the first answer and changes nothing; a different request is refused."""
+
+from __future__ import annotations
+
+import pytest
+from harness import WORKER
+
+from workloom.domain.errors import IdempotencyMismatch
+from workloom.domain.queries import ListQuery
+from workloom.engine import runs, tasks
+from workloom.engine.tasks import NewTask
+from workloom.engine.unit import IdempotencyKey
+
+
+def _task_answer(task):
+    return 201, {"id": task.id, "identifier": task.identifier, "status": task.status}
+
+
+def _claim_answer(claims):
+    return 200, [{"run_id": c.run.id, "attempt": c.run.attempt, "claim_token": c.claim_token} for c in claims]
+
+
+async def _create(h, key, body):
+    return await h.wl.respond(
+        h.principal,
+        lambda u: tasks.create(u, NewTask(**body)),
+        _task_answer,
+        IdempotencyKey(key, f"POST /v1/tasks {sorted(body.items())}".encode()),
+    )
+
+
+async def test_a_repeated_create_returns_the_first_answer_and_creates_nothing(h):
+    body = {"title": "once", "queue": "q"}
+    first = await _create(h, "key-1", body)
+    events_after_first = await h.wl.events.last_sequence(h.principal)
+    again = await _create(h, "key-1", body)
+
+    assert again == first
+    assert first[0] == 201
+    page = await h.list(ListQuery(count=True))
+    assert page.total == 1
+    assert await h.wl.events.last_sequence(h.principal) == events_after_first
+
+
+async def test_a_key_reused_for_a_different_request_is_refused(h):
+    await _create(h, "key-1", {"title": "once"})
+    with pytest.raises(IdempotencyMismatch):
+        await _create(h, "key-1", {"title": "something else"})
+    assert (await h.list(ListQuery(count=True))).total == 1
+
+
+async def test_keys_are_per_workspace(h):
+    other = await h.other_workspace("globex")
+    mine = await _create(h, "shared-key", {"title": "mine"})
+    theirs = await _create(other, "shared-key", {"title": "mine"})
+    assert mine[1]["id"] != theirs[1]["id"]
+
+
+async def _claim(h, key):
+    return await h.wl.claim(
+        h.principal,
+        "q",
+        WORKER,
+        limit=1,
+        lease_seconds=None,
+        wait_seconds=0,
+        render=_claim_answer,
+        idempotency=IdempotencyKey(key, b"POST /v1/queues/q/claim {limit: 1}"),
+    )
+
+
+async def test_a_replayed_claim_returns_the_same_claim_token(h):
+    first_task = await h.create("first", queue="q", priority="high")
+    second_task = await h.create("second", queue="q")
+    status, [claim] = await _claim(h, "claim-1")
+    assert status == 200
+
+    assert await _claim(h, "claim-1") == (200, [claim])
+    # The replayed token is the real one: it completes the run.
+    await h.do(lambda u: runs.complete(u, claim["run_id"], claim["claim_token"], "ok"))
+    assert (await h.task(first_task.id)).status == "completed"
+    assert (await h.event_types(first_task.id)).count("run.claimed") == 1
+    # A new key claims the next task.
+    _, [next_claim] = await _claim(h, "claim-2")
+    assert next_claim["run_id"] != claim["run_id"]
+    assert (await h.task(second_task.id)).status == "in_progress"
+
+
+async def test_a_repeated_complete_returns_the_first_answer(h):
+    task = await h.create(queue="q")
+    claim = await h.claim_one("q")
+    key = IdempotencyKey("complete-1", b"POST /v1/runs/x/complete {result: 42}")
+
+    async def complete():
+        return await h.wl.respond(
+            h.principal,
+            lambda u: runs.complete(u, claim.run.id, claim.claim_token, 42),
+            lambda run: (200, {"status": run.status, "result": run.result}),
+            key,
+        )
+
+    assert await complete() == (200, {"status": "completed", "result": 42})
+    timeline = await h.timeline(task.id)
+    assert await complete() == (200, {"status": "completed", "result": 42})
+    assert await h.timeline(task.id) == timeline  # no late_result, no second completion

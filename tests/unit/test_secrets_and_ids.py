@@ -1,0 +1,37 @@
+"""Secrets are matched only against their hash; ids name their kind and sort by creation time."""
+
+from __future__ import annotations
+
+import re
+
+from workloom.domain import ids
+from workloom.domain.secrets import hash_secret, matches, new_secret
+
+
+def test_new_secrets_are_prefixed_and_unguessable():
+    made = {new_secret("clm") for _ in range(50)}
+    assert len(made) == 50
+    assert all(s.startswith("clm_") and len(s) > 40 for s in made)
+
+
+def test_a_secret_matches_only_its_own_hash():
+    secret = new_secret("wl")
+    stored = hash_secret(secret)
+    assert re.fullmatch(r"[0-9a-f]{64}", stored)
+    assert secret not in stored
+    assert matches(secret, stored)
+    assert not matches(secret + "x", stored)
+    assert not matches(new_secret("wl"), stored)
+    assert not matches("", stored)
+
+
+def test_nothing_matches_a_missing_hash():
+    assert not matches("anything", None)
+
+
+def test_ids_name_their_kind_and_sort_by_creation(monkeypatch):
+    clock = iter([1_000.000, 1_000.001, 1_000.002, 2_000.0])
+    monkeypatch.setattr(ids.time, "time", lambda: next(clock))
+    made = [ids.new_id("task") for _ in range(4)]
+    assert made == sorted(made)
+    assert all(re.fullmatch(r"task_[0-9a-hjkmnp-tv-z]{26}", i) for i in made)
