@@ -7,7 +7,8 @@ from datetime import timedelta
 import pytest
 
 from workloom.domain.errors import Conflict, StaleClaim, ValidationFailed
-from workloom.engine import tasks
+from workloom.engine import queues, tasks
+from workloom.engine.queues import QueueSettings
 
 
 async def test_a_dependent_task_is_blocked_until_its_dependency_completes(h):
@@ -201,3 +202,14 @@ async def test_taking_the_queue_away_withdraws_the_run(h):
     assert (task.status, task.queue) == ("ready", None)
     assert [r.status for r in await h.runs(task.id)] == ["canceled"]
     assert await h.claim("q") == []
+
+
+
+async def test_switching_a_queue_to_automatic_start_enqueues_its_waiting_tasks(h):
+    await h.queue("manual-q", start_mode="manual")
+    waiting = await h.create("waits for a start", queue="manual-q")
+    assert waiting.status == "ready"
+    assert await h.claim("manual-q") == []
+    await h.do(lambda u: queues.update(u, "manual-q", QueueSettings(start_mode="auto")))
+    claims = await h.claim("manual-q")
+    assert [c.task.id for c in claims] == [waiting.id]

@@ -9,8 +9,10 @@ from workloom.domain.errors import Conflict, NotFound
 from workloom.domain.ids import new_id
 from workloom.domain.models import Queue
 from workloom.engine.events import record
+from workloom.engine.lifecycle import settle
 from workloom.engine.unit import Unit
 from workloom.store import queues as store
+from workloom.store import tasks as task_store
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +101,12 @@ async def update(u: Unit, name: str, settings: QueueSettings) -> Queue:
     if changes:
         await store.queue_update(u.conn, u.workspace_id, queue.id, {**changes, "updated_at": u.now})
         await record(u, "queue.updated", payload={"queue": name, "changes": changes})
+    if changes.get("start_mode") == "auto" and queue.start_mode != "auto":
+        # Tasks that were waiting for an explicit start are owed their runs now.
+        for task_id in await task_store.task_ids_ready_without_run(u.conn, u.workspace_id, queue.id):
+            task = await task_store.task_get(u.conn, u.workspace_id, task_id, lock=True)
+            if task is not None:
+                await settle(u, task)
     return await get(u, name)
 
 

@@ -12,7 +12,7 @@ from workloom.domain.models import Task
 from workloom.domain.priority import RANK
 from workloom.domain.queries import ListQuery, Page, encode_cursor
 from workloom.store import rows
-from workloom.store.schema import queues, task_dependencies, tasks
+from workloom.store.schema import queues, runs, task_dependencies, tasks
 
 _WITH_QUEUE = sa.select(tasks, queues.c.name.label("queue_name")).select_from(
     tasks.outerjoin(queues, queues.c.id == tasks.c.queue_id)
@@ -271,3 +271,21 @@ async def task_counts_by_status(conn: AsyncConnection) -> list[tuple[str, str | 
         .group_by(tasks.c.workspace_id, queues.c.name, tasks.c.status)
     )
     return [(r[0], r[1], r[2], int(r[3])) for r in result]
+
+
+async def task_ids_ready_without_run(conn: AsyncConnection, workspace_id: str, queue_id: str) -> list[str]:
+    """Ready tasks of a queue that have no active run: what a queue switched to automatic start owes runs."""
+    active = sa.select(runs.c.id).where(
+        runs.c.task_id == tasks.c.id, runs.c.status.in_(("queued", "claimed", "starting", "running"))
+    )
+    result = await conn.execute(
+        sa.select(tasks.c.id)
+        .where(
+            tasks.c.workspace_id == workspace_id,
+            tasks.c.queue_id == queue_id,
+            tasks.c.status == "ready",
+            ~active.exists(),
+        )
+        .order_by(tasks.c.number)
+    )
+    return list(result.scalars())
