@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
 from types import FrameType
 
 import uvicorn
@@ -40,4 +42,12 @@ def run_server(host: str, port: int, database_url: str, bootstrap_token: str | N
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         proxy_headers=False,
     )
+    # uvicorn shuts down gracefully and then re-raises the signal it caught into the previous handler;
+    # with these, a requested stop ends the process with status 0 rather than "killed by SIGTERM".
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, _exit_cleanly)
     _Server(config, app.state.stopping).run()
+
+
+def _exit_cleanly(_signum: int, _frame: FrameType | None) -> None:
+    sys.exit(0)
