@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from workloom.domain.actors import Actor
@@ -26,16 +27,31 @@ class IssuedKey:
     workspace: Workspace
 
 
+# A key's lookup is remembered this long, sparing every request a database round trip.
+KEY_CACHE_SECONDS = 10.0
+KEY_CACHE_SIZE = 10_000
+
+
 class Access:
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock
+        self._known: dict[str, tuple[float, ApiKey, str]] = {}
 
     async def authenticate(self, secret: str, origin_kind: str = "http") -> Principal:
         if not secret:
             raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
-        async with self.db.read() as conn:
-            found = await store.key_get_by_hash(conn, hash_secret(secret))
+        key_hash = hash_secret(secret)
+        cached = self._known.get(key_hash)
+        if cached is not None and cached[0] > time.monotonic():
+            found: tuple[ApiKey, str] | None = (cached[1], cached[2])
+        else:
+            async with self.db.read() as conn:
+                found = await store.key_get_by_hash(conn, key_hash)
+            if found is not None:
+                if len(self._known) >= KEY_CACHE_SIZE:
+                    self._known.clear()
+                self._known[key_hash] = (time.monotonic() + KEY_CACHE_SECONDS, found[0], found[1])
         if found is None or not matches(secret, found[1]):
             raise Unauthorized("the API key is not valid; create one with 'workloom keys create'")
         key = found[0]

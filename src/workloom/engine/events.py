@@ -27,16 +27,15 @@ async def record(
     payload: dict[str, Any] | None = None,
     actor: Actor | None = None,
 ) -> None:
-    """Append one event; a task's events also get the next number in that task's own sequence."""
-    task_sequence = await task_store.task_next_sequence(u.conn, task_id, u.now) if task_id else None
+    """Append one event to the unit of work; it is written with the others just before commit, and a
+    task's events get consecutive numbers in that task's own sequence."""
     who = actor or u.principal.actor
-    await store.event_insert(
-        u.conn,
+    u.events.append(
         {
             "workspace_id": u.workspace_id,
             "task_id": task_id,
             "run_id": run_id,
-            "task_sequence": task_sequence,
+            "task_sequence": None,
             "type": type,
             "actor_kind": who.kind,
             "actor_ref": who.ref,
@@ -44,7 +43,7 @@ async def record(
             "origin_ref": u.principal.origin.ref,
             "payload": payload or {},
             "created_at": u.now,
-        },
+        }
     )
     u.wake(events_key(u.workspace_id))
 

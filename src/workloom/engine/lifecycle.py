@@ -133,11 +133,19 @@ async def task_queue(u: Unit, task: Task) -> Queue | None:
     return await queue_store.queue_get(u.conn, u.workspace_id, task.queue_id)
 
 
-async def settle(u: Unit, task: Task) -> Task:
-    """Put a published task where its facts say: blocked (with the reason) or ready, with a run if due."""
-    queue = await task_queue(u, task)
+async def settle(u: Unit, task: Task, *, created_with: tuple[Queue | None, int] | None = None) -> Task:
+    """Put a published task where its facts say: blocked (with the reason) or ready, with a run if due.
+
+    ``created_with`` is (queue, open dependencies) for a task created in this unit: known already, and
+    such a task cannot have a run yet.
+    """
+    if created_with is None:
+        queue = await task_queue(u, task)
+        dependencies_open = await task_store.dependency_open_count(u.conn, task.id)
+    else:
+        queue, dependencies_open = created_with
     facts = Facts(
-        dependencies_open=await task_store.dependency_open_count(u.conn, task.id),
+        dependencies_open=dependencies_open,
         approval_policy=task.approval_policy,
         approval_state=task.approval_state,
         has_queue=queue is not None,
@@ -161,7 +169,7 @@ async def settle(u: Unit, task: Task) -> Task:
     elif task.status == "blocked":
         task = await move_task(u, task, "unblock", event="task.ready")
     if task.status == "ready" and outcome.enqueue_run and queue is not None:
-        if await run_store.run_active_for_task(u.conn, task.id) is None:
+        if created_with is not None or await run_store.run_active_for_task(u.conn, task.id) is None:
             await enqueue_run(u, task, queue, attempt=task.attempts + 1, available_at=u.now)
     return task
 

@@ -130,7 +130,8 @@ async def create(u: Unit, new: NewTask) -> Task:
     if task.due_at is not None:
         await _set_due_timer(u, task, task.due_at)
     if not new.draft:
-        task = await settle(u, task)
+        open_dependencies = await store.dependency_open_count(u.conn, task.id) if depends_on else 0
+        task = await settle(u, task, created_with=(queue, open_dependencies))
     task.depends_on = depends_on
     return task
 
@@ -228,6 +229,7 @@ async def delete(u: Unit, task_id: str) -> None:
     if await store.children_ids(u.conn, u.workspace_id, [task.id]):
         raise Conflict(f"task {task.identifier} has child tasks; delete or move them first")
     await record(u, "task.deleted", task_id=task.id, payload={"identifier": task.identifier, "title": task.title})
+    await u.flush()  # the task's last event takes its number before the row goes
     await store.task_delete(u.conn, task.id)
 
 

@@ -83,6 +83,7 @@ class Ticker:
             for timer in due:
                 unit = Unit(conn=conn, principal=_system(timer.workspace_id), now=self._clock.now())
                 await _fire(unit, timer)
+                await unit.flush()
                 wakeups |= unit.wakeups
             await self._runner.publish(conn, wakeups)
         self._runner.signals.notify(wakeups)

@@ -22,7 +22,9 @@ from workloom.domain.errors import IdempotencyMismatch, WorkloomError
 from workloom.engine.principal import Principal
 from workloom.engine.sealing import open_sealed, seal
 from workloom.engine.signals import Signals
+from workloom.store import events as event_store
 from workloom.store import idempotency as store
+from workloom.store import tasks as task_store
 from workloom.store.database import Database, is_transient
 
 T = TypeVar("T")
@@ -43,6 +45,7 @@ class Unit:
     wakeups: set[str] = field(default_factory=set)
     deferred_error: WorkloomError | None = None
     tallies: Counter[str] = field(default_factory=Counter)
+    events: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def workspace_id(self) -> str:
@@ -58,6 +61,21 @@ class Unit:
     def refuse_after_commit(self, error: WorkloomError) -> None:
         """Commit what was written (e.g. the record of a refused late result), then raise ``error``."""
         self.deferred_error = error
+
+    async def flush(self) -> None:
+        """Write the events recorded so far: one sequence bump per task and one insert for all of them."""
+        if not self.events:
+            return
+        per_task = Counter(e["task_id"] for e in self.events if e["task_id"] is not None)
+        last = await task_store.task_advance_sequences(self.conn, per_task, self.now)
+        next_number = {task_id: last[task_id] - count + 1 for task_id, count in per_task.items()}
+        for event in self.events:
+            task_id = event["task_id"]
+            if task_id is not None:
+                event["task_sequence"] = next_number[task_id]
+                next_number[task_id] += 1
+        await event_store.event_insert_many(self.conn, self.events)
+        self.events = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +105,7 @@ class Runner:
                 async with self.db.transaction() as conn:
                     unit = Unit(conn=conn, principal=principal, now=self.clock.now())
                     result = await op(unit)
+                    await unit.flush()
                     await self.publish(conn, unit.wakeups)
             except Exception as exc:
                 if attempt < TRANSIENT_RETRIES and is_transient(exc):

@@ -15,11 +15,10 @@ from workloom.store.schema import events
 _HORIZON = sa.text("pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
 
 
-async def event_insert(conn: AsyncConnection, values: dict[str, Any]) -> int:
+async def event_insert_many(conn: AsyncConnection, rows_: list[dict[str, Any]]) -> None:
     if conn.dialect.name == "postgresql":
-        values = {**values, "commit_horizon": _HORIZON}
-    result = await conn.execute(sa.insert(events).values(values).returning(events.c.sequence))
-    return int(result.scalar_one())
+        rows_ = [{**row, "commit_horizon": _HORIZON} for row in rows_]
+    await conn.execute(sa.insert(events).values(rows_))
 
 
 async def event_stable_horizon(conn: AsyncConnection) -> int | None:

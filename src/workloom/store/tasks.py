@@ -111,14 +111,20 @@ async def task_update(
     return bool(result.rowcount)
 
 
-async def task_next_sequence(conn: AsyncConnection, task_id: str, now: datetime) -> int:
-    result = await conn.execute(
-        sa.update(tasks)
-        .where(tasks.c.id == task_id)
-        .values(event_sequence=tasks.c.event_sequence + 1, last_activity_at=now)
-        .returning(tasks.c.event_sequence)
-    )
-    return int(result.scalar_one())
+async def task_advance_sequences(conn: AsyncConnection, counts: dict[str, int], now: datetime) -> dict[str, int]:
+    """Reserve ``counts[task]`` event numbers per task; returns each task's last reserved number.
+    A task deleted in the same transaction keeps its history under the numbers it had."""
+    last: dict[str, int] = {}
+    for task_id, count in counts.items():
+        result = await conn.execute(
+            sa.update(tasks)
+            .where(tasks.c.id == task_id)
+            .values(event_sequence=tasks.c.event_sequence + count, last_activity_at=now)
+            .returning(tasks.c.event_sequence)
+        )
+        found = result.scalar_one_or_none()
+        last[task_id] = int(found) if found is not None else count
+    return last
 
 
 async def task_delete(conn: AsyncConnection, task_id: str) -> None:
