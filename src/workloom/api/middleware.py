@@ -108,21 +108,35 @@ class BodyGuard:
             ):
                 await send(message)
             return
-        seen = 0
-
-        async def limited_receive() -> Message:
-            nonlocal seen
+        if scope["method"] not in _WITH_BODY or not has_body:
+            await self.app(scope, receive, send)
+            return
+        # Read the whole body first (it is small, by the limit), so an oversize one is answered 413
+        # here instead of surfacing as a parse error inside the framework.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await self._refuse(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except _TooLarge:
-            await self._refuse(send)
+        async def buffered_receive() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, buffered_receive, send)
 
     async def _refuse(self, send: Send) -> None:
         body = orjson.dumps(
@@ -145,7 +159,3 @@ class BodyGuard:
             }
         )
         await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass

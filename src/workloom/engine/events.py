@@ -101,7 +101,9 @@ class EventReader:
         """The workspace's events after global sequence ``after``, in order, never passing a row that an
         earlier, still-uncommitted transaction could precede (so a resumed stream misses nothing)."""
         cursor = after
-        held_since: datetime | None = None
+        waiting_on: int | None = None  # the oldest open transaction we are waiting for
+        waiting_since = datetime.now(UTC)
+        given_up_on: int | None = None  # one that stayed open past our patience: no longer waited for
         with self.signals.waiter(events_key(principal.workspace_id)) as waiter:
             while stop is None or not stop.is_set():
                 async with self.db.read() as conn:
@@ -109,12 +111,18 @@ class EventReader:
                     horizon = await store.event_stable_horizon(conn) if batch else None
                 held = False
                 for event, commit_horizon in batch:
-                    if horizon is not None and commit_horizon is not None and commit_horizon > horizon:
-                        held_since = held_since or datetime.now(UTC)
-                        if datetime.now(UTC) - held_since < HORIZON_PATIENCE:
+                    if (
+                        horizon is not None
+                        and horizon != given_up_on
+                        and commit_horizon is not None
+                        and commit_horizon > horizon
+                    ):
+                        if waiting_on != horizon:
+                            waiting_on, waiting_since = horizon, datetime.now(UTC)
+                        if datetime.now(UTC) - waiting_since < HORIZON_PATIENCE:
                             held = True
                             break
-                    held_since = None
+                        given_up_on = horizon
                     cursor = event.sequence
                     if (types and event.type not in types) or (task_id and event.task_id != task_id):
                         continue

@@ -69,6 +69,7 @@ async def claim(u: Unit, queue_name: str, worker: Actor, limit: int, lease_secon
     for run in candidates:
         claimed = replace(
             run,
+            queue=queue.name,
             status="claimed",
             claim_token_hash=hash_secret(tokens[run.id]),
             claimed_at=u.now,

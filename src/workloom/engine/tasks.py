@@ -229,8 +229,14 @@ async def delete(u: Unit, task_id: str) -> None:
     if await store.children_ids(u.conn, u.workspace_id, [task.id]):
         raise Conflict(f"task {task.identifier} has child tasks; delete or move them first")
     await record(u, "task.deleted", task_id=task.id, payload={"identifier": task.identifier, "title": task.title})
+    dependents = await store.dependency_dependents(u.conn, task.id)
     await u.flush()  # the task's last event takes its number before the row goes
     await store.task_delete(u.conn, task.id)
+    # Its dependents lose that dependency with it; one that waited only on it may go ahead now.
+    for dependent_id in dependents:
+        dependent = await store.task_get(u.conn, u.workspace_id, dependent_id, lock=True)
+        if dependent is not None and dependent.status == "blocked":
+            await settle(u, dependent)
 
 
 async def publish(u: Unit, task_id: str) -> Task:

@@ -22,12 +22,26 @@ async def event_insert_many(conn: AsyncConnection, rows_: list[dict[str, Any]]) 
 
 
 async def event_stable_horizon(conn: AsyncConnection) -> int | None:
-    """The oldest transaction id still running (PostgreSQL): rows whose ``commit_horizon`` is at or
-    below it can no longer be overtaken by an earlier sequence number. None where commits are serial."""
+    """The oldest transaction id still running in this database (PostgreSQL): rows whose
+    ``commit_horizon`` is at or below it can no longer be overtaken by an earlier sequence number.
+    None where commits are serial (SQLite)."""
     if conn.dialect.name != "postgresql":
         return None
-    result = await conn.execute(sa.text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"))
-    return int(result.scalar_one())
+    row = (
+        await conn.execute(
+            sa.text(
+                "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint, "
+                "(SELECT min(backend_xid::text::bigint) FROM pg_stat_activity "
+                " WHERE datname = current_database() AND backend_xid IS NOT NULL)"
+            )
+        )
+    ).one()
+    next_xid, oldest = int(row[0]), row[1]
+    if oldest is None:
+        return next_xid
+    # backend_xid is the 32-bit id; place it in the epoch of the 64-bit next id (or the one before).
+    epoch, low = next_xid >> 32, next_xid & 0xFFFFFFFF
+    return ((epoch if int(oldest) <= low else epoch - 1) << 32) | int(oldest)
 
 
 async def event_list_for_task(
