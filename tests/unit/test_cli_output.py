@@ -1,23 +1,42 @@
-"""The CLI's pure helpers: problem lines, the HTTP client's error translation, and terminal formatting."""
+"""The CLI's pure helpers: SDK errors as one line with the fix, and terminal formatting."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
+import typer
 
-from workloom.cli.http import Api, ApiError, ApiSettings, Unreachable, clean_params, format_problem
+from workloom.cli import http
 from workloom.cli.output import age, number, short_payload, truncate, when
-from workloom.cli.sse import SseEvent
 from workloom.cli.tail import event_line, json_line
-from workloom.cli.tasks import list_filter, split_ids
+from workloom.cli.tasks import list_filter, owner_filters, split_ids
+from workloom.client import Client, NotFoundError, TransportError, ValidationError, WorkloomError
 
 NOW = datetime(2026, 1, 2, 12, 0, 0, tzinfo=UTC)
 
 
-def test_a_validation_problem_reads_as_one_line_with_every_field() -> None:
+def _client(handler: Callable[[httpx.Request], httpx.Response]) -> Client:
+    return Client("http://wl.test", "wl_secret", max_retries=0, transport=httpx.MockTransport(handler))
+
+
+def _raised(handler: Callable[[httpx.Request], httpx.Response]) -> WorkloomError:
+    with _client(handler) as client, pytest.raises(WorkloomError) as raised:
+        client.list_queues()
+    return raised.value
+
+
+def _reported(exc: WorkloomError, capsys: pytest.CaptureFixture[str], hints: http.Hints | None = None) -> str:
+    with pytest.raises(typer.Exit) as exited:
+        http.report(exc, "http://wl.test", hints)
+    assert exited.value.exit_code == 1
+    return capsys.readouterr().err
+
+
+def test_a_validation_problem_reads_as_one_line_with_every_field_and_a_hint(capsys: pytest.CaptureFixture[str]) -> None:
     problem = {
         "type": "https://workloom.dev/problems/validation-error",
         "title": "Invalid request",
@@ -28,73 +47,72 @@ def test_a_validation_problem_reads_as_one_line_with_every_field() -> None:
             {"field": "title", "message": "is required"},
         ],
     }
-    line = format_problem(422, problem)
+    exc = _raised(lambda request: httpx.Response(422, json=problem))
+    assert isinstance(exc, ValidationError)
+    line = http.error_message(exc)
     assert line == (
         "Invalid request (HTTP 422): 2 fields are invalid — "
         "priority: must be one of low, medium, high, urgent; title: is required"
     )
-    assert "\n" not in line
-
-
-def test_a_problem_without_field_errors_shows_title_and_detail() -> None:
-    assert format_problem(404, {"title": "Not found", "detail": "task WL-9 not found"}) == (
-        "Not found (HTTP 404): task WL-9 not found"
-    )
+    err = _reported(exc, capsys)
+    assert err.splitlines()[0] == line
+    assert "Fix the fields" in err
 
 
 def test_an_error_that_is_not_problem_json_falls_back_to_the_reason_and_body() -> None:
-    assert (
-        format_problem(502, {}, "<html>\n  Bad   gateway\n</html>")
-        == "Bad Gateway (HTTP 502): <html> Bad gateway </html>"
-    )
-    assert format_problem(500, {}) == "Internal Server Error (HTTP 500)"
+    exc = _raised(lambda request: httpx.Response(502, text="<html>\n  Bad   gateway\n</html>"))
+    assert http.error_message(exc) == "Bad Gateway (HTTP 502): <html> Bad gateway </html>"
 
 
-def test_settings_come_from_the_environment_with_a_local_default() -> None:
-    assert ApiSettings.from_env({}) == ApiSettings("http://127.0.0.1:8000", None)
-    env = {"WORKLOOM_URL": "https://wl.example/", "WORKLOOM_API_KEY": "wl_x"}
-    assert ApiSettings.from_env(env) == ApiSettings("https://wl.example", "wl_x")
+def test_the_hint_names_what_to_do_for_the_status(capsys: pytest.CaptureFixture[str]) -> None:
+    unauthorized = _raised(lambda request: httpx.Response(401, json={"title": "Unauthorized", "status": 401}))
+    assert "WORKLOOM_API_KEY" in _reported(unauthorized, capsys)
+    missing = NotFoundError(status=404, title="Not found", detail="task WL-9 not found")
+    assert "workloom tasks list" in _reported(missing, capsys)
+    assert "look elsewhere" in _reported(missing, capsys, hints={NotFoundError: "look elsewhere"})
 
 
-def _api(handler: httpx.MockTransport) -> Api:
-    return Api(ApiSettings("http://wl.test", "wl_secret"), transport=handler)
-
-
-def test_the_client_sends_the_key_and_drops_unset_params() -> None:
+def test_the_client_sends_the_key_and_the_filters() -> None:
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        return httpx.Response(200, json={"items": []})
+        return httpx.Response(200, json={"items": [], "next_cursor": None})
 
-    with _api(httpx.MockTransport(handler)) as api:
-        assert api.get("/v1/tasks", {"status": "ready", "q": None}) == {"items": []}
+    with _client(handler) as client:
+        client.list_tasks(status__in=["ready", "blocked"], queue="docs")
     assert seen[0].headers["authorization"] == "Bearer wl_secret"
-    assert dict(seen[0].url.params) == {"status": "ready"}
-    assert clean_params({"a": None, "b": 0}) == {"b": 0}
+    assert dict(seen[0].url.params) == {"status__in": "ready,blocked", "queue": "docs"}
 
 
-def test_an_error_status_becomes_an_api_error_carrying_the_problem() -> None:
-    problem = {"title": "Conflict", "detail": "task WL-1 is completed", "status": 409}
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(409, json=problem, headers={"content-type": "application/problem+json"})
-
-    with _api(httpx.MockTransport(handler)) as api, pytest.raises(ApiError) as raised:
-        api.post("/v1/tasks/WL-1/cancel", {})
-    assert raised.value.status == 409
-    assert raised.value.problem == problem
-    assert str(raised.value) == "Conflict (HTTP 409): task WL-1 is completed"
-
-
-def test_a_refused_connection_becomes_unreachable_naming_the_url() -> None:
+def test_a_refused_connection_says_the_server_is_not_reachable_and_how_to_start_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
 
-    with _api(httpx.MockTransport(handler)) as api, pytest.raises(Unreachable) as raised:
-        api.get("/v1/queues")
-    assert raised.value.url == "http://wl.test"
-    assert raised.value.reason == "connection refused"
+    exc = _raised(handler)
+    assert isinstance(exc, TransportError)
+    assert http.unreachable_reason(exc) == "connection refused"
+    err = _reported(exc, capsys)
+    assert "isn't reachable at http://wl.test (connection refused)" in err
+    assert "workloom serve" in err
+
+
+def test_connect_without_a_key_says_how_to_make_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("WORKLOOM_API_KEY", raising=False)
+    with pytest.raises(typer.Exit), http.connect():
+        pass
+    err = capsys.readouterr().err
+    assert "WORKLOOM_API_KEY is not set" in err
+    assert "workloom keys create" in err
+
+
+def test_the_server_url_comes_from_the_environment_with_a_local_default() -> None:
+    assert http.server_url({}) == "http://127.0.0.1:8000"
+    assert http.server_url({"WORKLOOM_URL": "https://wl.example/"}) == "https://wl.example"
 
 
 @pytest.mark.parametrize(
@@ -131,8 +149,11 @@ def test_list_options_accept_repeats_and_commas() -> None:
     assert split_ids(["WL-1", "WL-2, WL-3", ""]) == ["WL-1", "WL-2", "WL-3"]
     assert split_ids(None) == []
     assert list_filter("status", "ready") == {"status": "ready"}
-    assert list_filter("status", "ready,blocked") == {"status__in": "ready,blocked"}
+    assert list_filter("status", "ready, blocked") == {"status__in": ["ready", "blocked"]}
     assert list_filter("status", None) == {}
+    assert owner_filters("human:alice") == {"owner_kind": "human", "owner_ref": "alice"}
+    assert owner_filters("alice,bob") == {"owner_ref__in": ["alice", "bob"]}
+    assert owner_filters(None) == {}
 
 
 def test_an_event_line_names_type_task_actor_and_payload() -> None:
@@ -151,6 +172,5 @@ def test_an_event_line_names_type_task_actor_and_payload() -> None:
     assert "\n" not in text
 
 
-def test_json_lines_are_compact_and_survive_data_that_is_not_json() -> None:
-    assert json_line(SseEvent("task.created", '{\n "sequence": 3\n}', "3")) == '{"sequence":3}'
-    assert json_line(SseEvent("message", "not\njson")) == "not json"
+def test_json_lines_are_compact_single_lines() -> None:
+    assert json_line({"sequence": 3, "payload": {"title": "a\nb"}}) == '{"sequence":3,"payload":{"title":"a\\nb"}}'

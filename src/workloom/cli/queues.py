@@ -18,14 +18,13 @@ def list_queues(
     json_output: Annotated[bool, typer.Option("--json", help="Print the API's JSON instead of a table.")] = False,
 ) -> None:
     """List the queues of the workspace your API key belongs to."""
-    with connect() as api:
-        answer = api.get("/v1/queues")
-    queues: list[dict[str, Any]] = answer.get("items", [])
+    with connect() as client:
+        queues = [queue.model_dump(mode="json") for queue in client.list_queues()]
     if json_output:
         print_json(queues)
         return
     if not queues:
-        note("No queues yet: creating a task with --queue NAME makes one.")
+        note("No queues yet: 'workloom apply -f FILE' declares them, and creating a task with --queue NAME makes one.")
         return
     console.print(queue_table(queues))
 

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any
 
 import typer
 from rich.text import Text
 
-from workloom.cli.http import Api, ApiError, Unreachable, connect
+from workloom.cli.http import Hints, connect, unreachable_reason
 from workloom.cli.output import actor_label, console, local_time, note, short_payload
-from workloom.cli.sse import SseEvent, SseParser
+from workloom.client import Client, Event, NotFoundError, RateLimitedError, ServerError, TransportError, WorkloomError
 
-STREAM_PATH = "/v1/events/stream"
-# The server sends keep-alive comments well within this; silence this long means a dead connection.
-READ_TIMEOUT_SECONDS = 60.0
 FIRST_RETRY_SECONDS = 0.5
 MAX_RETRY_SECONDS = 30.0
 KNOWN_TASKS_LIMIT = 10_000
@@ -27,78 +24,93 @@ def tail(
         str | None, typer.Option("--task", "-t", help="Only this task's events (id or identifier).")
     ] = None,
     types: Annotated[str | None, typer.Option(help="Only these event types, e.g. task.created,run.failed")] = None,
+    queue: Annotated[
+        str | None, typer.Option("--queue", "-q", help="Only events of tasks on this queue (or several as a,b).")
+    ] = None,
     after: Annotated[int | None, typer.Option(help="Start after this event sequence (default: from now).")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="One raw JSON event per line.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON event per line.")] = False,
 ) -> None:
     """Follow events live (Ctrl-C to stop). Reconnects by itself and resumes where it left off."""
-    params = {"task_id": task, "types": types}
-    with connect() as api:
-        labels = TaskLabels(api)
+    type_list = split(types)
+    queues = set(split(queue))
+    hints: Hints = {NotFoundError: "No such task: 'workloom tasks list' shows the tasks your key can see."}
+    # the SDK's own reconnection is off (max_retries=0): follow() reconnects, and says so
+    with connect(max_retries=0, hints=hints) as client:
+        tasks = TaskCache(client)
         try:
-            for event in follow(api, params, after):
+            for event in follow(client, task_id=task, types=type_list, after=after):
+                data = event.model_dump(mode="json")
+                if queues and tasks.queue(data) not in queues:
+                    continue
                 if json_output:
-                    typer.echo(json_line(event))
+                    typer.echo(json_line(data))
                 else:
-                    data = _decode(event)
-                    console.print(event_line(data, labels.label(data)), soft_wrap=True)
+                    console.print(event_line(data, tasks.label(data)), soft_wrap=True)
         except KeyboardInterrupt:
             raise typer.Exit(0) from None
 
 
-def follow(api: Api, params: dict[str, Any], after: int | None = None) -> Iterator[SseEvent]:
+def split(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+def follow(
+    client: Client,
+    *,
+    task_id: str | None = None,
+    types: Sequence[str] | None = None,
+    after: int | None = None,
+    sleep: Callable[[float], None] | None = None,
+) -> Iterator[Event]:
     """Events from the stream, forever; after a drop, wait (backing off) and resume after the last id seen.
 
-    The first connection must succeed (a wrong URL or key is reported at once); later failures are retried.
+    ``client`` should not reconnect by itself (``max_retries=0``), so each drop is seen here and told. The
+    first connection must open (a wrong URL, key or task is reported at once); later failures are retried,
+    except answers that retrying cannot fix (a revoked key: 401).
     """
-    parser = SseParser(last_event_id=str(after) if after is not None else None)
-    delay, connected = FIRST_RETRY_SECONDS, False
+    pause = sleep or time.sleep
+    last, delay, opened, dropped = after, FIRST_RETRY_SECONDS, False, False
     while True:
-        headers = {"Accept": "text/event-stream"}
-        if parser.last_event_id is not None:
-            headers["Last-Event-ID"] = parser.last_event_id
+        stream = client.stream_events(after=last, types=list(types or []) or None, task_id=task_id)
         try:
-            with api.stream(
-                STREAM_PATH, {**params, "after": parser.last_event_id}, headers, READ_TIMEOUT_SECONDS
-            ) as response:
-                if connected:
+            for event in stream:
+                if dropped:
                     note("Reconnected.")
-                connected = True
-                for line in response.iter_lines():
-                    event = parser.feed(line)
-                    if event is not None:
-                        delay = FIRST_RETRY_SECONDS
-                        yield event
-            reason = "the server closed the stream"
-        except Unreachable as exc:
-            if not connected:
+                    dropped = False
+                opened, delay = True, FIRST_RETRY_SECONDS
+                last = event.sequence
+                yield event
+            reason = "the server closed the stream"  # only when the client reconnects by itself
+        except TransportError as exc:
+            if not (opened or stream.last_event_id is not None):
                 raise
-            reason = exc.reason
-        except ApiError as exc:
-            if not connected or exc.status < 500:
+            reason = unreachable_reason(exc) if exc.__cause__ is not None else "the server closed the stream"
+        except (ServerError, RateLimitedError) as exc:
+            if not (opened or stream.last_event_id is not None):
                 raise
             reason = f"HTTP {exc.status}"
-        parser.reset_partial()
-        wait = max(delay, (parser.retry_ms or 0) / 1000)
-        resume = f", resuming after event {parser.last_event_id}" if parser.last_event_id else ""
-        note(f"Connection lost ({reason}); reconnecting in {wait:.1f}s{resume}.")
-        time.sleep(wait)
+        finally:
+            # the stream announces where it starts, so even a drop before any event resumes without a gap
+            last = _sequence(stream.last_event_id, last)
+            opened = opened or stream.last_event_id is not None
+            stream.close()
+        dropped = True
+        resume = f", resuming after event {last}" if last is not None else ""
+        note(f"Connection lost ({reason}); reconnecting in {delay:.1f}s{resume}.")
+        pause(delay)
         delay = min(delay * 2, MAX_RETRY_SECONDS)
 
 
-def _decode(event: SseEvent) -> dict[str, Any]:
+def _sequence(event_id: str | None, default: int | None) -> int | None:
     try:
-        data = event.json()
+        return int(event_id) if event_id is not None else default
     except ValueError:
-        return {"type": event.event, "payload": {"data": event.data}}
-    return data if isinstance(data, dict) else {"type": event.event, "payload": {"data": data}}
+        return default
 
 
-def json_line(event: SseEvent) -> str:
-    """The event's JSON on one line (the raw data if it is not JSON)."""
-    try:
-        return json.dumps(event.json(), ensure_ascii=False, separators=(",", ":"))
-    except ValueError:
-        return event.data.replace("\n", " ")
+def json_line(event: dict[str, Any]) -> str:
+    """The event's JSON on one line."""
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 def event_style(event_type: str) -> str:
@@ -125,27 +137,44 @@ def event_line(event: dict[str, Any], task_label: str = "") -> Text:
     )
 
 
-class TaskLabels:
-    """Task identifiers (``WL-42``) for events, which carry only the task id; looked up once per task."""
+class TaskCache:
+    """Each task's identifier (``WL-42``) and queue, for events, which carry only the task id: taken from
+    the event when it says them, else looked up once per task."""
 
-    def __init__(self, api: Api) -> None:
-        self.api = api
-        self.known: dict[str, str] = {}
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.known: dict[str, tuple[str, str | None]] = {}
 
     def label(self, event: dict[str, Any]) -> str:
+        found = self._get(event)
+        return found[0] if found else ""
+
+    def queue(self, event: dict[str, Any]) -> str | None:
+        found = self._get(event)
+        return found[1] if found else None
+
+    def _get(self, event: dict[str, Any]) -> tuple[str, str | None] | None:
         task_id = event.get("task_id")
         if not task_id:
-            return ""
-        if task_id not in self.known:
+            return None
+        payload = event.get("payload") or {}
+        if "queue" in (payload.get("changed") or []):
+            self.known.pop(task_id, None)  # moved to another queue: look again
+        known = self.known.get(task_id)
+        if known is None:
             if len(self.known) >= KNOWN_TASKS_LIMIT:
                 self.known.clear()
-            identifier = (event.get("payload") or {}).get("identifier")
-            self.known[task_id] = str(identifier) if identifier else self._lookup(task_id)
-        return self.known[task_id]
+            identifier = payload.get("identifier")
+            if identifier and "queue" in payload:  # task.created says both
+                known = (str(identifier), str(payload["queue"]) if payload["queue"] else None)
+            else:
+                known = self._lookup(task_id)
+            self.known[task_id] = known
+        return known
 
-    def _lookup(self, task_id: str) -> str:
+    def _lookup(self, task_id: str) -> tuple[str, str | None]:
         try:
-            task = self.api.get(f"/v1/tasks/{task_id}")
-        except (ApiError, Unreachable):
-            return task_id
-        return str(task.get("identifier") or task_id) if isinstance(task, dict) else task_id
+            task = self.client.get_task(task_id)
+        except WorkloomError:
+            return task_id, None
+        return task.identifier or task_id, task.queue

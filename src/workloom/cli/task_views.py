@@ -86,8 +86,8 @@ def task_panel(task: dict[str, Any]) -> Panel:
     return Panel(Group(*parts), title=title, title_align="left")
 
 
-def run_table(runs: list[dict[str, Any]]) -> Table:
-    table = Table("attempt", "status", "claimed by", "started", "ended", "outcome", "run id", title="Runs")
+def run_table(runs: list[dict[str, Any]], title: str = "Runs") -> Table:
+    table = Table("attempt", "status", "claimed by", "started", "ended", "outcome", "run id", title=title)
     table.columns[-1].overflow = "fold"
     for run in runs:
         outcome = run.get("error") or run.get("end_reason") or run.get("result")
@@ -101,6 +101,37 @@ def run_table(runs: list[dict[str, Any]]) -> Table:
             str(run.get("id", "")),
         )
     return table
+
+
+def run_panel(run: dict[str, Any], task_label: str = "") -> Panel:
+    fields = Table.grid(padding=(0, 2))
+    fields.add_column(style="bold")
+    fields.add_column()
+    rows: list[tuple[str, RenderableType | str | None]] = [
+        ("status", styled(run.get("status"), RUN_STATUS_STYLES)),
+        ("task", f"{task_label} ({run.get('task_id')})" if task_label else run.get("task_id")),
+        ("queue", run.get("queue")),
+        ("attempt", str(run.get("attempt", ""))),
+        ("claimed by", actor_label(run.get("claimed_by"))),
+        ("available", local_time(run.get("available_at"))),
+        ("claimed", local_time(run.get("claimed_at"))),
+        ("started", local_time(run.get("started_at"))),
+        ("heartbeat", local_time(run.get("heartbeat_at"))),
+        ("lease until", local_time(run.get("lease_until"))),
+        ("ended", local_time(run.get("ended_at"))),
+        ("end reason", run.get("end_reason")),
+        ("error", run.get("error")),
+        ("id", run.get("id")),
+    ]
+    for label, value in rows:
+        if value:
+            fields.add_row(label, value)
+    parts: list[RenderableType] = [fields]
+    for key in ("progress", "usage", "result", "metadata"):
+        if run.get(key) not in (None, {}, []):
+            parts += [Text(""), Text(key, style="bold"), _json_block(run[key])]
+    title = Text.assemble(("Run", "bold"), f" {run.get('attempt', '')}", f" of {task_label}" if task_label else "")
+    return Panel(Group(*parts), title=title, title_align="left")
 
 
 def timeline_table(events: list[dict[str, Any]]) -> Table:

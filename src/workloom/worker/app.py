@@ -1,0 +1,805 @@
+"""``Worker``: declare handlers per queue, then ``run()`` — claims, heartbeats, outcomes and shutdown are handled.
+
+    from workloom.worker import Job, NonRetryableError, Worker
+
+    app = Worker(name="summariser", concurrency=8)
+
+    @app.handler("summaries")
+    async def summarise(job: Job) -> dict:
+        await job.progress({"step": "fetching"})
+        ...
+        job.usage(tokens=812, cost=0.0031)
+        return {"summary": text}          # completes the run; an exception fails it
+
+    if __name__ == "__main__":
+        app.run()                        # or: workloom worker mymodule:app
+
+How it runs: one claim loop per queue asks for as many runs as there are free slots (``concurrency`` is
+shared by every queue; a handler may cap its own share), long-polling ``wait_seconds`` when the queue is
+empty. Each claimed run is started, handled (async handlers as asyncio tasks, sync ones in their own thread)
+and heartbeated every third of its lease, carrying the progress and usage the handler reported. A heartbeat
+refused because the lease is gone (the task was canceled, or the lease ran out and someone else has the task)
+cancels the handler: an async handler gets ``CancelledError``, a sync one sees ``job.cancelled`` set, and what
+either produces afterwards is dropped. A return value completes the run; ``Release`` gives the task back; any
+other exception fails the run, retryable unless it is a ``NonRetryableError`` or the ``retryable`` predicate
+says no. SIGTERM or SIGINT stops claiming and lets in-flight jobs finish for ``grace_period`` seconds; jobs
+still running then are cancelled and released, and ``run()`` returns (a second signal skips the wait).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import inspect
+import logging
+import os
+import random
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from pydantic_core import to_jsonable_python
+
+from workloom.client import (
+    AsyncClient,
+    AuthenticationError,
+    Claim,
+    NotFoundError,
+    PermissionDeniedError,
+    StaleClaimError,
+    WorkloomError,
+)
+from workloom.worker.errors import NonRetryableError, Release, default_retryable
+from workloom.worker.job import Job, JobState
+from workloom.worker.logs import configure_logging
+
+F = TypeVar("F", bound=Callable[..., Any])
+Retryable = Callable[[BaseException], bool]
+
+MAX_BATCH = 100  # the server's claim limit
+MAX_WAIT_SECONDS = 30.0  # the server's long-poll limit
+IDLE_PAUSE = 1.0  # between claims that found nothing, when not long-polling
+MAX_BACKOFF = 30.0
+ERROR_LIMIT = 20_000  # the server's limit on a failure's error text
+RELEASE_TIMEOUT = 10.0
+CLAIM_RETURN_MARGIN = 5.0  # beyond wait_seconds, for a claim's answer to arrive at shutdown
+CLAIM_LINGER = 0.05  # a busy queue waits this long for more free slots, to claim them in one request
+SHUTDOWN_REASON = "worker shutting down"
+
+log = logging.getLogger("workloom.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    """A registered handler: the queue it serves and how it claims."""
+
+    queue: str
+    fn: Callable[[Job], Any]
+    is_async: bool
+    lease_seconds: int | None = None
+    batch: int = MAX_BATCH
+    concurrency: int | None = None
+    retryable: Retryable | None = None
+
+    @property
+    def name(self) -> str:
+        return getattr(self.fn, "__qualname__", None) or repr(self.fn)
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004
+
+
+class Worker:
+    """A set of handlers, one per queue, and the settings they run with.
+
+    ``client``: an ``AsyncClient`` (default: one made at start from ``WORKLOOM_URL`` / ``WORKLOOM_API_KEY``).
+    ``name``: how the worker appears in runs' ``claimed_by`` (as ``name@host:pid``) and in logs.
+    ``kind``: the actor kind claims are made as (``automation``, or ``agent_session`` for an AI agent).
+    ``concurrency``: jobs handled at once, shared by every queue. ``wait_seconds``: how long a claim waits
+    on an empty queue (long-poll, up to 30). ``grace_period``: seconds in-flight jobs get to finish at
+    shutdown. ``retryable``: decides whether an exception (other than ``NonRetryableError``) deserves
+    another attempt; default yes. ``progress_interval``: the least time between heartbeats sent early
+    because the handler reported progress or usage. ``start_runs``: mark each run ``running`` before its
+    handler is called.
+    """
+
+    def __init__(
+        self,
+        client: AsyncClient | None = None,
+        *,
+        name: str = "worker",
+        kind: str = "automation",
+        concurrency: int = 8,
+        wait_seconds: float = 10.0,
+        grace_period: float = 30.0,
+        retryable: Retryable | None = None,
+        progress_interval: float = 1.0,
+        start_runs: bool = True,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.client = client
+        self.name = name
+        self.kind = kind
+        self.concurrency = concurrency
+        self.wait_seconds = wait_seconds
+        self.grace_period = grace_period
+        self.retryable = retryable
+        self.progress_interval = progress_interval
+        self.start_runs = start_runs
+        self.log = logger or log
+        self.handlers: dict[str, Handler] = {}
+        self._runtime: _Runtime | None = None
+        self._check()
+
+    def _check(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if not 0 <= self.wait_seconds <= MAX_WAIT_SECONDS:
+            raise ValueError(f"wait_seconds must be between 0 and {MAX_WAIT_SECONDS:g}")
+        if self.grace_period < 0:
+            raise ValueError("grace_period must be 0 or more")
+
+    def configure(
+        self,
+        *,
+        concurrency: int | None = None,
+        wait_seconds: float | None = None,
+        grace_period: float | None = None,
+        name: str | None = None,
+    ) -> None:
+        """Override settings (the CLI's options) before the worker starts."""
+        if concurrency is not None:
+            self.concurrency = concurrency
+        if wait_seconds is not None:
+            self.wait_seconds = wait_seconds
+        if grace_period is not None:
+            self.grace_period = grace_period
+        if name is not None:
+            self.name = name
+        self._check()
+
+    @property
+    def actor(self) -> dict[str, str]:
+        """Who this worker claims as: ``{"kind": kind, "ref": "name@host:pid"}``."""
+        return {"kind": self.kind, "ref": f"{self.name}@{socket.gethostname()}:{os.getpid()}"}
+
+    # -- declaring handlers ---------------------------------------------------------------------------------
+
+    def handler(
+        self,
+        queue: str,
+        *,
+        lease_seconds: int | None = None,
+        batch: int | None = None,
+        concurrency: int | None = None,
+        retryable: Retryable | None = None,
+    ) -> Callable[[F], F]:
+        """Handle the tasks of ``queue`` with the decorated function (sync or async, taking a ``Job``).
+
+        ``lease_seconds``: the lease to claim with and renew (default: the queue's). ``batch``: the most runs
+        one claim asks for (default 100, never more than the free slots). ``concurrency``: the most jobs of
+        this queue at once (within the worker's own limit). ``retryable``: this handler's failure classifier.
+        """
+
+        def register(fn: F) -> F:
+            self.add_handler(
+                queue, fn, lease_seconds=lease_seconds, batch=batch, concurrency=concurrency, retryable=retryable
+            )
+            return fn
+
+        return register
+
+    def add_handler(
+        self,
+        queue: str,
+        fn: Callable[[Job], Any],
+        *,
+        lease_seconds: int | None = None,
+        batch: int | None = None,
+        concurrency: int | None = None,
+        retryable: Retryable | None = None,
+    ) -> Handler:
+        """``handler`` without the decorator."""
+        if not queue:
+            raise ValueError("a handler needs a queue name")
+        if queue in self.handlers:
+            raise ValueError(f"queue {queue!r} already has a handler ({self.handlers[queue].name})")
+        if not callable(fn):
+            raise TypeError(f"handler for {queue!r} must be callable, not {fn!r}")
+        if lease_seconds is not None and not 1 <= lease_seconds <= 86_400:
+            raise ValueError("lease_seconds must be between 1 and 86400")
+        if batch is not None and not 1 <= batch <= MAX_BATCH:
+            raise ValueError(f"batch must be between 1 and {MAX_BATCH}")
+        if concurrency is not None and concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        handler = Handler(
+            queue=queue,
+            fn=fn,
+            is_async=_is_async(fn),
+            lease_seconds=lease_seconds,
+            batch=batch or MAX_BATCH,
+            concurrency=concurrency,
+            retryable=retryable,
+        )
+        self.handlers[queue] = handler
+        return handler
+
+    # -- running --------------------------------------------------------------------------------------------
+
+    def run(self, *, configure_logs: bool = True) -> None:
+        """Serve until SIGTERM/SIGINT, then shut down gracefully and return. Logs go to stderr as JSON lines
+        unless logging was configured already (or ``configure_logs`` is false)."""
+        if configure_logs and not logging.getLogger().handlers:
+            configure_logging()
+        asyncio.run(self.serve())
+
+    async def serve(self, *, handle_signals: bool = True) -> None:
+        """Serve until ``stop()`` (or SIGTERM/SIGINT when ``handle_signals`` and on the main thread), then
+        shut down gracefully. Raises ``AuthenticationError`` / ``PermissionDeniedError`` if the key cannot claim."""
+        if not self.handlers:
+            raise RuntimeError("the worker has no handlers: declare one with @worker.handler('queue')")
+        if self._runtime is not None:
+            raise RuntimeError("the worker is already running")
+        actor = self.actor
+        client = self.client or AsyncClient(worker=actor)
+        runtime = _Runtime(self, client, actor)
+        self._runtime = runtime
+        signals = runtime.install_signals() if handle_signals else []
+        try:
+            await runtime.main()
+        finally:
+            for sig in signals:
+                runtime.loop.remove_signal_handler(sig)
+            self._runtime = None
+            if self.client is None:
+                await client.aclose()
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown (from any thread): stop claiming, let in-flight jobs finish."""
+        runtime = self._runtime
+        if runtime is not None:
+            runtime.call(runtime.request_stop)
+
+    @property
+    def running_jobs(self) -> list[Job]:
+        """The jobs being handled right now."""
+        runtime = self._runtime
+        return [] if runtime is None else [t.job for t in runtime.jobs.values()]
+
+
+@dataclass
+class _Outcome:
+    kind: Literal["result", "error", "cancelled"]
+    value: Any = None
+    error: BaseException | None = None
+
+
+@dataclass
+class _Tracked:
+    """A job and its lease as this worker sees it (``loop.time()`` seconds)."""
+
+    job: Job
+    handler: Handler
+    last_beat: float
+    deadline: float  # the lease surely ran out by then unless renewed
+
+
+@dataclass
+class _HandlerState:
+    active: int = 0  # reserved or running slots
+    idle: bool = False  # the last claim found nothing
+    busy: bool = False  # the last claim got all it asked for
+
+
+@dataclass
+class _Tally:
+    completed: int = 0
+    failed: int = 0
+    released: int = 0
+    lost: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class _Runtime:
+    """One ``serve()``: the slots, the claim loops, the jobs in flight and the shutdown."""
+
+    def __init__(self, worker: Worker, client: AsyncClient, actor: dict[str, str]) -> None:
+        self.worker = worker
+        self.client = client
+        self.actor = actor
+        self.log = worker.log
+        self.loop = asyncio.get_running_loop()
+        self.thread = threading.get_ident()
+        self.stopping = asyncio.Event()
+        self.forced = asyncio.Event()
+        self.slot_freed = asyncio.Event()
+        self.used = 0
+        self.states = {queue: _HandlerState() for queue in worker.handlers}
+        self.jobs: dict[asyncio.Task[None], _Tracked] = {}
+        self.side: set[asyncio.Task[None]] = set()
+        self.tally = _Tally()
+        self.fields = {"worker": actor["ref"]}
+
+    # -- control ----------------------------------------------------------------------------------------------
+
+    def call(self, fn: Callable[[], None]) -> None:
+        if threading.get_ident() == self.thread:
+            fn()
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing left to stop
+                self.loop.call_soon_threadsafe(fn)
+
+    def request_stop(self) -> None:
+        if not self.stopping.is_set():
+            self.stopping.set()
+            self.slot_freed.set()
+
+    def install_signals(self) -> list[signal.Signals]:
+        if threading.current_thread() is not threading.main_thread():
+            return []
+        installed = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self.loop.add_signal_handler(sig, self.on_signal, sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                continue
+            installed.append(sig)
+        return installed
+
+    def on_signal(self, sig: signal.Signals) -> None:
+        if not self.stopping.is_set():
+            self.log.info(
+                f"{sig.name}: shutting down; in-flight jobs have {self.worker.grace_period:g}s to finish",
+                extra={**self.fields, "signal": sig.name, "in_flight": len(self.jobs)},
+            )
+            self.request_stop()
+        else:
+            self.log.warning(
+                f"{sig.name} again: releasing in-flight jobs now",
+                extra={**self.fields, "signal": sig.name, "in_flight": len(self.jobs)},
+            )
+            self.forced.set()
+
+    async def pause(self, seconds: float) -> None:
+        """Sleep, but wake at once when shutdown begins."""
+        await wait_event(self.stopping, seconds)
+
+    # -- main -------------------------------------------------------------------------------------------------
+
+    async def main(self) -> None:
+        w = self.worker
+        self.log.info(
+            "worker started",
+            extra={
+                **self.fields,
+                "queues": list(w.handlers),
+                "concurrency": w.concurrency,
+                "url": self.client.base_url,
+            },
+        )
+        claimers = [
+            asyncio.create_task(self.claim_loop(h), name=f"workloom-claim-{h.queue}") for h in w.handlers.values()
+        ]
+        stop_wait = asyncio.create_task(self.stopping.wait())
+        fatal: BaseException | None = None
+        try:
+            await asyncio.wait([stop_wait, *claimers], return_when=asyncio.FIRST_COMPLETED)
+            for claimer in claimers:
+                if claimer.done() and not claimer.cancelled() and claimer.exception() is not None:
+                    fatal = claimer.exception()
+                    self.log.error(f"cannot claim: {fatal}", extra=self.fields)
+                    break
+            self.request_stop()
+            await self.shutdown(claimers)
+        except asyncio.CancelledError:
+            self.request_stop()
+            self.forced.set()
+            await self.shutdown(claimers)
+            raise
+        finally:
+            stop_wait.cancel()
+        if fatal is not None:
+            raise fatal
+
+    async def shutdown(self, claimers: list[asyncio.Task[None]]) -> None:
+        """Let in-flight jobs finish within the grace period, release the rest, then let any claim still
+        waiting on the server come back and give back what it got (a claim abandoned mid-wait could still
+        take a run on the server, which would then sit out its lease)."""
+        grace = 0.0 if self.forced.is_set() else self.worker.grace_period
+        if self.jobs:
+            self.log.info(
+                "no new claims; waiting for in-flight jobs",
+                extra={**self.fields, "in_flight": len(self.jobs), "grace_period": grace},
+            )
+        forced = asyncio.create_task(self.forced.wait())
+        try:
+            await self.wait_until([*claimers, *self.jobs, *self.side], self.loop.time() + grace, forced)
+            left = [(task, tracked) for task, tracked in self.jobs.items() if not task.done()]
+            if left:
+                self.log.warning(
+                    "grace period over: cancelling and releasing jobs still running",
+                    extra={**self.fields, "jobs": len(left)},
+                )
+                await asyncio.gather(*(self.abandon(task, tracked) for task, tracked in left))
+            if any(not c.done() for c in claimers) and not self.forced.is_set():
+                self.log.info(
+                    f"waiting for a pending claim to come back (at most {self.worker.wait_seconds:g}s)",
+                    extra=self.fields,
+                )
+                limit = self.loop.time() + self.worker.wait_seconds + CLAIM_RETURN_MARGIN
+                await self.wait_until(claimers, limit, forced)
+        finally:
+            forced.cancel()
+        for claimer in claimers:
+            if not claimer.done():
+                self.log.warning(
+                    "a waiting claim was interrupted; a run it still takes waits for its lease to run out",
+                    extra={**self.fields, "queue": claimer.get_name().removeprefix("workloom-claim-")},
+                )
+                claimer.cancel()
+        await asyncio.gather(*claimers, return_exceptions=True)
+        if self.side:
+            await asyncio.wait(self.side, timeout=RELEASE_TIMEOUT)
+        t = self.tally
+        self.log.info(
+            "worker stopped",
+            extra={**self.fields, "completed": t.completed, "failed": t.failed, "released": t.released, "lost": t.lost},
+        )
+
+    async def wait_until(self, tasks: list[asyncio.Task[None]], deadline: float, forced: asyncio.Task[Any]) -> None:
+        """Wait for ``tasks`` (and the tasks they add to ``jobs``/``side``) until ``deadline`` or a forced stop."""
+        while not self.forced.is_set():
+            pending = {t for t in tasks if not t.done()} | {t for t in self.side if not t.done()}
+            remaining = deadline - self.loop.time()
+            if not pending or remaining <= 0:
+                return
+            await asyncio.wait({*pending, forced}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+
+    async def abandon(self, task: asyncio.Task[None], tracked: _Tracked) -> None:
+        job = tracked.job
+        if job.stop(JobState.ABANDONED, SHUTDOWN_REASON):
+            try:
+                async with asyncio.timeout(RELEASE_TIMEOUT):
+                    await self.client.release_run(job.run_id, job.claim_token, reason=SHUTDOWN_REASON)
+            except (WorkloomError, TimeoutError) as exc:
+                job.log.warning(
+                    "could not release the run; it waits for its lease to run out", extra={"error": str(exc)}
+                )
+            else:
+                self.tally.released += 1
+                job.log.info("job released at shutdown")
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    # -- slots ------------------------------------------------------------------------------------------------
+
+    async def reserve(self, handler: Handler) -> int:
+        """Take up to ``handler.batch`` free slots, waiting for at least one; 0 once shutdown has begun."""
+        state = self.states[handler.queue]
+        capacity = min(self.worker.concurrency, handler.concurrency or self.worker.concurrency, handler.batch)
+        low_water = max(1, capacity // 2)
+        linger_until: float | None = None
+        while True:
+            if self.stopping.is_set():
+                return 0
+            free = self.worker.concurrency - self.used
+            if handler.concurrency is not None:
+                free = min(free, handler.concurrency - state.active)
+            self.slot_freed.clear()
+            if free <= 0:
+                await self.slot_freed.wait()
+                continue
+            if state.busy and free < low_water:
+                # The queue had more work than slots: gather a few freed slots into one claim request
+                # rather than one request per finished job.
+                linger_until = linger_until or self.loop.time() + CLAIM_LINGER
+                if self.loop.time() < linger_until:
+                    await wait_event(self.slot_freed, linger_until - self.loop.time())
+                    continue
+            # An idle queue long-polls holding one slot, so it does not starve the worker's other queues.
+            want = 1 if state.idle and len(self.states) > 1 else handler.batch
+            taken = min(free, want)
+            self.used += taken
+            state.active += taken
+            return taken
+
+    def unreserve(self, handler: Handler, count: int) -> None:
+        if count:
+            self.used -= count
+            self.states[handler.queue].active -= count
+            self.slot_freed.set()
+
+    # -- claiming ---------------------------------------------------------------------------------------------
+
+    async def claim_loop(self, handler: Handler) -> None:
+        wait = self.worker.wait_seconds
+        state = self.states[handler.queue]
+        failures = 0
+        while True:
+            count = await self.reserve(handler)
+            if count == 0:
+                return
+            began = self.loop.time()
+            try:
+                claims = await self.client.claim(
+                    handler.queue, worker=self.actor, limit=count, lease_seconds=handler.lease_seconds,
+                    wait_seconds=wait,
+                )  # fmt: skip
+            except (AuthenticationError, PermissionDeniedError):
+                self.unreserve(handler, count)
+                raise
+            except NotFoundError:
+                self.unreserve(handler, count)
+                if failures == 0:
+                    self.log.warning(
+                        "queue does not exist yet; waiting for it",
+                        extra={**self.fields, "queue": handler.queue},
+                    )
+                failures += 1
+                await self.pause(min(MAX_BACKOFF, 2.0 * failures))
+                continue
+            except WorkloomError as exc:
+                self.unreserve(handler, count)
+                failures += 1
+                delay = min(MAX_BACKOFF, 0.5 * 2 ** min(failures, 8)) * (0.5 + random.random() / 2)
+                self.log.warning(
+                    f"claim failed; trying again in {delay:.1f}s",
+                    extra={**self.fields, "queue": handler.queue, "error": str(exc)},
+                )
+                await self.pause(delay)
+                continue
+            except BaseException:
+                self.unreserve(handler, count)
+                raise
+            failures = 0
+            self.unreserve(handler, count - len(claims))
+            state.idle = not claims
+            state.busy = len(claims) == count
+            for claim in claims:
+                self.begin(handler, claim, began)
+            if not claims and self.loop.time() - began < max(wait / 2, 0.05):
+                await self.pause(IDLE_PAUSE)  # no long-poll (or the server cut it short): do not spin
+
+    def begin(self, handler: Handler, claim: Claim, began: float) -> None:
+        granted = (
+            (claim.lease_until - claim.run.claimed_at).total_seconds() if claim.run.claimed_at is not None else 0.0
+        )
+        lease = float(handler.lease_seconds or max(granted, 1.0))
+        job = Job(claim, client=self.client, worker=self.actor["ref"], lease_seconds=lease, logger=self.log,
+                  loop=self.loop)  # fmt: skip
+        if self.stopping.is_set():
+            side = asyncio.create_task(self.give_back(handler, job))
+            self.side.add(side)
+            side.add_done_callback(self.side.discard)
+            return
+        tracked = _Tracked(job=job, handler=handler, last_beat=began, deadline=began + lease)
+        task = asyncio.create_task(self.execute(tracked), name=f"workloom-job-{job.task_id}")
+        self.jobs[task] = tracked
+        task.add_done_callback(lambda done: self.jobs.pop(done, None))
+
+    async def give_back(self, handler: Handler, job: Job) -> None:
+        """A claim that arrived after shutdown began: release it at once."""
+        try:
+            await self.client.release_run(job.run_id, job.claim_token, reason=SHUTDOWN_REASON)
+            self.tally.released += 1
+        except WorkloomError as exc:
+            job.log.warning("could not release a late claim", extra={"error": str(exc)})
+        finally:
+            self.unreserve(handler, 1)
+
+    # -- one job ----------------------------------------------------------------------------------------------
+
+    async def execute(self, tracked: _Tracked) -> None:
+        job, handler = tracked.job, tracked.handler
+        started = self.loop.time()
+        try:
+            if self.worker.start_runs:
+                try:
+                    await self.client.start_run(job.run_id, job.claim_token)
+                except (StaleClaimError, NotFoundError) as exc:
+                    job.stop(JobState.LOST, "lease lost before the handler started")
+                    self.tally.lost += 1
+                    job.log.warning("lease lost before the handler started", extra={"error": str(exc)})
+                    return
+                except WorkloomError as exc:
+                    job.log.warning("could not mark the run running; handling it anyway", extra={"error": str(exc)})
+            job.log.debug("job started")
+            beats = asyncio.create_task(self.heartbeats(tracked))
+            try:
+                outcome = await self.invoke(handler, job)
+            finally:
+                beats.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beats
+            await self.settle(tracked, outcome, started)
+        except Exception:
+            job.log.exception("the worker failed while handling this job; its lease will run out")
+        finally:
+            job.finish()
+            self.unreserve(handler, 1)
+
+    async def invoke(self, handler: Handler, job: Job) -> _Outcome:
+        if handler.is_async:
+            task = asyncio.create_task(self.call_async(handler, job), name=f"workloom-handler-{job.task_id}")
+            job._handler_task = task
+            try:
+                await asyncio.wait({task})
+            except asyncio.CancelledError:
+                task.cancel()
+                raise
+            if task.cancelled():
+                return _Outcome("cancelled")
+            error = task.exception()
+            return _Outcome("error", error=error) if error is not None else _Outcome("result", task.result())
+        future: asyncio.Future[_Outcome] = self.loop.create_future()
+        thread = threading.Thread(
+            target=self.call_sync,
+            args=(handler, job, future, contextvars.copy_context()),
+            name=f"workloom-job-{job.task.identifier or job.task_id}",
+            daemon=True,  # a handler that ignores cancellation must not keep the process alive at exit
+        )
+        thread.start()
+        await asyncio.wait({future})
+        return future.result()
+
+    @staticmethod
+    async def call_async(handler: Handler, job: Job) -> Any:
+        return await handler.fn(job)
+
+    def call_sync(
+        self, handler: Handler, job: Job, future: asyncio.Future[_Outcome], context: contextvars.Context
+    ) -> None:
+        try:
+            outcome = _Outcome("result", context.run(handler.fn, job))
+        except BaseException as exc:
+            outcome = _Outcome("error", error=exc)
+
+        def deliver() -> None:
+            if not future.done():
+                future.set_result(outcome)
+
+        with contextlib.suppress(RuntimeError):  # the loop is gone (the worker exited without this job)
+            self.loop.call_soon_threadsafe(deliver)
+
+    async def heartbeats(self, tracked: _Tracked) -> None:
+        """Renew the lease every third of it; send reported progress/usage early (at most every
+        ``progress_interval``), or at once when the handler awaits a report."""
+        job = tracked.job
+        interval = max(job.lease_seconds / 3, 0.2)
+        throttle = self.worker.progress_interval
+        while job.state is JobState.RUNNING:
+            job._wake.clear()
+            now = self.loop.time()
+            due = tracked.last_beat + interval
+            dirty = job.dirty()
+            if not (job.take_flush_request() or now >= due or (dirty and now >= tracked.last_beat + throttle)):
+                until = min(due, tracked.last_beat + throttle) if dirty else due
+                await wait_event(job._wake, until - now)
+                continue
+            if not await self.beat(tracked):
+                return
+
+    async def beat(self, tracked: _Tracked) -> bool:
+        """One heartbeat; False when the lease is lost (the handler has been cancelled)."""
+        job = tracked.job
+        version, progress, usage = job.take_report()
+        sent = self.loop.time()
+        try:
+            async with asyncio.timeout(max(tracked.deadline - sent, 1.0)):
+                run = await self.client.heartbeat(
+                    job.run_id, job.claim_token, extend_seconds=tracked.handler.lease_seconds, progress=progress,
+                    usage=usage,
+                )  # fmt: skip
+        except (StaleClaimError, NotFoundError) as exc:
+            self.lose(tracked, f"lease lost: {exc.detail or exc}")
+            return False
+        except (WorkloomError, TimeoutError) as exc:
+            now = self.loop.time()
+            if now >= tracked.deadline:
+                self.lose(tracked, "lease ran out: heartbeats failed")
+                return False
+            retry_in = min(2.0, (tracked.deadline - now) / 3)
+            job.log.warning(f"heartbeat failed; trying again in {retry_in:.1f}s", extra={"error": str(exc)})
+            tracked.last_beat = now - job.lease_seconds / 3 + retry_in
+            return True
+        tracked.last_beat = sent
+        tracked.deadline = sent + job.lease_seconds
+        job.reported(version, run.lease_until)
+        return True
+
+    def lose(self, tracked: _Tracked, reason: str) -> None:
+        if tracked.job.stop(JobState.LOST, reason):
+            self.tally.lost += 1
+            tracked.job.log.warning("cancelling the handler: " + reason, extra={"reason": reason})
+
+    async def settle(self, tracked: _Tracked, outcome: _Outcome, started: float) -> None:
+        """Report the handler's outcome: complete, fail or release the run."""
+        job, handler = tracked.job, tracked.handler
+        timing = {"duration_ms": round((self.loop.time() - started) * 1000)}
+        if job.state is JobState.LOST:
+            job.log.info("handler finished after its lease was lost; outcome dropped", extra=timing)
+            return
+        if job.state is not JobState.RUNNING:
+            return
+        try:
+            if outcome.kind == "result":
+                try:
+                    to_jsonable_python(outcome.value)
+                except Exception as exc:
+                    outcome = _Outcome("error", error=NonRetryableError(f"the handler's result is not JSON: {exc}"))
+            if outcome.kind == "result":
+                if job.dirty(usage=False) and not await self.beat(tracked):
+                    return
+                usage = job.usage_totals or None
+                await self.client.complete_run(job.run_id, job.claim_token, result=outcome.value, usage=usage)
+                self.tally.completed += 1
+                job.log.info("job completed", extra=timing)
+                return
+            if job.dirty() and not await self.beat(tracked):
+                return
+            error = outcome.error
+            if outcome.kind == "cancelled" or isinstance(error, Release):
+                reason = error.reason if isinstance(error, Release) else "the handler was cancelled"
+                await self.client.release_run(job.run_id, job.claim_token, reason=reason)
+                self.tally.released += 1
+                job.log.info("job released: " + (reason or "by its handler"), extra=timing)
+                return
+            assert error is not None
+            retryable = self.classify(handler, error)
+            text = describe(error)
+            await self.client.fail_run(job.run_id, job.claim_token, text, retryable=retryable)
+            self.tally.failed += 1
+            job.log.warning(
+                "job failed" + ("" if retryable else " (not retryable)"),
+                extra={**timing, "error": text[:1000], "retryable": retryable},
+                exc_info=None if isinstance(error, NonRetryableError) else error,
+            )
+        except StaleClaimError as exc:
+            self.tally.lost += 1
+            job.log.warning(
+                "the lease was lost before the outcome was reported; the server kept it as a late result",
+                extra={**timing, "error": exc.detail or str(exc)},
+            )
+        except WorkloomError as exc:
+            job.log.error(
+                "could not report the outcome; the task is retried once its lease runs out",
+                extra={**timing, "error": str(exc)},
+            )
+
+    def classify(self, handler: Handler, error: BaseException) -> bool:
+        if isinstance(error, NonRetryableError):
+            return False
+        predicate = handler.retryable or self.worker.retryable or default_retryable
+        try:
+            return bool(predicate(error))
+        except Exception:
+            self.log.exception("the retryable predicate failed; treating the error as retryable", extra=self.fields)
+            return True
+
+
+async def wait_event(event: asyncio.Event, seconds: float) -> bool:
+    """Wait for ``event`` at most ``seconds``; True if it is set. (Not ``asyncio.wait_for``: on Python 3.11 it
+    can swallow a cancellation that arrives as the event fires, and heartbeat loops are stopped by cancelling.)"""
+    if event.is_set():
+        return True
+    try:
+        async with asyncio.timeout(max(seconds, 0.0)):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
+def describe(error: BaseException) -> str:
+    """``Type: message`` (and the cause's), within the server's limit on error text."""
+    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    cause = error.__cause__
+    if cause is not None:
+        text += f" (caused by {type(cause).__name__}: {cause})"
+    return text[:ERROR_LIMIT]
