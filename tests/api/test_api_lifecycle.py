@@ -84,11 +84,12 @@ TASK_FIELDS = {
     "id", "identifier", "workspace_id", "title", "description", "queue", "status", "blocked_reason", "priority",
     "draft", "approval_policy", "approval_state", "parent_task_id", "depends_on", "max_attempts", "attempts", "data",
     "output", "error", "due_at", "overdue_at", "owner", "created_by", "origin", "metadata", "created_at", "updated_at",
-    "closed_at", "last_activity_at",
+    "closed_at", "last_activity_at", "scope",
 }  # fmt: skip
 RUN_FIELDS = {
     "id", "task_id", "queue", "attempt", "status", "available_at", "queued_at", "claimed_at", "started_at", "ended_at",
     "heartbeat_at", "lease_until", "claimed_by", "end_reason", "error", "result", "progress", "usage", "metadata",
+    "session_id", "origin", "idempotency_key",
 }  # fmt: skip
 QUEUE_FIELDS = {
     "id", "name", "description", "lease_seconds", "max_attempts", "initial_interval_seconds", "backoff_coefficient",

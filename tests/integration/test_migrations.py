@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from workloom.engine import tasks
 from workloom.engine.service import Workloom
+from workloom.engine.tasks import NewTask
 from workloom.store import migrate
 from workloom.store.schema import metadata
 
@@ -56,7 +60,7 @@ async def test_migrating_from_zero_gives_the_canonical_schema(database_url):
 
 
 def test_the_canonical_schema_has_expression_indexes_we_knowingly_skip_on_sqlite():
-    assert _expression_index_names() == {"ix_runs_claimable"}
+    assert _expression_index_names() == {"ix_runs_claimable", "ix_runs_claimable_any"}
 
 
 async def test_servers_starting_together_all_migrate(database_url):
@@ -69,3 +73,45 @@ async def test_servers_starting_together_all_migrate(database_url):
         assert all(ready == (True, "ok") for ready in await asyncio.gather(*(s.ready() for s in servers)))
     finally:
         await asyncio.gather(*(server.stop() for server in servers))
+
+
+def _downgrade(connection: sa.Connection, revision: str) -> None:
+    config = migrate._config()
+    config.attributes["connection"] = connection
+    command.downgrade(config, revision)
+
+
+async def test_0002_downgrades_and_upgrades_again_without_losing_runs(database_url):
+    wl = Workloom.from_url(database_url)
+    try:
+        await wl.migrate()
+        key = await wl.access.create_key("acme", "admin")
+        principal = await wl.access.authenticate(key.secret)
+        await wl.run(principal, lambda u: tasks.create(u, NewTask(title="kept", queue="q", scope="global")))
+        async with wl.db.transaction() as conn:
+            await conn.run_sync(lambda c: _downgrade(c, "0001"))
+        assert await migrate.current_revision(wl.db) == "0001"
+        async with wl.db.read() as conn:
+            assert (await conn.execute(sa.text("SELECT count(*) FROM runs"))).scalar_one() == 1
+
+        await wl.migrate()
+        diffs, revision = await _diffs_and_revision(wl)
+        assert (diffs, revision) == ([], migrate.head_revision())
+        async with wl.db.read() as conn:
+            assert (await conn.execute(sa.text("SELECT scope FROM tasks"))).scalars().all() == ["workspace"]
+            assert (await conn.execute(sa.text("SELECT count(*) FROM runs"))).scalar_one() == 1
+    finally:
+        await wl.stop()
+
+
+async def test_the_scope_check_constraint_is_in_the_database(migrated_url):
+    wl = Workloom.from_url(migrated_url)
+    try:
+        key = await wl.access.create_key("acme", "admin")
+        principal = await wl.access.authenticate(key.secret)
+        task = await wl.run(principal, lambda u: tasks.create(u, NewTask(title="t")))
+        with pytest.raises(sa.exc.IntegrityError):
+            async with wl.db.transaction() as conn:
+                await conn.execute(sa.text("UPDATE tasks SET scope = 'universe' WHERE id = :id"), {"id": task.id})
+    finally:
+        await wl.stop()

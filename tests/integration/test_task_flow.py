@@ -204,7 +204,6 @@ async def test_taking_the_queue_away_withdraws_the_run(h):
     assert await h.claim("q") == []
 
 
-
 async def test_switching_a_queue_to_automatic_start_enqueues_its_waiting_tasks(h):
     await h.queue("manual-q", start_mode="manual")
     waiting = await h.create("waits for a start", queue="manual-q")

@@ -14,7 +14,8 @@ from prometheus_client import disable_created_metrics
 import workloom
 from workloom.api import problems
 from workloom.api.middleware import BodyGuard, RequestContext
-from workloom.api.routers import events, ops, queues, runs, tasks
+from workloom.api.routers import claims, dashboard, events, inbox, ops, queues, runs, tasks
+from workloom.dialects import agh
 from workloom.domain.clock import Clock
 from workloom.engine.service import Workloom
 from workloom.settings import Settings
@@ -49,8 +50,18 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.settings = settings
     app.state.stopping = asyncio.Event()
     problems.install(app)
-    for router in (ops.router, queues.router, tasks.router, runs.router, events.router):
+    for router in (
+        ops.router,
+        queues.router,
+        tasks.router,
+        runs.router,
+        claims.router,
+        events.router,
+        inbox.router,
+        dashboard.router,
+    ):
         app.include_router(router)
     app.add_middleware(BodyGuard, limit=settings.max_body_bytes)
     app.add_middleware(RequestContext)
+    agh.mount(app)
     return app

@@ -6,10 +6,12 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from workloom.domain.actors import ACTOR_KINDS
+from workloom.domain.actors import ACTOR_KINDS, ORIGIN_KINDS
 from workloom.domain.errors import FieldError, ValidationFailed
+from workloom.domain.models import TASK_SCOPES
 from workloom.domain.priority import PRIORITIES
 from workloom.domain.queries import Filter, ListQuery, decode_cursor, parse_sort
+from workloom.domain.readiness import APPROVAL_STATES
 from workloom.domain.task_states import TASK_STATUSES
 
 MAX_LIMIT = 500
@@ -45,6 +47,9 @@ TASK_FILTERS: dict[str, tuple[Callable[[str], Any], tuple[str, ...]]] = {
     "owner_kind": (_choice(ACTOR_KINDS), ("eq", "in")),
     "owner_ref": (_text, ("eq", "in")),
     "parent_task_id": (_text, ("eq", "in")),
+    "scope": (_choice(TASK_SCOPES), ("eq", "in")),
+    "approval_state": (_choice(APPROVAL_STATES), ("eq", "in")),
+    "origin_kind": (_choice(ORIGIN_KINDS), ("eq", "in")),
     "created_at": (_datetime, ("gte", "lte")),
     "updated_at": (_datetime, ("gte", "lte")),
 }

@@ -31,6 +31,10 @@ def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> Re
 def from_error(error: errors.WorkloomError) -> Response:
     status = next((code for kind, code in STATUS_BY_ERROR if isinstance(error, kind)), 400)
     extra: dict[str, Any] = {k: v for k, v in error.extra.items() if isinstance(v, str | int | list)}
+    if "status" in extra:  # a transition refused names the resource's status; ``status`` is the HTTP one
+        extra["current_status"] = extra.pop("status")
+    for member in ("type", "title", "detail", "errors"):
+        extra.pop(member, None)
     if isinstance(error, errors.ValidationFailed):
         extra["errors"] = [{"field": e.field, "message": e.message} for e in error.errors]
     return problem(status, error.code, error.title, error.detail, **extra)

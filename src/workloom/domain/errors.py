@@ -50,6 +50,13 @@ class StaleClaim(Conflict):
     title = "Claim is not current"
 
 
+class NotHolder(Conflict):
+    """An agent acting, without a claim token, on a run that another worker holds."""
+
+    code = "not-holder"
+    title = "Run is held by another worker"
+
+
 class IdempotencyMismatch(Conflict):
     code = "idempotency-key-reused"
     title = "Idempotency key reused with a different request"

@@ -11,6 +11,10 @@ from workloom.domain.retry import RetryPolicy
 from workloom.domain.run_states import RunStatus
 from workloom.domain.task_states import TaskStatus
 
+# "workspace" (the default) or "global": a label carried for the AGH vocabulary. Both kinds of task live
+# in the caller's workspace like every other thing; nothing crosses workspaces.
+TASK_SCOPES: tuple[str, ...] = ("global", "workspace")
+
 
 @dataclass(slots=True)
 class Workspace:
@@ -83,6 +87,7 @@ class Task:
     updated_at: datetime
     closed_at: datetime | None
     last_activity_at: datetime
+    scope: str = "workspace"  # one of TASK_SCOPES
     depends_on: list[str] = field(default_factory=list)
 
     @property
@@ -115,6 +120,12 @@ class Run:
     usage: Any
     metadata: Any
     queue: str | None = None
+    # The agent session attached to the run (``attach_session``), if any.
+    session_id: str | None = None
+    # Who asked for the run: the origin of the request that enqueued it.
+    origin: Actor | None = None
+    # The idempotency key the explicit enqueue or the latest claim came with; not a secret.
+    idempotency_key: str | None = None
 
 
 @dataclass(slots=True)

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from workloom.domain.task_states import BlockedReason
 
+APPROVAL_STATES: tuple[str, ...] = ("not_required", "pending", "approved", "rejected")
+
 
 @dataclass(frozen=True, slots=True)
 class Facts:

@@ -4,10 +4,11 @@ Who moves a task out of each state:
 
 - ``draft``: a person publishes it (or cancels it).
 - ``blocked``: the engine, when the reason clears (a dependency completes, approval is granted).
-- ``scheduled``: the ticker, when its timer fires (retry backoff).
+- ``scheduled``: the ticker, when its timer fires (retry backoff), or an operator canceling the waiting run.
 - ``ready``: a worker claiming its queued run, or a person picking it up.
-- ``in_progress``: the run's holder completes/fails/releases it, or its lease expires.
-- ``on_hold``: whoever put it on hold resumes it.
+- ``in_progress``: the run's holder completes/fails/releases it, or its lease expires; an operator
+  canceling the run (not the task) drops it back to ``ready`` without a run.
+- ``on_hold``: whoever put it on hold resumes it (or an operator cancels its run).
 - ``completed``, ``failed``, ``skipped``, ``canceled``: final; nothing moves them.
 """
 
@@ -31,6 +32,7 @@ TaskAction = Literal[
     "hold",
     "resume",
     "requeue",
+    "drop_run",
     "retry_later",
     "complete",
     "fail",
@@ -58,6 +60,8 @@ TRANSITIONS: dict[tuple[TaskStatus, TaskAction], TaskStatus] = {
     ("in_progress", "hold"): "on_hold",
     ("on_hold", "resume"): "in_progress",
     ("in_progress", "requeue"): "ready",
+    # The run was canceled on its own (not the task): the task waits, ready, for someone to enqueue anew.
+    **{(status, "drop_run"): "ready" for status in ("in_progress", "on_hold", "scheduled")},
     ("in_progress", "retry_later"): "scheduled",
     ("in_progress", "complete"): "completed",
     ("in_progress", "fail"): "failed",

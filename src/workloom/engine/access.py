@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from workloom.domain.actors import Actor
 from workloom.domain.clock import Clock
-from workloom.domain.errors import Unauthorized, ValidationFailed
+from workloom.domain.errors import NotFound, Unauthorized, ValidationFailed
 from workloom.domain.ids import new_id
 from workloom.domain.models import ApiKey, Workspace
 from workloom.domain.roles import ROLES
@@ -99,6 +99,14 @@ class Access:
     async def workspaces(self) -> list[Workspace]:
         async with self.db.read() as conn:
             return await store.workspace_list(conn)
+
+    async def workspace(self, principal: Principal) -> Workspace:
+        """The caller's own workspace (its name, for vocabularies that filter by it)."""
+        async with self.db.read() as conn:
+            found = await store.workspace_get(conn, principal.workspace_id)
+        if found is None:
+            raise NotFound(f"workspace {principal.workspace_id} not found")
+        return found
 
     async def keys(self, workspace_id: str) -> list[ApiKey]:
         async with self.db.read() as conn:

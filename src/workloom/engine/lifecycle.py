@@ -21,7 +21,7 @@ from workloom.domain.readiness import settle as decide
 from workloom.domain.run_states import RunAction, RunStatus
 from workloom.domain.task_states import TaskAction
 from workloom.engine.events import record
-from workloom.engine.signals import queue_key
+from workloom.engine.signals import queue_key, work_key
 from workloom.engine.unit import Unit
 from workloom.store import queues as queue_store
 from workloom.store import runs as run_store
@@ -89,7 +89,21 @@ async def move_run(
     return moved
 
 
-async def enqueue_run(u: Unit, task: Task, queue: Queue, *, attempt: int, available_at: datetime) -> Run:
+def wake_claimers(u: Unit, queue_id: str) -> None:
+    """Work became claimable in this queue: wake its claimers and those taking from any queue."""
+    u.wake(queue_key(queue_id))
+    u.wake(work_key(u.workspace_id))
+
+
+async def enqueue_run(
+    u: Unit,
+    task: Task,
+    queue: Queue,
+    *,
+    attempt: int,
+    available_at: datetime,
+    idempotency_key: str | None = None,
+) -> Run:
     run = Run(
         id=new_id("run"),
         workspace_id=u.workspace_id,
@@ -113,6 +127,9 @@ async def enqueue_run(u: Unit, task: Task, queue: Queue, *, attempt: int, availa
         progress=None,
         usage=None,
         metadata=None,
+        queue=queue.name,
+        origin=u.principal.origin,
+        idempotency_key=idempotency_key,
     )
     await run_store.run_insert(u.conn, run)
     await record(
@@ -123,7 +140,7 @@ async def enqueue_run(u: Unit, task: Task, queue: Queue, *, attempt: int, availa
         payload={"attempt": attempt, "queue": queue.name, "available_at": available_at.isoformat()},
     )
     if available_at <= u.now:
-        u.wake(queue_key(queue.id))
+        wake_claimers(u, queue.id)
     return run
 
 

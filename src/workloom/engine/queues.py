@@ -110,5 +110,10 @@ async def update(u: Unit, name: str, settings: QueueSettings) -> Queue:
     return await get(u, name)
 
 
+async def ids_by_name(u: Unit, names: list[str]) -> dict[str, str]:
+    """Name -> id of those of ``names`` that are queues of the workspace."""
+    return await store.queue_ids_by_name(u.conn, u.workspace_id, names)
+
+
 async def list_all(u: Unit) -> list[Queue]:
     return await store.queue_list(u.conn, u.workspace_id)

@@ -7,14 +7,23 @@ from datetime import timedelta
 from typing import Any
 
 from workloom.domain import run_states
+from workloom.domain import usage as usage_rules
 from workloom.domain.actors import TICKER, Actor
-from workloom.domain.errors import NotFound, StaleClaim
-from workloom.domain.models import Claim, Run, Task
+from workloom.domain.errors import Conflict, InvalidTransition, NotFound, NotHolder, StaleClaim
+from workloom.domain.models import Claim, Queue, Run, Task
 from workloom.domain.secrets import hash_secret, matches, new_secret
 from workloom.engine import queues
 from workloom.engine.events import record
-from workloom.engine.lifecycle import move_run, move_task, release_dependents, schedule_retry, task_queue
+from workloom.engine.lifecycle import (
+    enqueue_run,
+    move_run,
+    move_task,
+    release_dependents,
+    schedule_retry,
+    task_queue,
+)
 from workloom.engine.unit import Unit
+from workloom.store import queues as queue_store
 from workloom.store import runs as store
 from workloom.store import tasks as task_store
 from workloom.store import timers as timer_store
@@ -22,7 +31,7 @@ from workloom.store import timers as timer_store
 MAX_LEASE_SECONDS = 24 * 3600
 # A result that arrives after the run was taken away from its holder is kept for inspection; a repeat
 # of the holder's own complete/fail is merely refused.
-LATE_END_REASONS = ("lease_expired", "released", "task_canceled", "task_blocked", "queue_removed")
+LATE_END_REASONS = ("lease_expired", "released", "task_canceled", "task_blocked", "queue_removed", "run_canceled")
 
 
 async def get(u: Unit, run_id: str) -> Run:
@@ -39,6 +48,11 @@ async def list_for_task(u: Unit, task_id: str) -> list[Run]:
     return await store.run_list_for_task(u.conn, task.id)
 
 
+async def active_for_tasks(u: Unit, task_ids: list[str]) -> dict[str, Run]:
+    """The active run (queued, claimed, starting or running) of each of ``task_ids`` that has one."""
+    return await store.run_active_for_tasks(u.conn, u.workspace_id, task_ids)
+
+
 async def claim(u: Unit, queue_name: str, worker: Actor, limit: int, lease_seconds: int | None) -> list[Claim]:
     """Claim up to ``limit`` runs; each is handed to exactly one claimer, with a token only it holds."""
     u.principal.require("runs.work")
@@ -46,6 +60,48 @@ async def claim(u: Unit, queue_name: str, worker: Actor, limit: int, lease_secon
     candidates = await store.run_claim_candidates(
         u.conn, workspace_id=u.workspace_id, queue_id=queue.id, now=u.now, limit=limit
     )
+    return await _take(u, queue, candidates, worker, lease_seconds)
+
+
+async def claim_run(u: Unit, run_id: str, worker: Actor, lease_seconds: int | None) -> Claim:
+    """Claim one particular queued run (409 if it is not queued, or still waiting out a retry backoff)."""
+    u.principal.require("runs.work")
+    run = await store.run_get(u.conn, u.workspace_id, run_id, lock=True)
+    if run is None:
+        raise NotFound(f"run {run_id} not found")
+    run_states.apply(run.status, "claim")
+    if run.available_at > u.now:
+        raise Conflict(
+            f"run {run.id} is waiting out a retry backoff until {run.available_at.isoformat()}; claim it then",
+            run_id=run.id,
+        )
+    queue = await queue_store.queue_get(u.conn, u.workspace_id, run.queue_id)
+    assert queue is not None
+    return (await _take(u, queue, [run], worker, lease_seconds))[0]
+
+
+async def claim_next(
+    u: Unit, worker: Actor, *, queues: list[str] | None = None, lease_seconds: int | None = None
+) -> Claim | None:
+    """The best claimable run of the workspace (of the named queues, if given): highest priority, then
+    the one claimable longest, whatever its queue. None if there is none; a queue name that does not
+    exist simply has nothing to claim."""
+    u.principal.require("runs.work")
+    queue_ids: list[str] | None = None
+    if queues is not None:
+        queue_ids = list((await queue_store.queue_ids_by_name(u.conn, u.workspace_id, queues)).values())
+        if not queue_ids:
+            return None
+    run = await store.run_claim_next_candidate(u.conn, workspace_id=u.workspace_id, queue_ids=queue_ids, now=u.now)
+    if run is None:
+        return None
+    queue = await queue_store.queue_get(u.conn, u.workspace_id, run.queue_id)
+    assert queue is not None
+    return (await _take(u, queue, [run], worker, lease_seconds))[0]
+
+
+async def _take(u: Unit, queue: Queue, candidates: list[Run], worker: Actor, lease_seconds: int | None) -> list[Claim]:
+    """Hand locked queued runs of one queue to ``worker``: lease, token, events, tasks in progress."""
     if not candidates:
         return []
     lease_until = u.now + timedelta(seconds=lease_seconds or queue.lease_seconds)
@@ -60,6 +116,7 @@ async def claim(u: Unit, queue_name: str, worker: Actor, limit: int, lease_secon
                 "lease": lease_until,
                 "kind": worker.kind,
                 "ref": worker.ref,
+                "idempotency_key": u.idempotency_key,
             }
             for run in candidates
         ],
@@ -76,6 +133,7 @@ async def claim(u: Unit, queue_name: str, worker: Actor, limit: int, lease_secon
             heartbeat_at=u.now,
             lease_until=lease_until,
             claimed_by=worker,
+            idempotency_key=u.idempotency_key or run.idempotency_key,
         )
         await record(
             u,
@@ -100,20 +158,32 @@ async def claim(u: Unit, queue_name: str, worker: Actor, limit: int, lease_secon
     return claims
 
 
-async def _held(u: Unit, run_id: str, token: str, *, late: dict[str, Any] | None = None) -> tuple[Run, Task] | None:
-    """The run and its task, if ``token`` is the run's current claim and the lease has not run out.
+async def _held(
+    u: Unit, run_id: str, token: str | None, *, late: dict[str, Any] | None = None
+) -> tuple[Run, Task] | None:
+    """The run and its task, if the caller holds the run and the lease has not run out.
 
-    A wrong token is refused at once. A token that did hold the run but no longer does (lease expired,
-    released, canceled) is refused *after commit*: a lapsed lease is expired here and now, and a late
-    result (``late``) is kept as a ``run.late_result`` event. Returns None when a refusal is pending.
+    With a ``token``, holding means the token is the run's current claim; a wrong token is refused at
+    once. Without one (the AGH agent endpoints identify the agent by its key), an agent key must be
+    the run's claimer (else ``NotHolder``), and a person's key acts as an operator on any held run.
+    A caller that did hold the run but no longer does (lease expired, released, canceled) is refused
+    *after commit*: a lapsed lease is expired here and now, and a late result (``late``) is kept as a
+    ``run.late_result`` event. Returns None when a refusal is pending.
     """
     run = await store.run_get(u.conn, u.workspace_id, run_id, lock=True)
     if run is None:
         raise NotFound(f"run {run_id} not found")
-    if not matches(token, run.claim_token_hash):
-        raise StaleClaim(
-            "this claim token does not hold the run; claim the task again", run_id=run.id, run_status=run.status
-        )
+    if token is not None:
+        if not matches(token, run.claim_token_hash):
+            raise StaleClaim(
+                "this claim token does not hold the run; claim the task again", run_id=run.id, run_status=run.status
+            )
+    else:
+        if run.status == "queued":
+            raise InvalidTransition(
+                f"run {run.id} is queued: nobody holds it yet; claim it first", status=run.status, run_id=run.id
+            )
+        _check_holder(u, run)
     task = await task_store.task_get(u.conn, u.workspace_id, run.task_id, lock=True)
     assert task is not None
     if run_states.is_held(run.status):
@@ -144,7 +214,17 @@ async def _held(u: Unit, run_id: str, token: str, *, late: dict[str, Any] | None
     return None
 
 
-async def start(u: Unit, run_id: str, token: str) -> Run:
+def _check_holder(u: Unit, run: Run) -> None:
+    """An agent acting without a token may act only on runs it claimed itself."""
+    if u.principal.role == "agent" and run.claimed_by != u.principal.actor:
+        holder = f"{run.claimed_by.kind}:{run.claimed_by.ref}" if run.claimed_by else "nobody"
+        raise NotHolder(
+            f"run {run.id} is held by {holder}, not by {u.principal.actor.kind}:{u.principal.actor.ref}",
+            run_id=run.id,
+        )
+
+
+async def start(u: Unit, run_id: str, token: str | None) -> Run:
     u.principal.require("runs.work")
     held = await _held(u, run_id, token)
     if held is None:
@@ -156,9 +236,15 @@ async def start(u: Unit, run_id: str, token: str) -> Run:
 
 
 async def heartbeat(
-    u: Unit, run_id: str, token: str, extend_seconds: int | None, progress: Any = None, usage: Any = None
+    u: Unit,
+    run_id: str,
+    token: str | None,
+    extend_seconds: int | None,
+    progress: Any = None,
+    usage: dict[str, Any] | None = None,
 ) -> Run:
-    """Extend the lease. Not an event: heartbeats are frequent and change no state anyone waits on."""
+    """Extend the lease. Not an event: heartbeats are frequent and change no state anyone waits on.
+    ``usage`` merges into the run's usage (see ``domain.usage``)."""
     u.principal.require("runs.work")
     held = await _held(u, run_id, token)
     if held is None:
@@ -171,14 +257,14 @@ async def heartbeat(
     if progress is not None:
         values["progress"] = progress
     if usage is not None:
-        values["usage"] = usage
+        values["usage"] = usage_rules.merge(run.usage, usage)
     await store.run_update(u.conn, run.id, values, expected_status=run.status)
     if progress is not None:
         await record(u, "run.progress", task_id=run.task_id, run_id=run.id, payload={"progress": progress})
     return replace(run, **values)
 
 
-async def complete(u: Unit, run_id: str, token: str, result: Any, usage: Any = None) -> Run:
+async def complete(u: Unit, run_id: str, token: str | None, result: Any, usage: dict[str, Any] | None = None) -> Run:
     u.principal.require("runs.work")
     held = await _held(u, run_id, token, late={"action": "complete", "result": result})
     if held is None:
@@ -186,7 +272,7 @@ async def complete(u: Unit, run_id: str, token: str, result: Any, usage: Any = N
     run, task = held
     values: dict[str, Any] = {"result": result, "end_reason": "completed"}
     if usage is not None:
-        values["usage"] = usage
+        values["usage"] = usage_rules.merge(run.usage, usage)
     run = await move_run(u, run, "complete", **values)
     u.tally("completions")
     task = await move_task(
@@ -196,7 +282,7 @@ async def complete(u: Unit, run_id: str, token: str, result: Any, usage: Any = N
     return run
 
 
-async def fail(u: Unit, run_id: str, token: str, error: str, retryable: bool = True) -> Run:
+async def fail(u: Unit, run_id: str, token: str | None, error: str, retryable: bool = True) -> Run:
     u.principal.require("runs.work")
     held = await _held(u, run_id, token, late={"action": "fail", "error": error, "retryable": retryable})
     if held is None:
@@ -247,7 +333,7 @@ async def expire(u: Unit, run: Run, task: Task) -> Run:
     return run
 
 
-async def release(u: Unit, run_id: str, token: str, reason: str | None) -> Run:
+async def release(u: Unit, run_id: str, token: str | None, reason: str | None) -> Run:
     """Give the task back without spending an attempt: this run ends, a fresh one is queued at once."""
     u.principal.require("runs.work")
     held = await _held(u, run_id, token)
@@ -259,3 +345,73 @@ async def release(u: Unit, run_id: str, token: str, reason: str | None) -> Run:
     assert queue is not None
     await schedule_retry(u, task, queue, attempt=run.attempt, delay=0, run_id=run.id)
     return run
+
+
+async def attach_session(u: Unit, run_id: str, session_id: str, token: str | None = None) -> Run:
+    """Attach an agent session to a held run. A claimed run moves to ``starting``; a starting or running
+    one just takes the (new) session. Checked like every holder call (see ``_held``)."""
+    u.principal.require("runs.work")
+    held = await _held(u, run_id, token)
+    if held is None:
+        return await get(u, run_id)
+    run = held[0]
+    payload = {"session_id": session_id}
+    if run.status == "claimed":
+        return await move_run(u, run, "begin", event="run.session_attached", payload=payload, session_id=session_id)
+    await store.run_update(u.conn, run.id, {"session_id": session_id}, expected_status=run.status)
+    await record(
+        u,
+        "run.session_attached",
+        task_id=run.task_id,
+        run_id=run.id,
+        payload={"from_status": run.status, "status": run.status, "attempt": run.attempt, **payload},
+    )
+    return replace(run, session_id=session_id)
+
+
+async def enqueue(u: Unit, task_id: str) -> Run:
+    """An explicit new run for a ready task without one (409 if it has an active run or is not ready)."""
+    u.principal.require("tasks.write")
+    task = await task_store.task_get(u.conn, u.workspace_id, task_id, lock=True)
+    if task is None:
+        raise NotFound(f"task {task_id} not found")
+    queue = await task_queue(u, task)
+    if queue is None:
+        raise Conflict(f"task {task.identifier} has no queue to run in; set its queue first")
+    active = await store.run_active_for_task(u.conn, task.id, lock=True)
+    if active is not None:
+        raise Conflict(
+            f"task {task.identifier} has an active run already ({active.id}, {active.status})", run_id=active.id
+        )
+    if task.status != "ready":
+        raise InvalidTransition(
+            f"task {task.identifier} is {task.status}; only a ready task can be given a run",
+            status=task.status,
+            action="enqueue",
+        )
+    return await enqueue_run(
+        u, task, queue, attempt=task.attempts + 1, available_at=u.now, idempotency_key=u.idempotency_key
+    )
+
+
+async def cancel_run(u: Unit, run_id: str, reason: str | None = None) -> Run:
+    """Cancel one run, not its task: the holder loses the lease (a late result is kept, not applied),
+    and a task that was being worked on, or waiting to retry, goes back to ``ready`` without a run.
+    No attempt is spent."""
+    u.principal.require("tasks.write")
+    run = await store.run_get(u.conn, u.workspace_id, run_id, lock=True)
+    if run is None:
+        raise NotFound(f"run {run_id} not found")
+    task = await task_store.task_get(u.conn, u.workspace_id, run.task_id, lock=True)
+    assert task is not None
+    run = await move_run(u, run, "cancel", event="run.canceled", end_reason="run_canceled", payload={"reason": reason})
+    if task.status in ("in_progress", "on_hold", "scheduled"):
+        if task.status == "scheduled":
+            await timer_store.timer_delete_for_task(u.conn, task.id, "retry")
+        await move_task(u, task, "drop_run", event="task.ready", run_id=run.id, payload={"run_canceled": run.id})
+    return run
+
+
+async def usage_summary(u: Unit, task_id: str) -> dict[str, Any]:
+    """A task's usage: every run's usage added up (see ``domain.usage.summarize``)."""
+    return usage_rules.summarize(r.usage for r in await list_for_task(u, task_id))

@@ -15,11 +15,12 @@ from workloom.domain.actors import Actor
 from workloom.domain.clock import Clock, SystemClock
 from workloom.domain.models import Claim
 from workloom.engine import queues, runs, tasks
+from workloom.engine import queues as queue_cases
 from workloom.engine.access import Access
 from workloom.engine.events import EventReader
 from workloom.engine.metrics import Metrics
 from workloom.engine.principal import Principal
-from workloom.engine.signals import Signals, queue_key
+from workloom.engine.signals import Signals, queue_key, work_key
 from workloom.engine.ticker import Ticker
 from workloom.engine.unit import IdempotencyKey, Rendered, Runner, Unit
 from workloom.store import migrate
@@ -124,6 +125,60 @@ class Workloom:
                     return rendered
                 await waiter.wait(min(CLAIM_POLL_SECONDS, max(deadline - loop.time(), 0.0)))
 
+    async def claim_next(
+        self,
+        principal: Principal,
+        worker: Actor,
+        *,
+        queues: list[str] | None = None,
+        lease_seconds: int | None = None,
+        wait_seconds: float = 0.0,
+        render: Callable[[Claim | None], Rendered],
+        idempotency: IdempotencyKey | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> Rendered:
+        """``runs.claim_next``, waiting up to ``wait_seconds`` for a run to become claimable (long-poll).
+
+        Waits on the named queues' wake-ups; on the whole workspace's when no queue is named, or when a
+        named one does not exist yet (a task naming it will create it)."""
+        names = list(dict.fromkeys(queues)) if queues is not None else None
+        keys = [work_key(principal.workspace_id)]
+        if names is not None:
+            known = await self.run(principal, lambda u: queue_cases.ids_by_name(u, names))
+            if len(known) == len(names):
+                keys = [queue_key(queue_id) for queue_id in known.values()]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_seconds
+        with self.signals.waiter(*keys) as waiter:
+            while True:
+                final = loop.time() >= deadline or (stop is not None and stop.is_set())
+                found: list[Claim | None] = []
+                rendered = await self.runner.respond(
+                    principal,
+                    self._claim_next_attempt(worker, names, lease_seconds, found),
+                    render,
+                    idempotency,
+                    keep=_keep_claim(final),
+                )
+                if found and found[0] is not None:
+                    self.metrics.claims.labels(found[0].run.queue or "").inc()
+                if final or not found or found[0] is not None:  # not found: a stored answer was replayed
+                    return rendered
+                await waiter.wait(min(CLAIM_POLL_SECONDS, max(deadline - loop.time(), 0.0)))
+
+    def _claim_next_attempt(
+        self, worker: Actor, names: list[str] | None, lease_seconds: int | None, found: list[Claim | None]
+    ) -> Callable[[Unit], Awaitable[Claim | None]]:
+        async def attempt(u: Unit) -> Claim | None:
+            found.clear()  # a transaction retried after a transient conflict starts over
+            started = time.perf_counter()
+            claim = await runs.claim_next(u, worker, queues=names, lease_seconds=lease_seconds)
+            self.metrics.claim_latency.observe(time.perf_counter() - started)
+            found.append(claim)
+            return claim
+
+        return attempt
+
     def _claim_attempt(
         self, queue_name: str, worker: Actor, limit: int, lease_seconds: int | None, found: list[int]
     ) -> Callable[[Unit], Awaitable[list[Claim]]]:
@@ -135,6 +190,11 @@ class Workloom:
             return claims
 
         return attempt
+
+
+def _keep_claim(final: bool) -> Callable[[Claim | None], bool]:
+    """As ``_keep_claims``, for the single claim of claim-next."""
+    return lambda claim: claim is not None or final
 
 
 def _keep_claims(final: bool) -> Callable[[list[Claim]], bool]:

@@ -44,7 +44,7 @@ class Waiter:
 
 
 class Signals:
-    """Named wake-up channels (``queue:<id>``, ``events:<workspace>``) within one process."""
+    """Named wake-up channels (``queue:<id>``, ``work:<workspace>``, ``events:<workspace>``) within one process."""
 
     def __init__(self) -> None:
         self._waiters: defaultdict[str, set[Waiter]] = defaultdict(set)
@@ -66,6 +66,11 @@ class Signals:
 
 def queue_key(queue_id: str) -> str:
     return f"queue:{queue_id}"
+
+
+def work_key(workspace_id: str) -> str:
+    """Woken with every queue of the workspace: for claimers that take from any queue."""
+    return f"work:{workspace_id}"
 
 
 def events_key(workspace_id: str) -> str:

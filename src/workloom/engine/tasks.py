@@ -10,7 +10,7 @@ from workloom.domain import task_states
 from workloom.domain.actors import Actor
 from workloom.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
 from workloom.domain.ids import new_id
-from workloom.domain.models import Task
+from workloom.domain.models import TASK_SCOPES, Task
 from workloom.domain.priority import RANK
 from workloom.domain.queries import ListQuery, Page
 from workloom.domain.readiness import initial_approval_state
@@ -40,6 +40,7 @@ class NewTask:
     due_at: datetime | None = None
     owner: Actor | None = None
     metadata: Any = None
+    scope: str = "workspace"
 
 
 @dataclass(slots=True)
@@ -59,6 +60,7 @@ PATCHABLE = (
     "max_attempts",
     "queue",
     "approval_policy",
+    "scope",
 )
 
 
@@ -70,8 +72,16 @@ async def get(u: Unit, task_id: str, *, lock: bool = False) -> Task:
     return task
 
 
+def _check_scope(scope: str) -> None:
+    if scope not in TASK_SCOPES:
+        raise ValidationFailed(
+            f"scope {scope!r} is not known", [FieldError("scope", f"must be one of {', '.join(TASK_SCOPES)}")]
+        )
+
+
 async def create(u: Unit, new: NewTask) -> Task:
     u.principal.require("tasks.write")
+    _check_scope(new.scope)
     if new.parent_task_id is not None:
         parent = await _existing(u, new.parent_task_id, "parent_task_id")
         new.parent_task_id = parent.id
@@ -110,6 +120,7 @@ async def create(u: Unit, new: NewTask) -> Task:
         updated_at=u.now,
         closed_at=None,
         last_activity_at=u.now,
+        scope=new.scope,
     )
     await store.task_insert(u.conn, task)
     for dep in depends_on:
@@ -125,6 +136,7 @@ async def create(u: Unit, new: NewTask) -> Task:
             "draft": task.draft,
             "parent_task_id": task.parent_task_id,
             "depends_on": depends_on,
+            "scope": task.scope,
         },
     )
     if task.due_at is not None:
@@ -184,6 +196,9 @@ async def patch(u: Unit, task_id: str, changes: dict[str, Any]) -> Task:
                 raise Conflict("approval_policy can only change while the task is a draft")
             values["approval_policy"] = value
             values["approval_state"] = initial_approval_state(value)
+        elif name == "scope":
+            _check_scope(value)
+            values["scope"] = value
         elif name == "priority":
             values["priority"] = value
             await run_store.run_update_priority_for_task(u.conn, task.id, RANK[value])
@@ -321,6 +336,33 @@ async def start(u: Unit, task_id: str) -> Task:
     if task.status != "draft":
         await settle(u, task)
     return await get(u, task.id)
+
+
+async def counts(u: Unit, task_ids: list[str]) -> dict[str, tuple[int, int]]:
+    """(child count, dependency count) for each of ``task_ids`` (of this workspace): two grouped queries."""
+    children_of = await store.task_child_counts(u.conn, u.workspace_id, task_ids)
+    dependencies_of = await store.dependency_counts(u.conn, u.workspace_id, task_ids)
+    return {task_id: (children_of.get(task_id, 0), dependencies_of.get(task_id, 0)) for task_id in task_ids}
+
+
+async def get_many(u: Unit, task_ids: list[str]) -> list[Task]:
+    """The tasks of this workspace among ``task_ids`` (by id), in that order; unknown ids are left out.
+    ``depends_on`` is filled in."""
+    found = await store.task_get_many(u.conn, u.workspace_id, list(dict.fromkeys(task_ids)))
+    deps = await store.dependency_targets(u.conn, [t.id for t in found])
+    for task in found:
+        task.depends_on = deps.get(task.id, [])
+    return found
+
+
+async def dependency_records(u: Unit, task_ids: list[str]) -> dict[str, list[tuple[str, datetime]]]:
+    """For each task, its dependency edges as (depends-on task id, created at), oldest first."""
+    return await store.dependency_records(u.conn, u.workspace_id, task_ids)
+
+
+async def max_attempts(u: Unit, task_ids: list[str]) -> dict[str, int | None]:
+    """Each task's effective attempt limit: its own ``max_attempts``, else its queue's; None with neither."""
+    return await store.task_max_attempts(u.conn, u.workspace_id, task_ids)
 
 
 async def children(u: Unit, task_id: str) -> list[Task]:

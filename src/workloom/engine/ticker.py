@@ -16,9 +16,8 @@ from workloom.domain.actors import TICKER
 from workloom.domain.clock import Clock
 from workloom.engine import runs
 from workloom.engine.events import record
-from workloom.engine.lifecycle import move_task
+from workloom.engine.lifecycle import move_task, wake_claimers
 from workloom.engine.principal import Principal
-from workloom.engine.signals import queue_key
 from workloom.engine.unit import Runner, Unit
 from workloom.store import runs as run_store
 from workloom.store import tasks as task_store
@@ -142,7 +141,7 @@ async def _fire(u: Unit, timer: Timer) -> None:
         if task.status == "scheduled":
             await move_task(u, task, "fire", event="task.ready", payload={"timer": "retry"})
             if task.queue_id:
-                u.wake(queue_key(task.queue_id))
+                wake_claimers(u, task.queue_id)
     elif timer.kind == "due":
         if task.closed_at is None and task.overdue_at is None and task.due_at is not None and task.due_at <= u.now:
             await task_store.task_update(u.conn, task.id, {"overdue_at": u.now})

@@ -46,6 +46,9 @@ class Unit:
     deferred_error: WorkloomError | None = None
     tallies: Counter[str] = field(default_factory=Counter)
     events: list[dict[str, Any]] = field(default_factory=list)
+    # The request's idempotency key, when ``Runner.respond`` runs it under one: runs remember the key
+    # their explicit enqueue or their claim came with.
+    idempotency_key: str | None = None
 
     @property
     def workspace_id(self) -> str:
@@ -138,6 +141,7 @@ class Runner:
 
         async def guarded(u: Unit) -> None:
             answers.clear()  # a transaction retried after a transient conflict starts over
+            u.idempotency_key = key
             await store.idempotency_lock(u.conn, u.workspace_id, key_hash)
             stored = await store.idempotency_get(u.conn, u.workspace_id, key_hash)
             if stored is not None:

@@ -77,3 +77,20 @@ async def queue_names(conn: AsyncConnection, workspace_id: str, ids: set[str]) -
         sa.select(queues.c.id, queues.c.name).where(queues.c.workspace_id == workspace_id, queues.c.id.in_(ids))
     )
     return {row.id: row.name for row in result}
+
+
+async def queue_ids_by_name(conn: AsyncConnection, workspace_id: str, names: list[str]) -> dict[str, str]:
+    """Name -> id for the named queues that exist."""
+    if not names:
+        return {}
+    result = await conn.execute(
+        sa.select(queues.c.name, queues.c.id).where(queues.c.workspace_id == workspace_id, queues.c.name.in_(names))
+    )
+    return {row.name: row.id for row in result}
+
+
+async def queue_get_many(conn: AsyncConnection, workspace_id: str, ids: set[str]) -> list[Queue]:
+    if not ids:
+        return []
+    result = await conn.execute(sa.select(queues).where(queues.c.workspace_id == workspace_id, queues.c.id.in_(ids)))
+    return [rows.queue(row) for row in result.mappings()]

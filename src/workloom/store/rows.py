@@ -86,6 +86,7 @@ def task(row: RowMapping, queue_name: str | None = None) -> Task:
         updated_at=row["updated_at"],
         closed_at=row["closed_at"],
         last_activity_at=row["last_activity_at"],
+        scope=row["scope"],
     )
 
 
@@ -114,6 +115,9 @@ def run(row: RowMapping) -> Run:
         usage=row["usage"],
         metadata=row["metadata"],
         queue=row.get("queue_name"),
+        session_id=row["session_id"],
+        origin=actor(row["origin_kind"], row["origin_ref"]),
+        idempotency_key=row["idempotency_key"],
     )
 
 

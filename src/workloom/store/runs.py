@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workloom.domain.models import Run
 from workloom.store import rows
-from workloom.store.schema import HELD_RUN, queues, runs
+from workloom.store.schema import HELD_RUN, inline, queues, runs
 
 _WITH_QUEUE = sa.select(runs, queues.c.name.label("queue_name")).select_from(
     runs.join(queues, queues.c.id == runs.c.queue_id)
@@ -44,11 +44,20 @@ def run_values(run: Run) -> dict[str, Any]:
         "progress": run.progress,
         "usage": run.usage,
         "metadata": run.metadata,
+        "session_id": run.session_id,
+        **rows.actor_columns("origin", run.origin),
+        "idempotency_key": run.idempotency_key,
     }
 
 
 async def run_insert(conn: AsyncConnection, run: Run) -> None:
     await conn.execute(sa.insert(runs).values(run_values(run)))
+
+
+async def run_insert_many(conn: AsyncConnection, many: list[Run]) -> None:
+    """Bulk load (benchmarks, imports): rows as given."""
+    if many:
+        await conn.execute(sa.insert(runs), [run_values(run) for run in many])
 
 
 async def run_get(conn: AsyncConnection, workspace_id: str, run_id: str, *, lock: bool = False) -> Run | None:
@@ -67,11 +76,36 @@ async def run_active_for_task(conn: AsyncConnection, task_id: str, *, lock: bool
     return rows.run(row) if row else None
 
 
+async def run_active_for_tasks(conn: AsyncConnection, workspace_id: str, task_ids: list[str]) -> dict[str, Run]:
+    """The active run (at most one each) of each of ``task_ids`` that has one."""
+    if not task_ids:
+        return {}
+    result = await conn.execute(
+        _WITH_QUEUE.where(runs.c.workspace_id == workspace_id, runs.c.task_id.in_(task_ids), runs.c.status.in_(_ACTIVE))
+    )
+    return {row["task_id"]: rows.run(row) for row in result.mappings()}
+
+
 async def run_list_for_task(conn: AsyncConnection, task_id: str) -> list[Run]:
     result = await conn.execute(
         _WITH_QUEUE.where(runs.c.task_id == task_id).order_by(runs.c.queued_at, runs.c.attempt, runs.c.id)
     )
     return [rows.run(row) for row in result.mappings()]
+
+
+async def run_list_for_tasks(conn: AsyncConnection, task_ids: list[str]) -> dict[str, list[Run]]:
+    """Each task's runs, the most recent first (by attempt, then queueing), for the tasks that have any."""
+    if not task_ids:
+        return {}
+    result = await conn.execute(
+        _WITH_QUEUE.where(runs.c.task_id.in_(task_ids)).order_by(
+            runs.c.task_id, runs.c.attempt.desc(), runs.c.queued_at.desc(), runs.c.id.desc()
+        )
+    )
+    found: dict[str, list[Run]] = {}
+    for row in result.mappings():
+        found.setdefault(row["task_id"], []).append(rows.run(row))
+    return found
 
 
 async def run_update(
@@ -110,8 +144,26 @@ async def run_claim_candidates(
     return [rows.run(row) for row in (await conn.execute(stmt)).mappings()]
 
 
+async def run_claim_next_candidate(
+    conn: AsyncConnection, *, workspace_id: str, queue_ids: list[str] | None, now: datetime
+) -> Run | None:
+    """Lock the best claimable run of the workspace (``queue_ids``: of those queues only): highest
+    priority, then the one claimable longest. ``SKIP LOCKED`` as in ``run_claim_candidates``."""
+    stmt = sa.select(runs).where(
+        runs.c.workspace_id == workspace_id, runs.c.status == inline("queued"), runs.c.available_at <= now
+    )
+    if queue_ids is not None:
+        stmt = stmt.where(runs.c.queue_id.in_(queue_ids))
+    stmt = stmt.order_by(runs.c.priority.desc(), runs.c.available_at, runs.c.id).limit(1)
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True, of=runs)
+    row = (await conn.execute(stmt)).mappings().first()
+    return rows.run(row) if row else None
+
+
 async def run_mark_claimed(conn: AsyncConnection, claims: list[dict[str, Any]]) -> None:
-    """Write many claims in one round trip; each dict has run_id, token hash, lease and claimer."""
+    """Write many claims in one round trip; each dict has run_id, token hash, lease, claimer and the
+    claim's idempotency key (None keeps the run's own)."""
     if not claims:
         return
     stmt = (
@@ -125,6 +177,7 @@ async def run_mark_claimed(conn: AsyncConnection, claims: list[dict[str, Any]]) 
             lease_until=sa.bindparam("lease"),
             claimed_by_kind=sa.bindparam("kind"),
             claimed_by_ref=sa.bindparam("ref"),
+            idempotency_key=sa.func.coalesce(sa.bindparam("idempotency_key", type_=sa.String), runs.c.idempotency_key),
         )
     )
     await conn.execute(stmt, claims)

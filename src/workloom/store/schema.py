@@ -19,6 +19,17 @@ metadata = sa.MetaData(
 ACTIVE_RUN = "status IN ('queued', 'claimed', 'starting', 'running')"
 HELD_RUN = "status IN ('claimed', 'starting', 'running')"
 
+
+def inline(value: str) -> sa.BindParameter[str]:
+    """A constant written into the SQL text rather than sent as a parameter: PostgreSQL can then match
+    the predicate to a partial index (``WHERE status = 'queued'``) even in a cached generic plan."""
+    return sa.literal(value, literal_execute=True)
+
+
+def inline_all(values: tuple[str, ...]) -> list[sa.BindParameter[str]]:
+    return [inline(v) for v in values]
+
+
 workspaces = sa.Table(
     "workspaces",
     metadata,
@@ -97,6 +108,13 @@ tasks = sa.Table(
     sa.Column("updated_at", UtcDateTime, nullable=False),
     sa.Column("closed_at", UtcDateTime),
     sa.Column("last_activity_at", UtcDateTime, nullable=False),
+    sa.Column(
+        "scope",
+        sa.String(20),
+        sa.CheckConstraint("scope IN ('global', 'workspace')", name="scope"),
+        nullable=False,
+        server_default="workspace",
+    ),
     sa.UniqueConstraint("workspace_id", "number"),
     sa.CheckConstraint(
         "status IN ('draft', 'blocked', 'scheduled', 'ready', 'in_progress', 'on_hold', "
@@ -113,6 +131,16 @@ tasks = sa.Table(
     sa.Index("ix_tasks_workspace_created", "workspace_id", "created_at"),
     sa.Index("ix_tasks_parent", "parent_task_id"),
     sa.Index("ix_tasks_queue_status", "queue_id", "status"),
+    # The dashboard's grouped counts read only this index.
+    sa.Index("ix_tasks_workspace_status_reason", "workspace_id", "status", "blocked_reason", "approval_state"),
+    sa.Index("ix_tasks_workspace_activity", "workspace_id", "last_activity_at"),
+    sa.Index("ix_tasks_workspace_owner", "workspace_id", "owner_kind", "owner_ref", "status", "id"),
+    sa.Index(
+        "ix_tasks_approval_pending",
+        "workspace_id",
+        postgresql_where=sa.text("approval_state = 'pending'"),
+        sqlite_where=sa.text("approval_state = 'pending'"),
+    ),
     sa.Index(
         "ix_tasks_due",
         "due_at",
@@ -159,6 +187,10 @@ runs = sa.Table(
     sa.Column("progress", JsonValue),
     sa.Column("usage", JsonValue),
     sa.Column("metadata", JsonValue),
+    sa.Column("session_id", sa.String(200)),
+    sa.Column("origin_kind", sa.String(20)),
+    sa.Column("origin_ref", sa.String(200)),
+    sa.Column("idempotency_key", sa.String(255)),
     sa.CheckConstraint(
         "status IN ('queued', 'claimed', 'starting', 'running', 'completed', 'failed', 'canceled')", name="status"
     ),
@@ -184,8 +216,43 @@ runs = sa.Table(
         postgresql_where=sa.text("status = 'queued'"),
         sqlite_where=sa.text("status = 'queued'"),
     ),
+    # claim-next across every queue of a workspace: the best run whatever its queue.
+    sa.Index(
+        "ix_runs_claimable_any",
+        "workspace_id",
+        sa.text("priority DESC"),
+        "available_at",
+        "id",
+        postgresql_where=sa.text("status = 'queued'"),
+        sqlite_where=sa.text("status = 'queued'"),
+    ),
     sa.Index("ix_runs_lease", "lease_until", postgresql_where=sa.text(HELD_RUN), sqlite_where=sa.text(HELD_RUN)),
     sa.Index("ix_runs_task", "task_id", "attempt"),
+    # The dashboard: grouped counts, and the most recent claims for latency.
+    sa.Index("ix_runs_workspace_status_reason", "workspace_id", "status", "end_reason"),
+    sa.Index(
+        "ix_runs_workspace_claimed",
+        "workspace_id",
+        "claimed_at",
+        postgresql_where=sa.text("claimed_at IS NOT NULL"),
+        sqlite_where=sa.text("claimed_at IS NOT NULL"),
+    ),
+)
+
+# One person's triage of one task (see domain/triage.py). Not history: no events are written for it.
+task_triage = sa.Table(
+    "task_triage",
+    metadata,
+    sa.Column("workspace_id", sa.String(40), sa.ForeignKey("workspaces.id"), nullable=False),
+    sa.Column("task_id", sa.String(40), sa.ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("actor_kind", sa.String(20), primary_key=True),
+    sa.Column("actor_ref", sa.String(200), primary_key=True),
+    sa.Column("read_at", UtcDateTime),
+    sa.Column("dismissed_at", UtcDateTime),
+    sa.Column("archived_at", UtcDateTime),
+    sa.Column("last_seen_activity_at", UtcDateTime),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Index("ix_task_triage_actor", "workspace_id", "actor_kind", "actor_ref"),
 )
 
 events = sa.Table(

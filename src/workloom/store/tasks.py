@@ -34,6 +34,8 @@ COLUMNS: dict[str, sa.ColumnElement[Any]] = {
     "identifier": tasks.c.number,
     "approval_state": tasks.c.approval_state,
     "draft": tasks.c.draft,
+    "scope": tasks.c.scope,
+    "origin_kind": tasks.c.origin_kind,
 }
 
 
@@ -69,11 +71,18 @@ def task_values(task: Task) -> dict[str, Any]:
         "updated_at": task.updated_at,
         "closed_at": task.closed_at,
         "last_activity_at": task.last_activity_at,
+        "scope": task.scope,
     }
 
 
 async def task_insert(conn: AsyncConnection, task: Task) -> None:
     await conn.execute(sa.insert(tasks).values(task_values(task)))
+
+
+async def task_insert_many(conn: AsyncConnection, many: list[Task]) -> None:
+    """Bulk load (benchmarks, imports): rows as given, no events, no settling."""
+    if many:
+        await conn.execute(sa.insert(tasks), [task_values(task) for task in many])
 
 
 async def task_get(conn: AsyncConnection, workspace_id: str, task_id: str, *, lock: bool = False) -> Task | None:
@@ -147,12 +156,7 @@ async def task_list(conn: AsyncConnection, workspace_id: str, query: ListQuery) 
         elif flt.op == "lte":
             where.append(column <= value)
     if query.search:
-        term = query.search.strip()
-        if term.upper().startswith("WL-") and term[3:].isdigit():
-            where.append(tasks.c.number == int(term[3:]))
-        else:
-            escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            where.append(sa.func.lower(tasks.c.title).like(f"%{escaped.lower()}%", escape="\\"))
+        where.append(search_clause(query.search))
     base = _WITH_QUEUE.where(*where)
     total = None
     if query.count:
@@ -175,6 +179,15 @@ async def task_list(conn: AsyncConnection, workspace_id: str, query: ListQuery) 
         last = found[-1]
         next_cursor = encode_cursor([_sort_value(last, k.field) for k in query.sort] + [last.id])
     return Page(items=found, next_cursor=next_cursor, total=total)
+
+
+def search_clause(text: str) -> sa.ColumnElement[bool]:
+    """An identifier (``WL-42``) finds that task; any other text, titles containing it (any case)."""
+    term = text.strip()
+    if term.upper().startswith("WL-") and term[3:].isdigit():
+        return tasks.c.number == int(term[3:])
+    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return sa.func.lower(tasks.c.title).like(f"%{escaped.lower()}%", escape="\\")
 
 
 def _sort_value(task: Task, field: str) -> Any:
@@ -206,6 +219,57 @@ async def children_ids(conn: AsyncConnection, workspace_id: str, parent_ids: lis
         .order_by(tasks.c.number)
     )
     return list(result.scalars())
+
+
+async def task_child_counts(conn: AsyncConnection, workspace_id: str, task_ids: list[str]) -> dict[str, int]:
+    if not task_ids:
+        return {}
+    result = await conn.execute(
+        sa.select(tasks.c.parent_task_id, sa.func.count())
+        .where(tasks.c.workspace_id == workspace_id, tasks.c.parent_task_id.in_(task_ids))
+        .group_by(tasks.c.parent_task_id)
+    )
+    return {row[0]: int(row[1]) for row in result}
+
+
+async def dependency_counts(conn: AsyncConnection, workspace_id: str, task_ids: list[str]) -> dict[str, int]:
+    if not task_ids:
+        return {}
+    result = await conn.execute(
+        sa.select(task_dependencies.c.task_id, sa.func.count())
+        .where(task_dependencies.c.workspace_id == workspace_id, task_dependencies.c.task_id.in_(task_ids))
+        .group_by(task_dependencies.c.task_id)
+    )
+    return {row[0]: int(row[1]) for row in result}
+
+
+async def dependency_records(
+    conn: AsyncConnection, workspace_id: str, task_ids: list[str]
+) -> dict[str, list[tuple[str, datetime]]]:
+    """For each task, (the task it depends on, when the edge was made), oldest edge first."""
+    if not task_ids:
+        return {}
+    result = await conn.execute(
+        sa.select(task_dependencies.c.task_id, task_dependencies.c.depends_on_task_id, task_dependencies.c.created_at)
+        .where(task_dependencies.c.workspace_id == workspace_id, task_dependencies.c.task_id.in_(task_ids))
+        .order_by(task_dependencies.c.created_at, task_dependencies.c.depends_on_task_id)
+    )
+    out: dict[str, list[tuple[str, datetime]]] = {i: [] for i in task_ids}
+    for row in result:
+        out[row.task_id].append((row.depends_on_task_id, row.created_at))
+    return out
+
+
+async def task_max_attempts(conn: AsyncConnection, workspace_id: str, task_ids: list[str]) -> dict[str, int | None]:
+    """Each task's attempt limit: its own, else its queue's; None for a task with neither."""
+    if not task_ids:
+        return {}
+    result = await conn.execute(
+        sa.select(tasks.c.id, sa.func.coalesce(tasks.c.max_attempts, queues.c.max_attempts))
+        .select_from(tasks.outerjoin(queues, queues.c.id == tasks.c.queue_id))
+        .where(tasks.c.workspace_id == workspace_id, tasks.c.id.in_(task_ids))
+    )
+    return {row[0]: (int(row[1]) if row[1] is not None else None) for row in result}
 
 
 async def dependency_insert(

@@ -17,6 +17,11 @@ async def workspace_get_by_name(conn: AsyncConnection, name: str) -> Workspace |
     return rows.workspace(row) if row else None
 
 
+async def workspace_get(conn: AsyncConnection, workspace_id: str) -> Workspace | None:
+    row = (await conn.execute(sa.select(workspaces).where(workspaces.c.id == workspace_id))).mappings().first()
+    return rows.workspace(row) if row else None
+
+
 async def workspace_insert(conn: AsyncConnection, *, id: str, name: str, now: datetime) -> Workspace:
     await conn.execute(sa.insert(workspaces).values(id=id, name=name, task_counter=0, created_at=now))
     return Workspace(id=id, name=name, created_at=now)

@@ -39,7 +39,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from pydantic_core import to_jsonable_python
@@ -47,6 +47,7 @@ from pydantic_core import to_jsonable_python
 from workloom.client import (
     AsyncClient,
     AuthenticationError,
+    BadRequestError,
     Claim,
     NotFoundError,
     PermissionDeniedError,
@@ -134,6 +135,7 @@ class Worker:
         self.log = logger or log
         self.handlers: dict[str, Handler] = {}
         self._runtime: _Runtime | None = None
+        self._stop_early = False  # stop() came before serve() got going
         self._check()
 
     def _check(self) -> None:
@@ -240,7 +242,8 @@ class Worker:
 
     async def serve(self, *, handle_signals: bool = True) -> None:
         """Serve until ``stop()`` (or SIGTERM/SIGINT when ``handle_signals`` and on the main thread), then
-        shut down gracefully. Raises ``AuthenticationError`` / ``PermissionDeniedError`` if the key cannot claim."""
+        shut down gracefully. Raises ``AuthenticationError`` / ``PermissionDeniedError`` if the key cannot claim,
+        ``ValidationError`` if the server refuses the claim's settings (e.g. the worker's ``kind``)."""
         if not self.handlers:
             raise RuntimeError("the worker has no handlers: declare one with @worker.handler('queue')")
         if self._runtime is not None:
@@ -249,6 +252,9 @@ class Worker:
         client = self.client or AsyncClient(worker=actor)
         runtime = _Runtime(self, client, actor)
         self._runtime = runtime
+        if self._stop_early:
+            self._stop_early = False
+            runtime.request_stop()
         signals = runtime.install_signals() if handle_signals else []
         try:
             await runtime.main()
@@ -260,10 +266,13 @@ class Worker:
                 await client.aclose()
 
     def stop(self) -> None:
-        """Begin a graceful shutdown (from any thread): stop claiming, let in-flight jobs finish."""
+        """Begin a graceful shutdown (from any thread): stop claiming, let in-flight jobs finish. Called just
+        before ``serve()`` starts, it makes that ``serve()`` return at once."""
         runtime = self._runtime
         if runtime is not None:
             runtime.call(runtime.request_stop)
+        else:
+            self._stop_early = True
 
     @property
     def running_jobs(self) -> list[Job]:
@@ -302,7 +311,6 @@ class _Tally:
     failed: int = 0
     released: int = 0
     lost: int = 0
-    counts: dict[str, int] = field(default_factory=dict)
 
 
 class _Runtime:
@@ -531,8 +539,8 @@ class _Runtime:
                     handler.queue, worker=self.actor, limit=count, lease_seconds=handler.lease_seconds,
                     wait_seconds=wait,
                 )  # fmt: skip
-            except (AuthenticationError, PermissionDeniedError):
-                self.unreserve(handler, count)
+            except (AuthenticationError, PermissionDeniedError, BadRequestError):
+                self.unreserve(handler, count)  # a wrong key or setting: trying again will not help
                 raise
             except NotFoundError:
                 self.unreserve(handler, count)

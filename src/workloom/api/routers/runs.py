@@ -1,4 +1,5 @@
-"""/v1/runs: the lease holder's calls. Each needs the claim token handed out by the claim."""
+"""/v1/runs: the lease holder's calls (each needs the claim token handed out by the claim), claiming one
+particular run, attaching an agent session, and canceling one run."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from starlette.responses import Response
 
 from workloom.api import render
 from workloom.api.deps import engine, idempotency, json, principal
-from workloom.api.schemas.runs import Complete, Fail, Heartbeat, Release, TokenBody
-from workloom.domain.models import Run
+from workloom.api.schemas.runs import AttachSession, CancelRun, ClaimRun, Complete, Fail, Heartbeat, Release, TokenBody
+from workloom.domain.models import Claim, Run
 from workloom.engine import runs
 from workloom.engine.principal import Principal
 from workloom.engine.service import Workloom
@@ -85,4 +86,48 @@ async def release_run(
     idem: IdempotencyKey | None = Depends(idempotency),
 ) -> Response:
     status, data = await wl.respond(p, lambda u: runs.release(u, run_id, body.claim_token, body.reason), _ok, idem)
+    return json(data, status)
+
+
+@router.post("/{run_id}/claim")
+async def claim_run(
+    run_id: str,
+    body: ClaimRun,
+    p: Principal = Depends(principal),
+    wl: Workloom = Depends(engine),
+    idem: IdempotencyKey | None = Depends(idempotency),
+) -> Response:
+    def rendered(claim: Claim) -> tuple[int, dict[str, object]]:
+        return 200, render.claim(claim)
+
+    status, data = await wl.respond(
+        p, lambda u: runs.claim_run(u, run_id, body.worker.to_actor(), body.lease_seconds), rendered, idem
+    )
+    return json(data, status)
+
+
+@router.post("/{run_id}/attach-session")
+async def attach_session(
+    run_id: str,
+    body: AttachSession,
+    p: Principal = Depends(principal),
+    wl: Workloom = Depends(engine),
+    idem: IdempotencyKey | None = Depends(idempotency),
+) -> Response:
+    status, data = await wl.respond(
+        p, lambda u: runs.attach_session(u, run_id, body.session_id, body.claim_token), _ok, idem
+    )
+    return json(data, status)
+
+
+@router.post("/{run_id}/cancel")
+async def cancel_run(
+    run_id: str,
+    body: CancelRun | None = None,
+    p: Principal = Depends(principal),
+    wl: Workloom = Depends(engine),
+    idem: IdempotencyKey | None = Depends(idempotency),
+) -> Response:
+    reason = body.reason if body else None
+    status, data = await wl.respond(p, lambda u: runs.cancel_run(u, run_id, reason), _ok, idem)
     return json(data, status)

@@ -171,6 +171,22 @@ async def task_runs(task_id: str, p: Principal = Depends(principal), wl: Workloo
     return json(render.items([render.run(r) for r in found]))
 
 
+@router.post("/{task_id}/runs", status_code=201)
+async def enqueue_run(
+    task_id: str,
+    p: Principal = Depends(principal),
+    wl: Workloom = Depends(engine),
+    idem: IdempotencyKey | None = Depends(idempotency),
+) -> Response:
+    status, data = await wl.respond(p, lambda u: runs.enqueue(u, task_id), lambda r: (201, render.run(r)), idem)
+    return json(data, status)
+
+
+@router.get("/{task_id}/usage")
+async def usage(task_id: str, p: Principal = Depends(principal), wl: Workloom = Depends(engine)) -> Response:
+    return json({"usage": await wl.run(p, lambda u: runs.usage_summary(u, task_id))})
+
+
 @router.get("/{task_id}/timeline")
 async def timeline(
     task_id: str,

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from workloom.api.schemas.common import Reason, Strict, StrictBool, StrictInt, StrictStr
+from workloom.api.schemas.common import ActorIn, Number, Reason, Strict, StrictBool, StrictInt, StrictStr
 
 Token = Annotated[StrictStr, Field(min_length=1, max_length=200)]
 
@@ -33,3 +33,28 @@ class Fail(TokenBody):
 
 class Release(TokenBody):
     reason: Reason | None = None
+
+
+LeaseSeconds = Annotated[StrictInt, Field(ge=1, le=86_400)]
+QueueName = Annotated[StrictStr, Field(min_length=1, max_length=200)]
+
+
+class AttachSession(Strict):
+    session_id: Annotated[StrictStr, Field(min_length=1, max_length=200)]
+    claim_token: Token | None = None
+
+
+class ClaimRun(Strict):
+    worker: ActorIn
+    lease_seconds: LeaseSeconds | None = None
+
+
+class CancelRun(Strict):
+    reason: Reason | None = None
+
+
+class ClaimNext(Strict):
+    worker: ActorIn
+    queues: Annotated[list[QueueName], Field(min_length=1, max_length=100)] | None = None
+    lease_seconds: LeaseSeconds | None = None
+    wait_seconds: Annotated[Number, Field(ge=0, le=30)] = 0

@@ -40,6 +40,7 @@ class TaskCreate(Strict):
     due_at: AwareDatetime | None = None
     owner: ActorIn | None = None
     metadata: JsonObject | None = None
+    scope: Literal["global", "workspace"] = "workspace"
 
     def to_new(self, parent_task_id: str | None = None) -> NewTask:
         return NewTask(
@@ -56,6 +57,7 @@ class TaskCreate(Strict):
             due_at=self.due_at,
             owner=self.owner.to_actor() if self.owner else None,
             metadata=self.metadata,
+            scope=self.scope,
         )
 
 
@@ -70,13 +72,14 @@ class TaskPatch(Strict):
     max_attempts: Attempts | None = None
     queue: Name | None = None
     approval_policy: Literal["none", "required"] | None = None
+    scope: Literal["global", "workspace"] | None = None
 
     def changes(self) -> dict[str, Any]:
         """Only the fields the request named; ``null`` clears the nullable ones."""
         out: dict[str, Any] = {}
         for name in self.model_fields_set:
             value = getattr(self, name)
-            if name in ("title", "priority", "approval_policy") and value is None:
+            if name in ("title", "priority", "approval_policy", "scope") and value is None:
                 continue
             out[name] = value.to_actor() if isinstance(value, ActorIn) else value
         return out
