@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -46,3 +48,13 @@ async def idempotency(request: Request) -> IdempotencyKey | None:
 
 def json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def abandoned(request: Request) -> Callable[[], Awaitable[bool]]:
+    """For long waits: true once the server is shutting down or the client has disconnected."""
+
+    async def check() -> bool:
+        stopping: asyncio.Event = request.app.state.stopping
+        return stopping.is_set() or await request.is_disconnected()
+
+    return check

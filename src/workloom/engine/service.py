@@ -99,17 +99,21 @@ class Workloom:
         wait_seconds: float,
         render: Callable[[list[Claim]], Rendered],
         idempotency: IdempotencyKey | None = None,
-        stop: asyncio.Event | None = None,
+        give_up: Callable[[], Awaitable[bool]] | None = None,
     ) -> Rendered:
         """Claim up to ``limit`` runs, waiting up to ``wait_seconds`` for the first to arrive (long-poll).
 
-        ``stop`` (set when the server shuts down) ends the wait early with whatever is there."""
+        ``give_up`` (true once the server is shutting down or the client has gone) ends the wait early:
+        a claim made for a caller who is no longer there would sit out its lease unworked."""
         queue = await self.run(principal, lambda u: queues.get(u, queue_name))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
         with self.signals.waiter(queue_key(queue.id)) as waiter:
+            waited = False
             while True:
-                final = loop.time() >= deadline or (stop is not None and stop.is_set())
+                if waited and give_up is not None and await give_up():
+                    return render([])  # nobody is listening: claim nothing for them
+                final = loop.time() >= deadline
                 found: list[int] = []
                 rendered = await self.runner.respond(
                     principal,
@@ -124,6 +128,7 @@ class Workloom:
                 if claimed or final or not found:  # not found: a stored answer was replayed
                     return rendered
                 await waiter.wait(min(CLAIM_POLL_SECONDS, max(deadline - loop.time(), 0.0)))
+                waited = True
 
     async def claim_next(
         self,
@@ -135,7 +140,7 @@ class Workloom:
         wait_seconds: float = 0.0,
         render: Callable[[Claim | None], Rendered],
         idempotency: IdempotencyKey | None = None,
-        stop: asyncio.Event | None = None,
+        give_up: Callable[[], Awaitable[bool]] | None = None,
     ) -> Rendered:
         """``runs.claim_next``, waiting up to ``wait_seconds`` for a run to become claimable (long-poll).
 
@@ -150,8 +155,11 @@ class Workloom:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
         with self.signals.waiter(*keys) as waiter:
+            waited = False
             while True:
-                final = loop.time() >= deadline or (stop is not None and stop.is_set())
+                if waited and give_up is not None and await give_up():
+                    return render(None)  # nobody is listening: claim nothing for them
+                final = loop.time() >= deadline
                 found: list[Claim | None] = []
                 rendered = await self.runner.respond(
                     principal,
@@ -165,6 +173,7 @@ class Workloom:
                 if final or not found or found[0] is not None:  # not found: a stored answer was replayed
                     return rendered
                 await waiter.wait(min(CLAIM_POLL_SECONDS, max(deadline - loop.time(), 0.0)))
+                waited = True
 
     def _claim_next_attempt(
         self, worker: Actor, names: list[str] | None, lease_seconds: int | None, found: list[Claim | None]

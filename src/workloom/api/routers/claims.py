@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from workloom.api import render
-from workloom.api.deps import engine, idempotency, json, principal
+from workloom.api.deps import abandoned, engine, idempotency, json, principal
 from workloom.api.schemas.runs import ClaimNext
 from workloom.engine.principal import Principal
 from workloom.engine.service import Workloom
@@ -30,7 +30,7 @@ async def claim_next(
         lease_seconds=body.lease_seconds,
         wait_seconds=float(body.wait_seconds),
         idempotency=idem,
-        stop=request.app.state.stopping,
+        give_up=abandoned(request),
         render=lambda claim: (200, {"claim": render.claim(claim) if claim else None}),
     )
     return json(data, status)

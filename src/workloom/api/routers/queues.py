@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from starlette.responses import Response
 
 from workloom.api import render
-from workloom.api.deps import engine, idempotency, json, principal
+from workloom.api.deps import abandoned, engine, idempotency, json, principal
 from workloom.api.schemas.queues import ClaimRequest, QueueCreate, QueueFields
 from workloom.engine import queues
 from workloom.engine.principal import Principal
@@ -67,7 +67,7 @@ async def claim(
         lease_seconds=body.lease_seconds,
         wait_seconds=float(body.wait_seconds),
         idempotency=idem,
-        stop=request.app.state.stopping,
+        give_up=abandoned(request),
         render=lambda claims: (200, {"claims": [render.claim(c) for c in claims]}),
     )
     return json(data, status)

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from workloom.api.deps import idempotency
+from workloom.api.deps import abandoned, idempotency
 from workloom.dialects.agh import bodies, shapes
 from workloom.dialects.agh.deps import empty, engine, json, keyed, principal
 from workloom.domain.models import Claim, Run
@@ -49,7 +49,7 @@ async def claim_next(
         wait_seconds=float(body.wait_seconds),
         render=claim_answer,
         idempotency=await keyed(request, body.idempotency_key, header),
-        stop=request.app.state.stopping,
+        give_up=abandoned(request),
     )
     return empty(status) if data is None else json(data, status)
 
