@@ -6,7 +6,6 @@ import time
 
 import httpx
 import pytest
-
 from serverproc import ServerProcess
 
 WORKER = {"kind": "automation", "ref": "impatient"}
