@@ -29,6 +29,13 @@ def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> Re
 
 
 def from_error(error: errors.WorkloomError) -> Response:
+    status, body = problem_fields(error)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return Response(orjson.dumps(body), status_code=status, media_type="application/problem+json", headers=headers)
+
+
+def problem_fields(error: errors.WorkloomError) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and the problem body of ``error`` (also how a batch reports one item's refusal)."""
     status = next((code for kind, code in STATUS_BY_ERROR if isinstance(error, kind)), 400)
     extra: dict[str, Any] = {k: v for k, v in error.extra.items() if isinstance(v, str | int | list)}
     if "status" in extra:  # a transition refused names the resource's status; ``status`` is the HTTP one
@@ -37,7 +44,8 @@ def from_error(error: errors.WorkloomError) -> Response:
         extra.pop(member, None)
     if isinstance(error, errors.ValidationFailed):
         extra["errors"] = [{"field": e.field, "message": e.message} for e in error.errors]
-    return problem(status, error.code, error.title, error.detail, **extra)
+    body = {"type": PROBLEM_BASE + error.code, "title": error.title, "status": status, "detail": error.detail, **extra}
+    return status, body
 
 
 def _field(loc: tuple[Any, ...]) -> str:

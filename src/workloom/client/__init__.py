@@ -32,7 +32,7 @@ from workloom.client.errors import (
     ValidationError,
     WorkloomError,
 )
-from workloom.client.models import Actor, Claim, Event, Page, Queue, Run, Task, TaskTree
+from workloom.client.models import Actor, Claim, Event, Page, Queue, Run, RunOutcome, Task, TaskTree
 from workloom.client.sync import Client
 
 __all__ = [
@@ -60,6 +60,7 @@ __all__ = [
     "RateLimitedError",
     "RetryPolicy",
     "Run",
+    "RunOutcome",
     "ServerError",
     "StaleClaimError",
     "Task",

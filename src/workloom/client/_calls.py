@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
 from workloom.client import errors
-from workloom.client.models import Actor, Claim, Event, Page, Queue, Run, Task, TaskTree
+from workloom.client.models import Actor, Claim, Event, Page, Queue, Run, RunOutcome, Task, TaskTree
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -276,6 +276,36 @@ def claim(
 
 def create_task(title: str, fields: TaskFields, idempotency_key: str | None) -> Call[Task]:
     return Call("POST", path("tasks"), Task.model_validate, json=_new_task(title, fields),
+                idempotency_key=key(idempotency_key))  # fmt: skip
+
+
+NewTaskLike = str | Mapping[str, Any]
+CompletionLike = tuple[str, str] | tuple[str, str, Any]
+
+
+def create_tasks(tasks: Sequence[NewTaskLike], idempotency_key: str | None) -> Call[list[Task]]:
+    """Many tasks in one transaction: each a title, or a mapping of ``title`` plus task fields."""
+    payload = []
+    for item in tasks:
+        if isinstance(item, str):
+            payload.append(_new_task(item, {}))
+        else:
+            values = dict(item)
+            title = values.pop("title")
+            payload.append(_new_task(title, values))  # type: ignore[arg-type]
+    return Call("POST", path("tasks", "batch"), _items(Task), json={"tasks": payload},
+                idempotency_key=key(idempotency_key))  # fmt: skip
+
+
+def complete_runs(runs: Sequence[CompletionLike], idempotency_key: str | None) -> Call[list[RunOutcome]]:
+    """Many held runs completed in one transaction, each on its own: (run id, claim token[, result])."""
+    payload = []
+    for item in runs:
+        entry: dict[str, Any] = {"run_id": item[0], "claim_token": item[1]}
+        if len(item) > 2:
+            entry["result"] = jsonable(item[2])
+        payload.append(entry)
+    return Call("POST", path("runs", "complete"), _items(RunOutcome), json={"runs": payload},
                 idempotency_key=key(idempotency_key))  # fmt: skip
 
 

@@ -191,6 +191,23 @@ def from_response(response: httpx.Response) -> WorkloomError:
     return error
 
 
+def from_problem(problem: Mapping[str, Any]) -> WorkloomError:
+    """The typed error for a problem body carried inside an answer (one refused item of a batch)."""
+    kind = problem.get("type")
+    code = kind.rsplit("/", 1)[-1] if isinstance(kind, str) else None
+    status = problem.get("status")
+    status = status if isinstance(status, int) else 400
+    detail = problem.get("detail")
+    return error_class(status, code)(
+        status=status,
+        type=kind if isinstance(kind, str) else None,
+        title=str(problem["title"]) if problem.get("title") else None,
+        detail=str(detail) if detail is not None else None,
+        errors=_field_errors(problem.get("errors")),
+        body=dict(problem),
+    )
+
+
 def _field_errors(raw: Any) -> list[FieldError]:
     if not isinstance(raw, list):
         return []

@@ -113,6 +113,25 @@ class Claim(Model):
     lease_until: datetime
 
 
+class RunOutcome(Model):
+    """One item of a batch completion: ``status`` (``completed``) when the run completed, else ``error``,
+    the problem that refused it (``exception`` gives it as the SDK's typed error)."""
+
+    run_id: str
+    status: str | None = None
+    error: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def exception(self) -> Exception | None:
+        from workloom.client.errors import from_problem
+
+        return from_problem(self.error) if self.error is not None else None
+
+
 class Event(Model):
     """One entry of the append-only event log: ``sequence`` is global, ``task_sequence`` counts per task."""
 

@@ -13,7 +13,7 @@ from workloom.client._base import ClientBase
 from workloom.client._calls import ActorLike, Call, QueueSettings, StreamCall, TaskChanges, TaskFields, TaskFilters
 from workloom.client._config import DEFAULT_TIMEOUT
 from workloom.client._sse import EventStream, SseDecoder
-from workloom.client.models import Claim, Event, Page, Queue, Run, Task, TaskTree
+from workloom.client.models import Claim, Event, Page, Queue, Run, RunOutcome, Task, TaskTree
 
 T = TypeVar("T")
 
@@ -158,6 +158,19 @@ class Client(ClientBase):
     def create_task(self, title: str, *, idempotency_key: str | None = None, **fields: Unpack[TaskFields]) -> Task:
         """Create a task (a named queue that does not exist is created with defaults)."""
         return self._call(calls.create_task(title, fields, idempotency_key))
+
+    def create_tasks(self, tasks: Sequence[calls.NewTaskLike], *, idempotency_key: str | None = None) -> list[Task]:
+        """Create up to 1000 tasks in one transaction (all or none), numbered in the order given: each a
+        title, or a mapping of ``title`` and the fields of ``create_task``."""
+        return self._call(calls.create_tasks(tasks, idempotency_key))
+
+    def complete_runs(
+        self, runs: Sequence[calls.CompletionLike], *, idempotency_key: str | None = None
+    ) -> list[RunOutcome]:
+        """Complete up to 1000 held runs in one transaction, each on its own: items are
+        ``(run_id, claim_token)`` or ``(run_id, claim_token, result)``; each outcome says ``completed``
+        or carries the refusal (``outcome.exception``)."""
+        return self._call(calls.complete_runs(runs, idempotency_key))
 
     def get_task(self, task_id: str) -> Task:
         """One task by id or identifier (``WL-42``)."""

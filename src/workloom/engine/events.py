@@ -26,16 +26,18 @@ async def record(
     run_id: str | None = None,
     payload: dict[str, Any] | None = None,
     actor: Actor | None = None,
+    task_sequence: int | None = None,
 ) -> None:
     """Append one event to the unit of work; it is written with the others just before commit, and a
-    task's events get consecutive numbers in that task's own sequence."""
+    task's events get consecutive numbers in that task's own sequence (``task_sequence`` given: the
+    number is already taken, by a task created in this unit with its event count)."""
     who = actor or u.principal.actor
     u.events.append(
         {
             "workspace_id": u.workspace_id,
             "task_id": task_id,
             "run_id": run_id,
-            "task_sequence": None,
+            "task_sequence": task_sequence,
             "type": type,
             "actor_kind": who.kind,
             "actor_ref": who.ref,

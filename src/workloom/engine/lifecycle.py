@@ -104,7 +104,25 @@ async def enqueue_run(
     available_at: datetime,
     idempotency_key: str | None = None,
 ) -> Run:
-    run = Run(
+    run = new_run(u, task, queue, attempt=attempt, available_at=available_at, idempotency_key=idempotency_key)
+    await run_store.run_insert(u.conn, run)
+    await record(
+        u,
+        "run.queued",
+        task_id=task.id,
+        run_id=run.id,
+        payload={"attempt": attempt, "queue": queue.name, "available_at": available_at.isoformat()},
+    )
+    if available_at <= u.now:
+        wake_claimers(u, queue.id)
+    return run
+
+
+def new_run(
+    u: Unit, task: Task, queue: Queue, *, attempt: int, available_at: datetime, idempotency_key: str | None = None
+) -> Run:
+    """A queued run of ``task`` (not written yet)."""
+    return Run(
         id=new_id("run"),
         workspace_id=u.workspace_id,
         task_id=task.id,
@@ -131,17 +149,6 @@ async def enqueue_run(
         origin=u.principal.origin,
         idempotency_key=idempotency_key,
     )
-    await run_store.run_insert(u.conn, run)
-    await record(
-        u,
-        "run.queued",
-        task_id=task.id,
-        run_id=run.id,
-        payload={"attempt": attempt, "queue": queue.name, "available_at": available_at.isoformat()},
-    )
-    if available_at <= u.now:
-        wake_claimers(u, queue.id)
-    return run
 
 
 async def task_queue(u: Unit, task: Task) -> Queue | None:

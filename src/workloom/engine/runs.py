@@ -6,10 +6,19 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from workloom.domain import run_states
+from workloom.domain import run_states, task_states
 from workloom.domain import usage as usage_rules
 from workloom.domain.actors import TICKER, Actor
-from workloom.domain.errors import Conflict, InvalidTransition, NotFound, NotHolder, StaleClaim
+from workloom.domain.errors import (
+    Conflict,
+    FieldError,
+    InvalidTransition,
+    NotFound,
+    NotHolder,
+    StaleClaim,
+    ValidationFailed,
+    WorkloomError,
+)
 from workloom.domain.models import Claim, Queue, Run, Task
 from workloom.domain.secrets import hash_secret, matches, new_secret
 from workloom.engine import queues
@@ -106,12 +115,13 @@ async def _take(u: Unit, queue: Queue, candidates: list[Run], worker: Actor, lea
         return []
     lease_until = u.now + timedelta(seconds=lease_seconds or queue.lease_seconds)
     tokens = {run.id: new_secret("clm") for run in candidates}
+    hashes = {run_id: hash_secret(token) for run_id, token in tokens.items()}
     await store.run_mark_claimed(
         u.conn,
         [
             {
                 "run_id": run.id,
-                "token_hash": hash_secret(tokens[run.id]),
+                "token_hash": hashes[run.id],
                 "now": u.now,
                 "lease": lease_until,
                 "kind": worker.kind,
@@ -123,12 +133,20 @@ async def _take(u: Unit, queue: Queue, candidates: list[Run], worker: Actor, lea
     )
     claims = []
     tasks = {t.id: t for t in await task_store.task_get_many(u.conn, u.workspace_id, [r.task_id for r in candidates])}
+    # Ready tasks (all of them, but for a retry whose timer has not fired) move to in_progress in one statement.
+    ready = [task_id for task_id, task in tasks.items() if task.status == "ready"]
+    if ready:
+        target = task_states.apply("ready", "claim")
+        values: dict[str, Any] = {"status": target, "updated_at": u.now, "blocked_reason": None}
+        moved = await task_store.task_update_many(u.conn, ready, values, expected_status="ready")
+        if len(moved) != len(ready):
+            raise Conflict("a task changed while this claim ran; retry it")
     for run in candidates:
         claimed = replace(
             run,
             queue=queue.name,
             status="claimed",
-            claim_token_hash=hash_secret(tokens[run.id]),
+            claim_token_hash=hashes[run.id],
             claimed_at=u.now,
             heartbeat_at=u.now,
             lease_until=lease_until,
@@ -149,17 +167,31 @@ async def _take(u: Unit, queue: Queue, candidates: list[Run], worker: Actor, lea
             },
         )
         task = tasks[run.task_id]
-        if task.status in ("ready", "scheduled"):
-            if task.status == "scheduled":
-                await timer_store.timer_delete_for_task(u.conn, task.id, "retry")
-                task = await move_task(u, task, "fire", event="task.ready", actor=worker)
+        if task.status == "ready":
+            await record(
+                u,
+                "task.in_progress",
+                task_id=task.id,
+                run_id=run.id,
+                actor=worker,
+                payload={"from_status": "ready", "status": target},
+            )
+            task = replace(task, **values)
+        elif task.status == "scheduled":
+            await timer_store.timer_delete_for_task(u.conn, task.id, "retry")
+            task = await move_task(u, task, "fire", event="task.ready", actor=worker)
             task = await move_task(u, task, "claim", event="task.in_progress", run_id=run.id, actor=worker)
         claims.append(Claim(task=task, run=claimed, claim_token=tokens[run.id], lease_until=lease_until))
     return claims
 
 
 async def _held(
-    u: Unit, run_id: str, token: str | None, *, late: dict[str, Any] | None = None
+    u: Unit,
+    run_id: str,
+    token: str | None,
+    *,
+    late: dict[str, Any] | None = None,
+    prefetched: tuple[Run | None, dict[str, Task]] | None = None,
 ) -> tuple[Run, Task] | None:
     """The run and its task, if the caller holds the run and the lease has not run out.
 
@@ -168,9 +200,13 @@ async def _held(
     the run's claimer (else ``NotHolder``), and a person's key acts as an operator on any held run.
     A caller that did hold the run but no longer does (lease expired, released, canceled) is refused
     *after commit*: a lapsed lease is expired here and now, and a late result (``late``) is kept as a
-    ``run.late_result`` event. Returns None when a refusal is pending.
+    ``run.late_result`` event. Returns None when a refusal is pending. ``prefetched``: the run and the
+    tasks, read and locked already by a batch.
     """
-    run = await store.run_get(u.conn, u.workspace_id, run_id, lock=True)
+    if prefetched is not None:
+        run = prefetched[0]
+    else:
+        run = await store.run_get(u.conn, u.workspace_id, run_id, lock=True)
     if run is None:
         raise NotFound(f"run {run_id} not found")
     if token is not None:
@@ -184,7 +220,10 @@ async def _held(
                 f"run {run.id} is queued: nobody holds it yet; claim it first", status=run.status, run_id=run.id
             )
         _check_holder(u, run)
-    task = await task_store.task_get(u.conn, u.workspace_id, run.task_id, lock=True)
+    if prefetched is not None and run.task_id in prefetched[1]:
+        task: Task | None = prefetched[1][run.task_id]
+    else:
+        task = await task_store.task_get(u.conn, u.workspace_id, run.task_id, lock=True)
     assert task is not None
     if run_states.is_held(run.status):
         assert run.lease_until is not None
@@ -246,10 +285,22 @@ async def heartbeat(
     """Extend the lease. Not an event: heartbeats are frequent and change no state anyone waits on.
     ``usage`` merges into the run's usage (see ``domain.usage``)."""
     u.principal.require("runs.work")
-    held = await _held(u, run_id, token)
-    if held is None:
-        return await get(u, run_id)
-    run = held[0]
+    # The common case, a holder within its lease, needs only the run row (not its task) and one update.
+    run_or_none = await store.run_get(u.conn, u.workspace_id, run_id, lock=True)
+    if (
+        run_or_none is not None
+        and token is not None
+        and run_states.is_held(run_or_none.status)
+        and run_or_none.lease_until is not None
+        and run_or_none.lease_until > u.now
+        and matches(token, run_or_none.claim_token_hash)
+    ):
+        run = run_or_none
+    else:
+        held = await _held(u, run_id, token)  # every other case, with its refusals
+        if held is None:
+            return await get(u, run_id)
+        run = held[0]
     # By default a heartbeat renews the lease for as long as it was last granted.
     granted = (run.lease_until - run.heartbeat_at).total_seconds() if run.lease_until and run.heartbeat_at else 0
     seconds = extend_seconds or max(granted, 1)
@@ -269,7 +320,108 @@ async def complete(u: Unit, run_id: str, token: str | None, result: Any, usage: 
     held = await _held(u, run_id, token, late={"action": "complete", "result": result})
     if held is None:
         return await get(u, run_id)
-    run, task = held
+    run, _task = await _complete_held(u, *held, result, usage)
+    return run
+
+
+MAX_BATCH = 1000
+
+
+async def complete_many(u: Unit, items: list[tuple[str, str, Any]]) -> list[Run | WorkloomError]:
+    """Complete many held runs, each on its own: a run whose token no longer holds it is refused (and a
+    late result kept, as for one run) while the others complete. One unit of work; runs and tasks read
+    and locked two statements for the batch, in id order. Returns, per item, the run or its refusal."""
+    u.principal.require("runs.work")
+    if len(items) > MAX_BATCH:
+        raise ValidationFailed(
+            f"at most {MAX_BATCH} runs per batch", [FieldError("runs", f"at most {MAX_BATCH} items")]
+        )
+    found = await store.run_get_many(u.conn, u.workspace_id, sorted({run_id for run_id, _, _ in items}), lock=True)
+    task_ids = sorted({run.task_id for run in found.values()})
+    tasks = {t.id: t for t in await task_store.task_get_many(u.conn, u.workspace_id, task_ids, lock=True)}
+    outcomes: dict[int, Run | WorkloomError] = {}
+    held: list[tuple[int, Run, Task, Any]] = []
+    seen: set[str] = set()
+    for i in sorted(range(len(items)), key=lambda i: items[i][0]):
+        run_id, token, result = items[i]
+        if run_id in seen:  # the same run twice: the first item takes it, the repeat is refused as a repeat
+            outcomes[i] = StaleClaim(
+                "this run is completed by an earlier item of the same batch", run_id=run_id, run_status="completed"
+            )
+            continue
+        seen.add(run_id)
+        try:
+            found_held = await _held(
+                u, run_id, token, late={"action": "complete", "result": result}, prefetched=(found.get(run_id), tasks)
+            )
+        except WorkloomError as refused:  # raised before anything of this run was written
+            outcomes[i] = refused
+            continue
+        if found_held is None:
+            assert u.deferred_error is not None
+            outcomes[i], u.deferred_error = u.deferred_error, None
+            continue
+        try:  # a transition the single call would refuse is refused for this item alone
+            run_states.apply(found_held[0].status, "complete")
+            task_states.apply(found_held[1].status, "complete")
+        except WorkloomError as refused:
+            outcomes[i] = refused
+            continue
+        held.append((i, *found_held, result))
+    for i, run in await _complete_all(u, held):
+        outcomes[i] = run
+    return [outcomes[i] for i in range(len(items))]
+
+
+async def _complete_all(u: Unit, held: list[tuple[int, Run, Task, Any]]) -> list[tuple[int, Run]]:
+    """Complete held runs (locked, with their tasks, by the caller): the same rows and events as
+    ``complete`` one by one, written with one statement for the runs and one for the tasks. The rows
+    are locked in this transaction, so the status each update expects is the one read."""
+    if not held:
+        return []
+    run_target = run_states.apply("running", "complete")
+    run_rows, task_rows, done, completed_tasks = [], [], [], []
+    for i, run, task, result in held:
+        run_states.apply(run.status, "complete")
+        task_target = task_states.apply(task.status, "complete")
+        run_values = {"result": result, "end_reason": "completed", "status": run_target, "ended_at": u.now}
+        run_rows.append({"run_id": run.id, **run_values})
+        await record(
+            u,
+            "run.completed",
+            task_id=run.task_id,
+            run_id=run.id,
+            payload={"from_status": run.status, "status": run_target, "attempt": run.attempt},
+        )
+        u.tally("completions")
+        task_values = {
+            "output": result,
+            "attempts": task.attempts + 1,
+            "status": task_target,
+            "updated_at": u.now,
+            "blocked_reason": None,
+            "closed_at": u.now,
+        }
+        task_rows.append({"task_id": task.id, **task_values})
+        await record(
+            u,
+            "task.completed",
+            task_id=task.id,
+            run_id=run.id,
+            payload={"from_status": task.status, "status": task_target},
+        )
+        done.append((i, replace(run, **run_values)))
+        completed_tasks.append(replace(task, **task_values))
+    await store.run_complete_many(u.conn, run_rows)
+    await task_store.task_complete_many(u.conn, task_rows)
+    waiting = await task_store.dependency_dependents_many(u.conn, [t.id for t in completed_tasks])
+    for task in completed_tasks:
+        if task.id in waiting:
+            await release_dependents(u, task)
+    return done
+
+
+async def _complete_held(u: Unit, run: Run, task: Task, result: Any, usage: dict[str, Any] | None) -> tuple[Run, Task]:
     values: dict[str, Any] = {"result": result, "end_reason": "completed"}
     if usage is not None:
         values["usage"] = usage_rules.merge(run.usage, usage)
@@ -279,7 +431,7 @@ async def complete(u: Unit, run_id: str, token: str | None, result: Any, usage: 
         u, task, "complete", event="task.completed", run_id=run.id, output=result, attempts=task.attempts + 1
     )
     await release_dependents(u, task)
-    return run
+    return run, task
 
 
 async def fail(u: Unit, run_id: str, token: str | None, error: str, retryable: bool = True) -> Run:

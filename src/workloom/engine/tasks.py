@@ -10,13 +10,14 @@ from workloom.domain import task_states
 from workloom.domain.actors import Actor
 from workloom.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
 from workloom.domain.ids import new_id
-from workloom.domain.models import TASK_SCOPES, Task
+from workloom.domain.models import TASK_SCOPES, Queue, Task
 from workloom.domain.priority import RANK
 from workloom.domain.queries import ListQuery, Page
-from workloom.domain.readiness import initial_approval_state
+from workloom.domain.readiness import Facts, initial_approval_state
+from workloom.domain.readiness import settle as decide
 from workloom.engine import queues
 from workloom.engine.events import record
-from workloom.engine.lifecycle import move_run, move_task, settle
+from workloom.engine.lifecycle import move_run, move_task, new_run, settle, wake_claimers
 from workloom.engine.unit import Unit
 from workloom.store import runs as run_store
 from workloom.store import tasks as store
@@ -79,16 +80,111 @@ def _check_scope(scope: str) -> None:
         )
 
 
+MAX_BATCH = 1000
+
+
 async def create(u: Unit, new: NewTask) -> Task:
     u.principal.require("tasks.write")
     _check_scope(new.scope)
-    if new.parent_task_id is not None:
-        parent = await _existing(u, new.parent_task_id, "parent_task_id")
-        new.parent_task_id = parent.id
-    depends_on = [(await _existing(u, dep, "depends_on")).id for dep in dict.fromkeys(new.depends_on)]
-    queue = await queues.ensure(u, new.queue) if new.queue else None
-    number = await _next_number(u)
-    task = Task(
+    if _simple(new):
+        return (await _create_simple(u, [new]))[0]
+    return await _create_one(u, new)
+
+
+async def create_many(u: Unit, many: list[NewTask]) -> list[Task]:
+    """Create tasks in one unit, all or none, numbered in the order given. Tasks without a parent,
+    dependencies or due date (the common case) are written a few statements for the whole batch;
+    a field error names the task by its index (``tasks.<i>.<field>``)."""
+    u.principal.require("tasks.write")
+    if len(many) > MAX_BATCH:
+        raise ValidationFailed(
+            f"at most {MAX_BATCH} tasks per batch", [FieldError("tasks", f"at most {MAX_BATCH} items")]
+        )
+    for i, new in enumerate(many):
+        with _indexed(i):
+            _check_scope(new.scope)
+    if all(_simple(new) for new in many):
+        return await _create_simple(u, many)
+    created = []
+    for i, new in enumerate(many):
+        with _indexed(i):
+            created.append(await _create_one(u, new))
+    return created
+
+
+class _indexed:
+    """Re-raise a field error of the ``i``-th task of a batch as ``tasks.<i>.<field>``."""
+
+    def __init__(self, i: int) -> None:
+        self.i = i
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, ValidationFailed):
+            exc.errors = [FieldError(f"tasks.{self.i}.{e.field}", e.message) for e in exc.errors] or [
+                FieldError(f"tasks.{self.i}", exc.detail)
+            ]
+
+
+def _simple(new: NewTask) -> bool:
+    return new.parent_task_id is None and not new.depends_on and new.due_at is None
+
+
+async def _create_simple(u: Unit, many: list[NewTask]) -> list[Task]:
+    """Tasks that settle on facts known up front: their numbers reserved in one statement, the rows
+    inserted in their settled state (with their event count) in one, their runs in one, and the events
+    the step-by-step path would have recorded (task.created, task.ready or task.blocked, run.queued)."""
+    names = list(dict.fromkeys(new.queue for new in many if new.queue))
+    by_name = {name: await queues.ensure(u, name) for name in names}
+    # Numbers last: the workspace row stays locked until commit, so take it as late as possible.
+    last = await workspace_store.workspace_next_task_numbers(u.conn, u.workspace_id, len(many))
+    first = last - len(many) + 1
+    created: list[Task] = []
+    new_runs = []
+    for i, new in enumerate(many):
+        queue = by_name[new.queue] if new.queue else None
+        task = _new_task(u, new, first + i, queue)
+        events: list[tuple[str, str | None, dict[str, Any]]] = [("task.created", None, _created_payload(task, []))]
+        if not new.draft:
+            outcome = decide(
+                Facts(
+                    dependencies_open=0,
+                    approval_policy=task.approval_policy,
+                    approval_state=task.approval_state,
+                    has_queue=queue is not None,
+                    queue_starts_automatically=queue is not None and queue.start_mode == "auto",
+                    start_requested=False,
+                )
+            )
+            action: task_states.TaskAction = "publish_blocked" if outcome.blocked_reason else "publish_ready"
+            target = task_states.apply("draft", action)
+            events.append((f"task.{target}", None, {"from_status": "draft", "status": target}))
+            task.status = target
+            task.blocked_reason = outcome.blocked_reason
+            if target == "ready" and outcome.enqueue_run and queue is not None:
+                run = new_run(u, task, queue, attempt=1, available_at=u.now)
+                new_runs.append(run)
+                events.append(
+                    (
+                        "run.queued",
+                        run.id,
+                        {"attempt": 1, "queue": queue.name, "available_at": u.now.isoformat()},
+                    )
+                )
+                wake_claimers(u, queue.id)
+        task.event_sequence = len(events)
+        for number, (kind, run_id, payload) in enumerate(events, start=1):
+            await record(u, kind, task_id=task.id, run_id=run_id, payload=payload, task_sequence=number)
+        created.append(task)
+    await store.task_insert_many(u.conn, created)
+    await run_store.run_insert_many(u.conn, new_runs)
+    return created
+
+
+def _new_task(u: Unit, new: NewTask, number: int, queue: Queue | None) -> Task:
+    return Task(
         id=new_id("task"),
         workspace_id=u.workspace_id,
         number=number,
@@ -122,6 +218,28 @@ async def create(u: Unit, new: NewTask) -> Task:
         last_activity_at=u.now,
         scope=new.scope,
     )
+
+
+def _created_payload(task: Task, depends_on: list[str]) -> dict[str, Any]:
+    return {
+        "title": task.title,
+        "queue": task.queue,
+        "priority": task.priority,
+        "draft": task.draft,
+        "parent_task_id": task.parent_task_id,
+        "depends_on": depends_on,
+        "scope": task.scope,
+    }
+
+
+async def _create_one(u: Unit, new: NewTask) -> Task:
+    if new.parent_task_id is not None:
+        parent = await _existing(u, new.parent_task_id, "parent_task_id")
+        new.parent_task_id = parent.id
+    depends_on = [(await _existing(u, dep, "depends_on")).id for dep in dict.fromkeys(new.depends_on)]
+    queue = await queues.ensure(u, new.queue) if new.queue else None
+    number = await _next_number(u)
+    task = _new_task(u, new, number, queue)
     await store.task_insert(u.conn, task)
     for dep in depends_on:
         await store.dependency_insert(u.conn, workspace_id=u.workspace_id, task_id=task.id, depends_on=dep, now=u.now)
@@ -129,15 +247,7 @@ async def create(u: Unit, new: NewTask) -> Task:
         u,
         "task.created",
         task_id=task.id,
-        payload={
-            "title": task.title,
-            "queue": task.queue,
-            "priority": task.priority,
-            "draft": task.draft,
-            "parent_task_id": task.parent_task_id,
-            "depends_on": depends_on,
-            "scope": task.scope,
-        },
+        payload=_created_payload(task, depends_on),
     )
     if task.due_at is not None:
         await _set_due_timer(u, task, task.due_at)

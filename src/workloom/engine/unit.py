@@ -69,12 +69,13 @@ class Unit:
         """Write the events recorded so far: one sequence bump per task and one insert for all of them."""
         if not self.events:
             return
-        per_task = Counter(e["task_id"] for e in self.events if e["task_id"] is not None)
-        last = await task_store.task_advance_sequences(self.conn, per_task, self.now)
+        # An event numbered already (a task created in this unit, its row written with its count) is not bumped.
+        per_task = Counter(e["task_id"] for e in self.events if e["task_id"] is not None and e["task_sequence"] is None)
+        last = await task_store.task_advance_sequences(self.conn, per_task, self.now) if per_task else {}
         next_number = {task_id: last[task_id] - count + 1 for task_id, count in per_task.items()}
         for event in self.events:
             task_id = event["task_id"]
-            if task_id is not None:
+            if task_id is not None and event["task_sequence"] is None:
                 event["task_sequence"] = next_number[task_id]
                 next_number[task_id] += 1
         await event_store.event_insert_many(self.conn, self.events)

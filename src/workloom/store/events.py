@@ -15,10 +15,16 @@ from workloom.store.schema import events
 _HORIZON = sa.text("pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
 
 
+_INSERT = sa.insert(events)
+_INSERT_PG = sa.insert(events).values(commit_horizon=_HORIZON)
+
+
 async def event_insert_many(conn: AsyncConnection, rows_: list[dict[str, Any]]) -> None:
-    if conn.dialect.name == "postgresql":
-        rows_ = [{**row, "commit_horizon": _HORIZON} for row in rows_]
-    await conn.execute(sa.insert(events).values(rows_))
+    """One statement for all of them, compiled once and cached (an executemany of the same row shape)."""
+    if not rows_:
+        return
+    stmt = _INSERT_PG if conn.dialect.name == "postgresql" else _INSERT
+    await conn.execute(stmt, rows_)
 
 
 async def event_stable_horizon(conn: AsyncConnection) -> int | None:

@@ -68,6 +68,21 @@ async def run_get(conn: AsyncConnection, workspace_id: str, run_id: str, *, lock
     return rows.run(row) if row else None
 
 
+async def run_get_many(
+    conn: AsyncConnection, workspace_id: str, run_ids: list[str], *, lock: bool = False
+) -> dict[str, Run]:
+    """Runs by id (those that exist); ``lock`` takes their row locks, in id order."""
+    if not run_ids:
+        return {}
+    stmt = _WITH_QUEUE.where(
+        runs.c.workspace_id == workspace_id, runs.c.id.in_(sa.bindparam("ids", expanding=True))
+    ).order_by(runs.c.id)
+    if lock:
+        stmt = stmt.with_for_update(of=runs)
+    result = await conn.execute(stmt, {"ids": run_ids})
+    return {row["id"]: rows.run(row) for row in result.mappings()}
+
+
 async def run_active_for_task(conn: AsyncConnection, task_id: str, *, lock: bool = False) -> Run | None:
     stmt = sa.select(runs).where(runs.c.task_id == task_id, runs.c.status.in_(_ACTIVE))
     if lock:
@@ -118,6 +133,24 @@ async def run_update(
         stmt = stmt.where(runs.c.status.in_(expected_status))
     result = await conn.execute(stmt.values(**values))
     return bool(result.rowcount)
+
+
+_COMPLETE = (
+    sa.update(runs)
+    .where(runs.c.id == sa.bindparam("run_id"))
+    .values(
+        status=sa.bindparam("status"),
+        result=sa.bindparam("result", type_=runs.c.result.type),
+        end_reason=sa.bindparam("end_reason"),
+        ended_at=sa.bindparam("ended_at"),
+    )
+)
+
+
+async def run_complete_many(conn: AsyncConnection, rows_: list[dict[str, Any]]) -> None:
+    """End many runs (locked by the caller) in one round trip: run_id, status, result, end_reason, ended_at."""
+    if rows_:
+        await conn.execute(_COMPLETE, rows_)
 
 
 async def run_claim_candidates(

@@ -99,10 +99,14 @@ async def task_get(conn: AsyncConnection, workspace_id: str, task_id: str, *, lo
     return rows.task(row) if row else None
 
 
-async def task_get_many(conn: AsyncConnection, workspace_id: str, ids: list[str]) -> list[Task]:
+async def task_get_many(conn: AsyncConnection, workspace_id: str, ids: list[str], *, lock: bool = False) -> list[Task]:
+    """Tasks by id, in the order given (those that exist); ``lock`` takes their row locks, in id order."""
     if not ids:
         return []
-    result = await conn.execute(_WITH_QUEUE.where(tasks.c.workspace_id == workspace_id, tasks.c.id.in_(ids)))
+    stmt = _WITH_QUEUE.where(tasks.c.workspace_id == workspace_id, tasks.c.id.in_(sa.bindparam("ids", expanding=True)))
+    if lock:
+        stmt = stmt.order_by(tasks.c.id).with_for_update(of=tasks)
+    result = await conn.execute(stmt, {"ids": list(ids)})
     by_id = {t.id: t for t in (rows.task(row) for row in result.mappings())}
     return [by_id[i] for i in ids if i in by_id]
 
@@ -120,20 +124,64 @@ async def task_update(
     return bool(result.rowcount)
 
 
+_ADVANCE = (
+    sa.update(tasks)
+    .where(tasks.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .values(event_sequence=tasks.c.event_sequence + sa.bindparam("count"), last_activity_at=sa.bindparam("now"))
+    .returning(tasks.c.id, tasks.c.event_sequence)
+)
+
+
 async def task_advance_sequences(conn: AsyncConnection, counts: dict[str, int], now: datetime) -> dict[str, int]:
     """Reserve ``counts[task]`` event numbers per task; returns each task's last reserved number.
+    One statement per distinct count (a batch of claims or completions bumps every task by the same
+    amount), in task id order so that concurrent writers lock rows in the same order.
     A task deleted in the same transaction keeps its history under the numbers it had."""
-    last: dict[str, int] = {}
+    by_count: dict[int, list[str]] = {}
     for task_id, count in counts.items():
-        result = await conn.execute(
-            sa.update(tasks)
-            .where(tasks.c.id == task_id)
-            .values(event_sequence=tasks.c.event_sequence + count, last_activity_at=now)
-            .returning(tasks.c.event_sequence)
-        )
-        found = result.scalar_one_or_none()
-        last[task_id] = int(found) if found is not None else count
+        by_count.setdefault(count, []).append(task_id)
+    last: dict[str, int] = {}
+    for count, ids in sorted(by_count.items()):
+        result = await conn.execute(_ADVANCE, {"ids": sorted(ids), "count": count, "now": now})
+        last.update({row[0]: int(row[1]) for row in result})
+        for task_id in ids:
+            last.setdefault(task_id, count)
     return last
+
+
+async def task_update_many(
+    conn: AsyncConnection, task_ids: list[str], values: dict[str, Any], *, expected_status: str
+) -> set[str]:
+    """Write the same ``values`` to many tasks that still have ``expected_status``; the ids changed."""
+    stmt = (
+        sa.update(tasks)
+        .where(tasks.c.id.in_(sa.bindparam("ids", expanding=True)), tasks.c.status == expected_status)
+        .values(**values)
+        .returning(tasks.c.id)
+    )
+    result = await conn.execute(stmt, {"ids": sorted(task_ids)})
+    return {row[0] for row in result}
+
+
+_COMPLETE = (
+    sa.update(tasks)
+    .where(tasks.c.id == sa.bindparam("task_id"))
+    .values(
+        output=sa.bindparam("output", type_=tasks.c.output.type),
+        attempts=sa.bindparam("attempts"),
+        status=sa.bindparam("status"),
+        updated_at=sa.bindparam("updated_at"),
+        blocked_reason=sa.bindparam("blocked_reason", type_=sa.String),
+        closed_at=sa.bindparam("closed_at"),
+    )
+)
+
+
+async def task_complete_many(conn: AsyncConnection, rows_: list[dict[str, Any]]) -> None:
+    """Close many tasks (locked by the caller) in one round trip: task_id, output, attempts, status,
+    updated_at, blocked_reason, closed_at."""
+    if rows_:
+        await conn.execute(_COMPLETE, rows_)
 
 
 async def task_delete(conn: AsyncConnection, task_id: str) -> None:
@@ -321,6 +369,19 @@ async def dependency_dependents(conn: AsyncConnection, task_id: str) -> list[str
         sa.select(task_dependencies.c.task_id).where(task_dependencies.c.depends_on_task_id == task_id)
     )
     return list(result.scalars())
+
+
+async def dependency_dependents_many(conn: AsyncConnection, task_ids: list[str]) -> set[str]:
+    """Which of ``task_ids`` some task depends on."""
+    if not task_ids:
+        return set()
+    result = await conn.execute(
+        sa.select(task_dependencies.c.depends_on_task_id)
+        .where(task_dependencies.c.depends_on_task_id.in_(sa.bindparam("ids", expanding=True)))
+        .distinct(),
+        {"ids": task_ids},
+    )
+    return set(result.scalars())
 
 
 async def dependency_open_count(conn: AsyncConnection, task_id: str) -> int:

@@ -106,7 +106,9 @@ class Worker:
     shutdown. ``retryable``: decides whether an exception (other than ``NonRetryableError``) deserves
     another attempt; default yes. ``progress_interval``: the least time between heartbeats sent early
     because the handler reported progress or usage. ``start_runs``: mark each run ``running`` before its
-    handler is called.
+    handler is called. ``batch_complete``: completions of jobs that finish within a few milliseconds of
+    each other (or up to ``COMPLETE_BATCH`` of them) are sent as one ``complete_runs`` request, one
+    server transaction; each run is still completed or refused on its own.
     """
 
     def __init__(
@@ -122,6 +124,7 @@ class Worker:
         progress_interval: float = 1.0,
         start_runs: bool = True,
         logger: logging.Logger | None = None,
+        batch_complete: bool = True,
     ) -> None:
         self.client = client
         self.name = name
@@ -132,6 +135,7 @@ class Worker:
         self.retryable = retryable
         self.progress_interval = progress_interval
         self.start_runs = start_runs
+        self.batch_complete = batch_complete
         self.log = logger or log
         self.handlers: dict[str, Handler] = {}
         self._runtime: _Runtime | None = None
@@ -332,6 +336,7 @@ class _Runtime:
         self.side: set[asyncio.Task[None]] = set()
         self.tally = _Tally()
         self.fields = {"worker": actor["ref"]}
+        self.completer = _Completer(client) if worker.batch_complete else None
 
     # -- control ----------------------------------------------------------------------------------------------
 
@@ -745,7 +750,10 @@ class _Runtime:
                 if job.dirty(usage=False) and not await self.beat(tracked):
                     return
                 usage = job.usage_totals or None
-                await self.client.complete_run(job.run_id, job.claim_token, result=outcome.value, usage=usage)
+                if self.completer is not None and usage is None:
+                    await self.completer.complete(job.run_id, job.claim_token, outcome.value)
+                else:
+                    await self.client.complete_run(job.run_id, job.claim_token, result=outcome.value, usage=usage)
                 self.tally.completed += 1
                 job.log.info("job completed", extra=timing)
                 return
@@ -789,6 +797,60 @@ class _Runtime:
         except Exception:
             self.log.exception("the retryable predicate failed; treating the error as retryable", extra=self.fields)
             return True
+
+
+COMPLETE_DELAY = 0.005  # seconds a finished job waits for others to share its completion request
+COMPLETE_BATCH = 100
+
+
+class _Completer:
+    """Gathers completions for a few milliseconds and sends them as one ``complete_runs``; each caller
+    gets its own run's outcome (a refusal is raised as the SDK's typed error, as ``complete_run`` would)."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
+        self.pending: list[tuple[str, str, Any, asyncio.Future[None]]] = []
+        self.timer: asyncio.TimerHandle | None = None
+        self.sending: set[asyncio.Task[None]] = set()
+
+    async def complete(self, run_id: str, claim_token: str, result: Any) -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self.pending.append((run_id, claim_token, result, done))
+        if len(self.pending) >= COMPLETE_BATCH:
+            self.flush()
+        elif self.timer is None:
+            self.timer = loop.call_later(COMPLETE_DELAY, self.flush)
+        await asyncio.shield(done)  # a cancelled caller must not cancel the others' request
+
+    def flush(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        batch, self.pending = self.pending, []
+        if batch:
+            task = asyncio.get_running_loop().create_task(self.send(batch))
+            self.sending.add(task)
+            task.add_done_callback(self.sending.discard)
+
+    async def send(self, batch: list[tuple[str, str, Any, asyncio.Future[None]]]) -> None:
+        try:
+            outcomes = await self.client.complete_runs([(run_id, token, result) for run_id, token, result, _ in batch])
+        except BaseException as exc:
+            for *_, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (*_, done), outcome in zip(batch, outcomes, strict=True):
+            if done.done():
+                continue
+            error = outcome.exception
+            if error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(None)
 
 
 async def wait_event(event: asyncio.Event, seconds: float) -> bool:

@@ -8,7 +8,19 @@ from starlette.responses import Response
 
 from workloom.api import render
 from workloom.api.deps import engine, idempotency, json, principal
-from workloom.api.schemas.runs import AttachSession, CancelRun, ClaimRun, Complete, Fail, Heartbeat, Release, TokenBody
+from workloom.api.problems import problem_fields
+from workloom.api.schemas.runs import (
+    AttachSession,
+    CancelRun,
+    ClaimRun,
+    Complete,
+    CompleteBatch,
+    Fail,
+    Heartbeat,
+    Release,
+    TokenBody,
+)
+from workloom.domain.errors import WorkloomError
 from workloom.domain.models import Claim, Run
 from workloom.engine import runs
 from workloom.engine.principal import Principal
@@ -20,6 +32,30 @@ router = APIRouter(prefix="/v1/runs", tags=["runs"])
 
 def _ok(run: Run) -> tuple[int, dict[str, object]]:
     return 200, render.run(run)
+
+
+@router.post("/complete")
+async def complete_runs(
+    body: CompleteBatch,
+    p: Principal = Depends(principal),
+    wl: Workloom = Depends(engine),
+    idem: IdempotencyKey | None = Depends(idempotency),
+) -> Response:
+    """Complete up to 1000 held runs in one transaction, each on its own: an item is either
+    ``{"run_id", "status": "completed"}`` or ``{"run_id", "error": <problem>}``."""
+    items = [(item.run_id, item.claim_token, item.result) for item in body.runs]
+
+    def rendered(outcomes: list[Run | WorkloomError]) -> tuple[int, dict[str, object]]:
+        out: list[dict[str, object]] = []
+        for (run_id, _, _), outcome in zip(items, outcomes, strict=True):
+            if isinstance(outcome, WorkloomError):
+                out.append({"run_id": run_id, "error": problem_fields(outcome)[1]})
+            else:
+                out.append({"run_id": run_id, "status": outcome.status})
+        return 200, {"items": out}
+
+    status, data = await wl.respond(p, lambda u: runs.complete_many(u, items), rendered, idem)
+    return json(data, status)
 
 
 @router.get("/{run_id}")

@@ -8,7 +8,7 @@ from starlette.responses import Response
 from workloom.api import render
 from workloom.api.deps import engine, idempotency, json, principal
 from workloom.api.listing import task_query
-from workloom.api.schemas.tasks import Comment, DependenciesAdd, ReasonBody, TaskCreate, TaskPatch
+from workloom.api.schemas.tasks import Comment, DependenciesAdd, ReasonBody, TaskBatch, TaskCreate, TaskPatch
 from workloom.domain.models import Task
 from workloom.engine import runs, tasks
 from workloom.engine.principal import Principal
@@ -34,6 +34,22 @@ async def create_task(
     idem: IdempotencyKey | None = Depends(idempotency),
 ) -> Response:
     status, data = await wl.respond(p, lambda u: tasks.create(u, body.to_new()), _created, idem)
+    return json(data, status)
+
+
+@router.post("/batch", status_code=201)
+async def create_tasks(
+    body: TaskBatch,
+    p: Principal = Depends(principal),
+    wl: Workloom = Depends(engine),
+    idem: IdempotencyKey | None = Depends(idempotency),
+) -> Response:
+    """Up to 1000 tasks in one transaction: all are created, or none."""
+
+    def rendered(created: list[Task]) -> tuple[int, dict[str, object]]:
+        return 201, {"items": [render.task(t) for t in created]}
+
+    status, data = await wl.respond(p, lambda u: tasks.create_many(u, [t.to_new() for t in body.tasks]), rendered, idem)
     return json(data, status)
 
 

@@ -26,6 +26,15 @@ class Complete(TokenBody):
     usage: dict[str, Any] | None = None
 
 
+class CompleteItem(TokenBody):
+    run_id: Annotated[StrictStr, Field(min_length=1, max_length=100)]
+    result: Any = None
+
+
+class CompleteBatch(Strict):
+    runs: Annotated[list[CompleteItem], Field(min_length=1, max_length=1000)]
+
+
 class Fail(TokenBody):
     error: Annotated[StrictStr, Field(min_length=1, max_length=20_000)]
     retryable: StrictBool = True

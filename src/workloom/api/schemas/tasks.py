@@ -61,6 +61,10 @@ class TaskCreate(Strict):
         )
 
 
+class TaskBatch(Strict):
+    tasks: Annotated[list[TaskCreate], Field(min_length=1, max_length=1000)]
+
+
 class TaskPatch(Strict):
     title: Title | None = None
     description: Text | None = None

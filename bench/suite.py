@@ -1,0 +1,993 @@
+"""The performance suite: Workloom against its peers, on the same database, in the same run.
+
+    python -m bench [--database-url URL] [--runs 3] [--scenarios drain,single] [--quick] [--full]
+                    [--no-peers] [--json PATH] [--png PATH]
+
+See bench/README.md for what each scenario does, the targets and the latest figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import random
+import re
+import resource
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.lifecycle import _free_port, bench_database, percentile
+
+ROOT = Path(__file__).resolve().parent.parent
+PEERS = Path(__file__).resolve().parent / "peers"
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+PEERS_VENV = Path(os.environ.get("WORKLOOM_BENCH_PEERS_VENV", Path.home() / ".cache/workloom-bench/peers-venv"))
+PEER_PACKAGES = ["pgqueuer==1.6.*", "procrastinate==3.10.*", "asyncpg", "psycopg[binary]"]
+SCENARIOS = ["drain", "single", "enqueue", "latency", "fanout", "backlog", "sqlite"]
+CLIENTS = 16
+BOOT_TIMEOUT = 60.0
+
+
+# -- sizes and options ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sizes:
+    drain: int = 20_000
+    drain_procrastinate: int = 5_000  # ≈ 0.5k/s: its rate, not its total, is what is compared
+    drain_claimers: int = 4
+    drain_limit: int = 50
+    single: int = 3_000
+    enqueue_one: int = 3_000
+    enqueue_batch: int = 20_000
+    batch_chunk: int = 500
+    latency: int = 1_000
+    latency_rate: float = 200.0
+    backlog: tuple[int, ...] = (10_000, 100_000)
+    backlog_claims: int = 100
+    fanout_subscribers: int = 1_000
+    fanout_tasks: int = 40
+    pgbench_seconds: int = 10
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(
+            drain=300,
+            drain_procrastinate=100,
+            single=150,
+            enqueue_one=150,
+            enqueue_batch=500,
+            batch_chunk=100,
+            latency=60,
+            backlog=(500,),
+            backlog_claims=10,
+            fanout_subscribers=20,
+            fanout_tasks=5,
+            pgbench_seconds=2,
+        )
+
+
+@dataclass
+class Suite:
+    runs: int
+    sizes: Sizes
+    peers: bool
+    quick: bool
+    figures: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    units: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    modes: dict[str, Any] = field(default_factory=dict)
+
+    def record(self, scenario: str, metric: str, value: float | None, unit: str) -> None:
+        if value is None:
+            return
+        self.figures.setdefault(scenario, {}).setdefault(metric, []).append(round(float(value), 3))
+        self.units[f"{scenario}.{metric}"] = unit
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+
+# -- processes -------------------------------------------------------------------------------------------------
+
+
+def raise_fd_limit(wanted: int = 65_536) -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = min(wanted, hard) if hard != resource.RLIM_INFINITY else wanted
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+@dataclass
+class Process:
+    base: str
+    process: subprocess.Popen[bytes]
+
+
+@contextlib.contextmanager
+def started(command: list[str], env: dict[str, str], ready_path: str) -> Iterator[Process]:
+    """A server process listening on a free port (``{port}`` in ``command``); stopped with SIGTERM."""
+    port = _free_port()
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            [part.replace("{port}", str(port)) for part in command],
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + BOOT_TIMEOUT
+            while True:
+                if process.poll() is not None:
+                    log.seek(0)
+                    raise SystemExit(f"{command[2]} exited with {process.returncode}:\n{log.read().decode()[-3000:]}")
+                with contextlib.suppress(httpx.TransportError):
+                    if httpx.get(base + ready_path, timeout=1).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{command} was not ready after {BOOT_TIMEOUT:.0f}s")
+                time.sleep(0.05)
+            yield Process(base, process)
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+def workloom_server(database_url: str, token: str) -> contextlib.AbstractContextManager[Process]:
+    command = [sys.executable, "-m", "workloom.cli.main", "serve", "--host", "127.0.0.1", "--port", "{port}"]
+    env = {"WORKLOOM_DATABASE_URL": database_url, "WORKLOOM_BOOTSTRAP_TOKEN": token, "WORKLOOM_LOG_LEVEL": "warning"}
+    return started(command, env, "/readyz")
+
+
+def bare_server(database_url: str) -> contextlib.AbstractContextManager[Process]:
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "bench.peers.bare_endpoint:app",
+        "--port",
+        "{port}",
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+    return started(command, {"BARE_DATABASE_URL": database_url}, "/readyz")
+
+
+def peers_python(install: bool) -> Path | None:
+    """The python of the peers virtualenv (pgqueuer, procrastinate); created and filled when ``install``."""
+    python = PEERS_VENV / "bin" / "python"
+    check = [str(python), "-c", "import pgqueuer, procrastinate, asyncpg, psycopg"]
+    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return python
+    if not install:
+        return None
+    PEERS_VENV.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", *PEER_PACKAGES], check=True)
+    return python
+
+
+def run_peer(python: Path, script: str, *args: object, timeout: float = 600) -> dict[str, Any]:
+    completed = subprocess.run(
+        [str(python), str(PEERS / script), *map(str, args)], capture_output=True, text=True, timeout=timeout
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"{script} {args[1:]} failed: {completed.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+    return result
+
+
+# -- talking to Workloom -----------------------------------------------------------------------------------------
+
+
+class Api:
+    """Raw HTTP to one server, plus which batch endpoints it has (probed on first use)."""
+
+    def __init__(self, base: str, token: str, connections: int = 64) -> None:
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        self.http = httpx.AsyncClient(
+            base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120, limits=limits
+        )
+        self.batch_create: bool | None = None
+        self.batch_complete: bool | None = None
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def queue(self, name: str) -> None:
+        response = await self.http.post("/v1/queues", json={"name": name})
+        if response.status_code not in (201, 409):
+            raise RuntimeError(f"create queue: {response.status_code} {response.text[:300]}")
+
+    async def create_one(self, queue: str, data: dict[str, Any]) -> dict[str, Any]:
+        response = await self.http.post("/v1/tasks", json={"title": "bench", "queue": queue, "data": data})
+        if response.status_code != 201:
+            raise RuntimeError(f"create: {response.status_code} {response.text[:300]}")
+        task: dict[str, Any] = response.json()
+        return task
+
+    async def create_batch(self, queue: str, count: int) -> bool:
+        """One ``POST /v1/tasks/batch`` of ``count`` tasks; False when the server has no such endpoint."""
+        if self.batch_create is False:
+            return False
+        body = {"tasks": [{"title": "bench", "queue": queue, "data": {"n": i}} for i in range(count)]}
+        response = await self.http.post("/v1/tasks/batch", json=body)
+        if response.status_code in (404, 405):
+            self.batch_create = False
+            return False
+        if response.status_code != 201:
+            raise RuntimeError(f"batch create: {response.status_code} {response.text[:300]}")
+        self.batch_create = True
+        return True
+
+    async def fill(self, queue: str, count: int, chunk: int) -> None:
+        """``count`` tasks in ``queue``, through the batch endpoint if there is one (else 16 clients one by one)."""
+        await self.queue(queue)
+        done = 0
+        while done < count:
+            size = min(chunk, count - done)
+            if not await self.create_batch(queue, size):
+                break
+            done += size
+        if done < count:
+            numbers = iter(range(count - done))
+
+            async def creator() -> None:
+                for i in numbers:
+                    await self.create_one(queue, {"n": i})
+
+            await asyncio.gather(*(creator() for _ in range(CLIENTS)))
+
+    async def complete_many(self, claims: list[dict[str, Any]]) -> None:
+        if self.batch_complete is not False:
+            items = [{"run_id": c["run"]["id"], "claim_token": c["claim_token"], "result": None} for c in claims]
+            response = await self.http.post("/v1/runs/complete", json={"runs": items})
+            if response.status_code in (404, 405):
+                self.batch_complete = False
+            elif response.status_code == 200:
+                self.batch_complete = True
+                return
+            else:
+                raise RuntimeError(f"batch complete: {response.status_code} {response.text[:300]}")
+        await asyncio.gather(*(self.complete_one(c) for c in claims))
+
+    async def complete_one(self, claim: dict[str, Any]) -> None:
+        response = await self.http.post(
+            f"/v1/runs/{claim['run']['id']}/complete", json={"claim_token": claim["claim_token"]}
+        )
+        if response.status_code != 200:
+            raise RuntimeError(f"complete: {response.status_code} {response.text[:300]}")
+
+    async def claim(self, queue: str, limit: int, wait: float, ref: str = "bench") -> list[dict[str, Any]]:
+        body = {"worker": {"kind": "automation", "ref": ref}, "limit": limit, "wait_seconds": wait}
+        response = await self.http.post(f"/v1/queues/{queue}/claim", json=body)
+        if response.status_code != 200:
+            raise RuntimeError(f"claim: {response.status_code} {response.text[:300]}")
+        claims: list[dict[str, Any]] = response.json()["claims"]
+        return claims
+
+
+# -- Workloom scenarios ------------------------------------------------------------------------------------------
+
+
+async def wl_drain(base: str, token: str, api: Api, queue: str, sizes: Sizes, suite: Suite) -> float:
+    """SDK workers over HTTP: batch claims, batched completion (or concurrent single completions)."""
+    from workloom.client import AsyncClient
+
+    await api.fill(queue, sizes.drain, sizes.batch_chunk)
+    total = sizes.drain
+    done = 0
+    clients = [AsyncClient(base, token, worker={"kind": "automation", "ref": f"drain-{i}"}) for i in range(4)]
+    sdk_batch = hasattr(clients[0], "complete_runs")
+
+    async def complete(sdk: Any, claims: list[Any]) -> None:
+        if sdk_batch:
+            await sdk.complete_runs([(c.run.id, c.claim_token) for c in claims])
+        elif api.batch_complete is not False:
+            await api.complete_many([{"run": {"id": c.run.id}, "claim_token": c.claim_token} for c in claims])
+        else:
+            await asyncio.gather(*(sdk.complete_run(c.run.id, c.claim_token) for c in claims))
+
+    last = started_at = time.perf_counter()
+
+    async def claimer(sdk: Any) -> None:
+        nonlocal done, last
+        while done < total:
+            claims = await sdk.claim(queue, limit=sizes.drain_limit, wait_seconds=1)
+            if not claims:
+                continue
+            await complete(sdk, claims)
+            done += len(claims)
+            last = time.perf_counter()
+
+    try:
+        await asyncio.wait_for(asyncio.gather(*(claimer(c) for c in clients[: sizes.drain_claimers])), 900)
+    finally:
+        for c in clients:
+            await c.aclose()
+    suite.modes["drain_completion"] = (
+        "SDK complete_runs" if sdk_batch else "POST /v1/runs/complete" if api.batch_complete else "one by one"
+    )
+    return done / (last - started_at)
+
+
+async def wl_single(api: Api, queue: str, count: int) -> float:
+    """One task per request: claim limit 1, then complete it; 16 concurrent clients."""
+    await api.fill(queue, count, 500)
+    done = 0
+
+    async def client(index: int) -> None:
+        nonlocal done
+        while True:
+            claims = await api.claim(queue, 1, 0, ref=f"single-{index}")
+            if not claims:
+                return
+            await api.complete_one(claims[0])
+            done += 1
+
+    began = time.perf_counter()
+    await asyncio.gather(*(client(i) for i in range(CLIENTS)))
+    return done / (time.perf_counter() - began)
+
+
+async def wl_enqueue_one(api: Api, queue: str, count: int) -> float:
+    await api.queue(queue)
+    numbers = iter(range(count))
+
+    async def creator() -> None:
+        for i in numbers:
+            await api.create_one(queue, {"n": i})
+
+    began = time.perf_counter()
+    await asyncio.gather(*(creator() for _ in range(CLIENTS)))
+    return count / (time.perf_counter() - began)
+
+
+async def wl_enqueue_batch(api: Api, queue: str, count: int, chunk: int) -> float | None:
+    await api.queue(queue)
+    began = time.perf_counter()
+    done = 0
+    while done < count:
+        size = min(chunk, count - done)
+        if not await api.create_batch(queue, size):
+            return None
+        done += size
+    return count / (time.perf_counter() - began)
+
+
+async def wl_latency(api: Api, queue: str, count: int, rate: float) -> dict[str, float]:
+    """``rate`` tasks/s created one at a time; long-poll claimers; enqueue (create sent) → claim received."""
+    await api.queue(queue)
+    latencies: list[float] = []
+    finished = asyncio.Event()
+
+    async def claimer(index: int) -> None:
+        while not finished.is_set():
+            claims = await api.claim(queue, 1, 2, ref=f"latency-{index}")
+            now = time.time()
+            for c in claims:
+                latencies.append((now - c["task"]["data"]["sent"]) * 1000)
+                await api.complete_one(c)
+            if len(latencies) >= count:
+                finished.set()
+
+    claimers = [asyncio.create_task(claimer(i)) for i in range(4)]
+    await asyncio.sleep(0.5)
+    began = time.perf_counter()
+    creates = []
+    for i in range(count):
+        await asyncio.sleep(max(0.0, began + i / rate - time.perf_counter()))
+        creates.append(asyncio.create_task(api.create_one(queue, {"n": i, "sent": time.time()})))
+    await asyncio.gather(*creates)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(finished.wait(), 30)
+    finished.set()
+    await asyncio.gather(*claimers, return_exceptions=True)
+    return {
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "max_ms": max(latencies, default=0.0),
+        "claimed": float(len(latencies)),
+    }
+
+
+async def wl_fanout(base: str, token: str, api: Api, pid: int, queue: str, sizes: Sizes) -> dict[str, float]:
+    """``fanout_subscribers`` SSE streams on ``/v1/events/stream``; tasks created at 10/s; delivery latency =
+    receipt minus the event's ``created_at``; the server's RSS sampled while it streams."""
+    import psutil
+
+    server = psutil.Process(pid)
+    await api.queue(queue)
+    subscribers = sizes.fanout_subscribers
+    limits = httpx.Limits(max_connections=subscribers + 10, max_keepalive_connections=subscribers + 10)
+    timeout = httpx.Timeout(60, read=None)
+    latencies: list[float] = []
+    connected = 0
+    all_connected = asyncio.Event()
+    stop = asyncio.Event()
+    produced_from = time.time() + 3600.0
+    received = 0
+    async with httpx.AsyncClient(
+        base_url=base, headers={"Authorization": f"Bearer {token}"}, limits=limits, timeout=timeout
+    ) as client:
+
+        async def subscriber() -> None:
+            nonlocal connected, received
+            async with client.stream("GET", "/v1/events/stream", params={"types": "task.created"}) as response:
+                connected += 1
+                if connected >= subscribers:
+                    all_connected.set()
+                async for line in response.aiter_lines():
+                    if stop.is_set():
+                        return
+                    if line.startswith("data:"):
+                        now = time.time()
+                        event = json.loads(line[5:])
+                        created = datetime.fromisoformat(event["created_at"].replace("Z", "+00:00")).timestamp()
+                        if created >= produced_from - 0.5:
+                            latencies.append((now - created) * 1000)
+                            received += 1
+
+        streams = [asyncio.create_task(subscriber()) for _ in range(subscribers)]
+        await asyncio.wait_for(all_connected.wait(), 120)
+        await asyncio.sleep(0.5)
+        rss = [server.memory_info().rss]
+        produced_from = time.time()
+        for i in range(sizes.fanout_tasks):
+            await api.create_one(queue, {"n": i})
+            rss.append(server.memory_info().rss)
+            await asyncio.sleep(0.1)
+        expected = subscribers * sizes.fanout_tasks
+        deadline = time.monotonic() + 30
+        while received < expected and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            rss.append(server.memory_info().rss)
+        stop.set()
+        for s in streams:
+            s.cancel()
+        await asyncio.gather(*streams, return_exceptions=True)
+    return {
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "delivered_pct": 100.0 * received / expected,
+        "rss_mb": max(rss) / 2**20,
+    }
+
+
+async def load_backlog(database_url: str, token: str, queue: str, count: int) -> None:
+    """``count`` ready tasks with queued runs in ``queue``, inserted through the store (batches of 5,000)."""
+    from bench.dashboard import _run, _task, vacuum
+    from workloom.domain.clock import SystemClock
+    from workloom.engine.service import Workloom
+    from workloom.store import queues as queue_store
+    from workloom.store import runs as run_store
+    from workloom.store import tasks as task_store
+    from workloom.store import workspaces as workspace_store
+
+    wl = Workloom.from_url(database_url, SystemClock())
+    try:
+        principal = await wl.access.authenticate(token)
+        workspace = principal.workspace_id
+        rng = random.Random(count)
+        now = wl.clock.now()
+        async with wl.db.transaction() as conn:
+            found = await queue_store.queue_get_by_name(conn, workspace, queue)
+            assert found is not None, queue
+            last = await workspace_store.workspace_next_task_numbers(conn, workspace, count)
+        first = last - count + 1
+        for start in range(0, count, 5000):
+            tasks = [_task(workspace, first + n, now, rng, found) for n in range(start, min(count, start + 5000))]
+            runs = [_run(t, found, "queued") for t in tasks]
+            async with wl.db.transaction() as conn:
+                await task_store.task_insert_many(conn, tasks)
+                await run_store.run_insert_many(conn, runs)
+        await vacuum(wl)
+    finally:
+        await wl.stop()
+
+
+async def wl_backlog_claims(api: Api, queue: str, claims: int) -> float:
+    """p50 of ``claims`` sequential claim requests (limit 1) in a queue with a backlog; each run is completed."""
+    samples = []
+    for _ in range(claims):
+        began = time.perf_counter()
+        got = await api.claim(queue, 1, 0, ref="backlog")
+        samples.append((time.perf_counter() - began) * 1000)
+        for c in got:
+            await api.complete_one(c)
+    return percentile(samples, 50)
+
+
+# -- the raw and bare peers ------------------------------------------------------------------------------------
+
+
+async def _pg(url: str, *statements: str) -> Any:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        result = None
+        for statement in statements:
+            if statement.lstrip().upper().startswith("SELECT"):
+                result = await conn.fetchval(statement)
+            else:
+                await conn.execute(statement)
+        return result
+    finally:
+        await conn.close()
+
+
+def pgbench_ceiling(url: str, seconds: int) -> float:
+    rows = max(20_000, seconds * 20_000)
+    asyncio.run(
+        _pg(
+            url,
+            "DROP TABLE IF EXISTS pgb_jobs",
+            "CREATE TABLE pgb_jobs (id bigserial PRIMARY KEY, status text NOT NULL DEFAULT 'queued', "
+            "payload jsonb, claimed_at timestamptz, done_at timestamptz)",
+            f"INSERT INTO pgb_jobs (payload) SELECT jsonb_build_object('n', g) FROM generate_series(1, {rows}) g",
+            "CREATE INDEX pgb_jobs_queued ON pgb_jobs (id) WHERE status = 'queued'",
+            "VACUUM ANALYZE pgb_jobs",
+        )
+    )
+    pgbench = shutil.which("pgbench") or "/usr/bin/pgbench"
+    out = subprocess.run(
+        [pgbench, "-n", "-c", str(CLIENTS), "-j", "2", "-T", str(seconds), "-f", str(PEERS / "pgbench_claim.sql"), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    asyncio.run(_pg(url, "DROP TABLE IF EXISTS pgb_jobs"))
+    match = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out)
+    if not match:
+        raise RuntimeError(f"unexpected pgbench output: {out[-1000:]}")
+    return float(match.group(1))
+
+
+async def bare_single(base: str, url: str, count: int) -> float:
+    await _pg(
+        url,
+        "DELETE FROM bare_jobs",
+        f"INSERT INTO bare_jobs (payload) SELECT jsonb_build_object('n', g) FROM generate_series(1, {count}) g",
+        "ANALYZE bare_jobs",
+    )
+    done = 0
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as http:
+
+        async def client() -> None:
+            nonlocal done
+            while True:
+                claimed = (await http.post("/claim")).json()
+                if claimed["job"] is None:
+                    return
+                response = await http.post(
+                    f"/jobs/{claimed['job']['id']}/complete", json={"claim_token": claimed["claim_token"]}
+                )
+                response.raise_for_status()
+                done += 1
+
+        began = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(CLIENTS)))
+        return done / (time.perf_counter() - began)
+
+
+# -- the run -----------------------------------------------------------------------------------------------------
+
+
+def _attempt(suite: Suite, what: str, fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except Exception as error:  # a peer failing must not lose the rest of the run
+        suite.note(f"{what} failed: {str(error).strip()[:400]}")
+        return None
+
+
+def run_postgres(url: str, wanted: list[str], suite: Suite, python: Path | None) -> None:
+    token = "wl_bench_" + secrets.token_urlsafe(16)
+    sizes = suite.sizes
+    if python is not None:
+        for script in ("pgqueuer_peer.py", "procrastinate_peer.py"):
+            run_peer(python, script, url, "setup")
+    raise_fd_limit()
+    with workloom_server(url, token) as wl:
+
+        def on_api(fn: Callable[[Api], Awaitable[Any]]) -> Any:
+            async def go() -> Any:
+                api = Api(wl.base, token)
+                try:
+                    return await fn(api)
+                finally:
+                    await api.close()
+
+            return asyncio.run(go())
+
+        for run in range(suite.runs):
+            tag = f"{run}-{secrets.token_hex(2)}"
+            if "drain" in wanted:
+                suite.record(
+                    "drain",
+                    "workloom",
+                    on_api(lambda a: wl_drain(wl.base, token, a, f"drain-{tag}", sizes, suite)),  # noqa: B023
+                    "tasks/s",
+                )
+                if python is not None:
+                    r = _attempt(
+                        suite, "pgqueuer drain", lambda: run_peer(python, "pgqueuer_peer.py", url, "drain", sizes.drain)
+                    )
+                    suite.record("drain", "pgqueuer", r and r["per_second"], "jobs/s")
+                    r = _attempt(
+                        suite,
+                        "procrastinate drain",
+                        lambda: run_peer(python, "procrastinate_peer.py", url, "drain", sizes.drain_procrastinate),
+                    )
+                    suite.record("drain", "procrastinate", r and r["per_second"], "jobs/s")
+                if suite.peers:
+                    suite.record(
+                        "drain",
+                        "pgbench_ceiling",
+                        _attempt(suite, "pgbench", lambda: pgbench_ceiling(url, sizes.pgbench_seconds)),
+                        "jobs/s",
+                    )
+            if "single" in wanted:
+                suite.record(
+                    "single",
+                    "workloom",
+                    on_api(lambda a: wl_single(a, f"single-{tag}", sizes.single)),  # noqa: B023
+                    "tasks/s",
+                )
+                if suite.peers:
+
+                    def bare() -> float:
+                        with bare_server(url) as b:
+                            return asyncio.run(bare_single(b.base, url, sizes.single))
+
+                    suite.record("single", "bare_fastapi_asyncpg", _attempt(suite, "bare endpoint", bare), "tasks/s")
+            if "enqueue" in wanted:
+                suite.record(
+                    "enqueue",
+                    "workloom_one",
+                    on_api(lambda a: wl_enqueue_one(a, f"enq-{tag}", sizes.enqueue_one)),  # noqa: B023
+                    "tasks/s",
+                )
+                batch = on_api(lambda a: wl_enqueue_batch(a, f"enqb-{tag}", sizes.enqueue_batch, sizes.batch_chunk))  # noqa: B023
+                if batch is None:
+                    suite.note("enqueue: the server has no POST /v1/tasks/batch, so there is no Workloom batch figure")
+                suite.record("enqueue", "workloom_batch", batch, "tasks/s")
+                if python is not None:
+                    r = _attempt(
+                        suite,
+                        "pgqueuer enqueue",
+                        lambda: run_peer(python, "pgqueuer_peer.py", url, "enqueue", sizes.enqueue_one),
+                    )
+                    suite.record("enqueue", "pgqueuer_one", r and r["per_second"], "jobs/s")
+                    r = _attempt(
+                        suite,
+                        "pgqueuer batch",
+                        lambda: run_peer(python, "pgqueuer_peer.py", url, "batch", sizes.enqueue_batch),
+                    )
+                    suite.record("enqueue", "pgqueuer_batch", r and r["per_second"], "jobs/s")
+                    r = _attempt(
+                        suite,
+                        "procrastinate batch",
+                        lambda: run_peer(python, "procrastinate_peer.py", url, "batch", sizes.enqueue_batch),
+                    )
+                    suite.record("enqueue", "procrastinate_batch", r and r["per_second"], "jobs/s")
+            if "latency" in wanted:
+                lat = on_api(lambda a: wl_latency(a, f"lat-{tag}", sizes.latency, sizes.latency_rate))  # noqa: B023
+                for key in ("p50_ms", "p99_ms", "max_ms"):
+                    suite.record("latency", f"workloom_{key}", lat[key], "ms")
+                if lat["claimed"] < sizes.latency:
+                    suite.note(f"latency: only {lat['claimed']:.0f}/{sizes.latency} tasks were claimed in time")
+                if python is not None:
+                    r = _attempt(
+                        suite,
+                        "procrastinate latency",
+                        lambda: run_peer(
+                            python, "procrastinate_peer.py", url, "latency", sizes.latency, sizes.latency_rate
+                        ),
+                    )
+                    for key in ("p50_ms", "p99_ms", "max_ms"):
+                        suite.record("latency", f"procrastinate_{key}", r and r[key], "ms")
+            if "fanout" in wanted:
+                fan = on_api(lambda a: wl_fanout(wl.base, token, a, wl.process.pid, f"fan-{tag}", sizes))  # noqa: B023
+                suite.record("fanout", "p50_ms", fan["p50_ms"], "ms")
+                suite.record("fanout", "p99_ms", fan["p99_ms"], "ms")
+                suite.record("fanout", "delivered_pct", fan["delivered_pct"], "%")
+                suite.record("fanout", "server_rss_mb", fan["rss_mb"], "MB")
+                suite.record("fanout", "subscribers", sizes.fanout_subscribers, "")
+        if "backlog" in wanted:
+            for size in sizes.backlog:
+                queue = f"backlog-{size}"
+                on_api(lambda a: a.queue(queue))  # noqa: B023
+                asyncio.run(load_backlog(url, token, queue, size))
+                for _ in range(suite.runs):
+                    p50 = on_api(lambda a: wl_backlog_claims(a, queue, sizes.backlog_claims))  # noqa: B023
+                    suite.record("backlog", f"claim_p50_ms_{label(size)}", p50, "ms")
+
+
+def label(size: int) -> str:
+    return f"{size // 1_000_000}M" if size >= 1_000_000 else f"{size // 1000}k" if size >= 1000 else str(size)
+
+
+def run_sqlite(suite: Suite) -> None:
+    token = "wl_bench_" + secrets.token_urlsafe(16)
+    with tempfile.TemporaryDirectory(prefix="workloom-bench-") as directory:
+        url = f"sqlite:///{Path(directory) / 'bench.db'}"
+        with workloom_server(url, token) as wl:
+            for run in range(suite.runs):
+
+                async def go(run: int = run) -> tuple[float, float]:
+                    api = Api(wl.base, token)
+                    try:
+                        drain = await wl_drain(wl.base, token, api, f"sq-drain-{run}", suite.sizes, suite)
+                        single = await wl_single(api, f"sq-single-{run}", suite.sizes.single)
+                        return drain, single
+                    finally:
+                        await api.close()
+
+                drain, single = asyncio.run(go())
+                suite.record("sqlite", "drain", drain, "tasks/s")
+                suite.record("sqlite", "single", single, "tasks/s")
+
+
+# -- the targets and the report ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    scenario: str
+    text: str
+    ours: str  # scenario.metric
+    other: str | None  # scenario.metric, or None for an absolute bound
+    required: float  # ours / other ≥ required (higher is better), or ours ≤ required * other (lower)
+    lower_is_better: bool = False
+
+
+TARGETS = [
+    Target("drain", "≥ 1.5 × pgqueuer", "drain.workloom", "drain.pgqueuer", 1.5),
+    Target("drain", "≥ 10 × procrastinate", "drain.workloom", "drain.procrastinate", 10.0),
+    Target("single", "≥ 0.8 × bare FastAPI+asyncpg", "single.workloom", "single.bare_fastapi_asyncpg", 0.8),
+    Target("enqueue", "one-at-a-time ≥ 1.3 × pgqueuer", "enqueue.workloom_one", "enqueue.pgqueuer_one", 1.3),
+    Target(
+        "enqueue", "batch ≥ 1.0 × procrastinate batch", "enqueue.workloom_batch", "enqueue.procrastinate_batch", 1.0
+    ),
+    Target("latency", "p50 ≤ 5 ms", "latency.workloom_p50_ms", None, 5.0, lower_is_better=True),
+    Target(
+        "latency",
+        "p99 ≤ procrastinate p99",
+        "latency.workloom_p99_ms",
+        "latency.procrastinate_p99_ms",
+        1.0,
+        lower_is_better=True,
+    ),
+    Target(
+        "backlog",
+        "claim p50 at 1M ≤ 1.5 × at 10k",
+        "backlog.claim_p50_ms_1M",
+        "backlog.claim_p50_ms_10k",
+        1.5,
+        lower_is_better=True,
+    ),
+    Target("fanout", "delivery p99 ≤ 100 ms", "fanout.p99_ms", None, 100.0, lower_is_better=True),
+    Target("fanout", "server RSS ≤ 300 MB", "fanout.server_rss_mb", None, 300.0, lower_is_better=True),
+    Target("sqlite", "drain ≥ 1.0 × PostgreSQL drain", "sqlite.drain", "drain.workloom", 1.0),
+]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def _median(suite: Suite, ref: str) -> float | None:
+    scenario, metric = ref.split(".", 1)
+    values = suite.figures.get(scenario, {}).get(metric)
+    return statistics.median(values) if values else None
+
+
+def evaluate(suite: Suite) -> list[dict[str, Any]]:
+    rows = []
+    for t in TARGETS:
+        ours = _median(suite, t.ours)
+        other = _median(suite, t.other) if t.other else 1.0
+        row: dict[str, Any] = {
+            "scenario": t.scenario,
+            "target": t.text,
+            "ours": ours,
+            "peer": other if t.other else None,
+        }
+        if ours is None or other is None or other == 0:
+            row.update(ratio=None, status="n/a")
+        else:
+            ratio = ours / other
+            met = ratio <= t.required if t.lower_is_better else ratio >= t.required
+            # how far from the target: ≥ 1 means met, for either direction
+            score = (t.required / ratio if ratio else float("inf")) if t.lower_is_better else ratio / t.required
+            row.update(
+                ratio=round(ratio, 3), required=t.required, score=round(score, 3), status="met" if met else "missed"
+            )
+        rows.append(row)
+    return rows
+
+
+def machine(url: str | None) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "nproc": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    with contextlib.suppress(OSError):
+        meminfo = Path("/proc/meminfo").read_text()
+        kb = int(re.search(r"MemTotal:\s+(\d+)", meminfo).group(1))  # type: ignore[union-attr]
+        info["memory_gb"] = round(kb / 2**20, 1)
+    if url and url.startswith("postgresql"):
+        with contextlib.suppress(Exception):
+            info["postgresql"] = asyncio.run(_pg(url, "SELECT version()"))
+    return info
+
+
+def print_report(suite: Suite, targets: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=150)
+    table = Table(title=f"Workloom bench: figures over {suite.runs} run(s)")
+    for column in ("scenario", "measure", "min", "median", "max", "unit"):
+        table.add_column(column, justify="right" if column in ("min", "median", "max") else "left")
+    for scenario, metrics in suite.figures.items():
+        for metric, values in metrics.items():
+            s = summary(values)
+            table.add_row(
+                scenario,
+                metric,
+                *(f"{s[k]:,.1f}" for k in ("min", "median", "max")),
+                suite.units[f"{scenario}.{metric}"],
+            )
+    console.print(table)
+    ratios = Table(title="Targets (medians, same run)")
+    for column in ("scenario", "target", "workloom", "peer", "ratio", "status"):
+        ratios.add_column(column)
+    colors = {"met": "green", "missed": "red", "n/a": "yellow"}
+    for row in targets:
+        ratios.add_row(
+            row["scenario"],
+            row["target"],
+            "-" if row["ours"] is None else f"{row['ours']:,.1f}",
+            "-" if row["peer"] is None else f"{row['peer']:,.1f}",
+            "-" if row["ratio"] is None else f"{row['ratio']:.2f}",
+            f"[{colors[row['status']]}]{row['status']}[/]",
+        )
+    console.print(ratios)
+    for text in suite.notes:
+        console.print(f"note: {text}")
+
+
+def write_png(path: Path, targets: list[dict[str, Any]]) -> bool:
+    try:
+        import matplotlib  # type: ignore[import-not-found, unused-ignore]
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        print("--png: matplotlib is not installed (pip install -e '.[bench]'); no chart written", file=sys.stderr)
+        return False
+    rows = [r for r in targets if r.get("score") is not None]
+    labels = [f"{r['scenario']}: {r['target']}" for r in rows]
+    scores = [r["score"] for r in rows]
+    fig, ax = plt.subplots(figsize=(10, 0.45 * max(4, len(rows)) + 1))
+    ax.barh(labels, scores, color=["tab:green" if s >= 1 else "tab:red" for s in scores])
+    ax.axvline(1.0, color="black", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("achieved / required (≥ 1: target met)")
+    ax.invert_yaxis()
+    ax.set_title("Workloom bench: targets against peers in the same run")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="a PostgreSQL database to use as given "
+        f"(default: a fresh database on {DEFAULT_POSTGRES}, dropped at the end)",
+    )
+    parser.add_argument("--runs", type=int, default=None, help="runs per scenario (default 3; 1 with --quick)")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"comma-separated subset of {SCENARIOS}")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 run, peers only if already installed")
+    parser.add_argument("--full", action="store_true", help="also the 1M-task backlog")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply the task counts (not the backlogs)")
+    parser.add_argument("--no-peers", action="store_true", help="Workloom only (no pgqueuer, procrastinate, pgbench…)")
+    parser.add_argument("--json", type=Path, default=None, help="write the figures, targets and machine as JSON")
+    parser.add_argument("--png", type=Path, default=None, help="write a chart of the targets (needs matplotlib)")
+    args = parser.parse_args(argv)
+    wanted = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    unknown = set(wanted) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios {sorted(unknown)}; known: {SCENARIOS}")
+    sizes = Sizes.quick() if args.quick else Sizes()
+    if args.scale != 1.0:
+        for name in ("drain", "drain_procrastinate", "single", "enqueue_one", "enqueue_batch", "latency"):
+            setattr(sizes, name, max(10, int(getattr(sizes, name) * args.scale)))
+    if args.full and not args.quick:
+        sizes.backlog = (*sizes.backlog, 1_000_000)
+    suite = Suite(runs=args.runs or (1 if args.quick else 3), sizes=sizes, peers=not args.no_peers, quick=args.quick)
+    if "backlog" in wanted and 1_000_000 not in sizes.backlog:
+        suite.note("backlog: the 1M-task figure needs --full, so the 1M target is n/a")
+    if "fanout" in wanted:
+        raise_fd_limit()
+    python = None
+    if suite.peers and {"drain", "enqueue", "latency"} & set(wanted):
+        python = peers_python(install=not args.quick)
+        if python is None:
+            suite.note(
+                f"pgqueuer/procrastinate skipped: no peers virtualenv at {PEERS_VENV} (--quick does not build one)"
+            )
+    started_at = time.time()
+    pg_wanted = [s for s in wanted if s != "sqlite"]
+    url_used = args.database_url or DEFAULT_POSTGRES
+    if pg_wanted:
+        with (
+            bench_database(args.database_url or DEFAULT_POSTGRES)
+            if not args.database_url
+            else contextlib.nullcontext(args.database_url) as url
+        ):
+            run_postgres(url, pg_wanted, suite, python)
+    if "sqlite" in wanted:
+        run_sqlite(suite)
+    if suite.modes:
+        suite.note(f"completion in drain: {suite.modes.get('drain_completion')}")
+    targets = evaluate(suite)
+    print_report(suite, targets)
+    report = {
+        "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "seconds": round(time.time() - started_at, 1),
+        "runs": suite.runs,
+        "quick": args.quick,
+        "machine": machine(url_used),
+        "sizes": {k: v for k, v in vars(sizes).items()},
+        "modes": suite.modes,
+        "figures": {
+            scenario: {
+                m: {"values": v, **summary(v), "unit": suite.units[f"{scenario}.{m}"]} for m, v in metrics.items()
+            }
+            for scenario, metrics in suite.figures.items()
+        },
+        "targets": targets,
+        "notes": suite.notes,
+    }
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, default=str))
+    if args.png:
+        write_png(args.png, targets)
+    return 0
