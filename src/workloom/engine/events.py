@@ -54,6 +54,9 @@ async def record(
 HORIZON_PATIENCE = timedelta(seconds=5)
 
 
+_Batch = tuple[list[tuple[Event, int | None]], int | None]
+
+
 class EventReader:
     """Reads the log for timelines and streams; streams wait on wake-ups rather than polling hard."""
 
@@ -61,6 +64,7 @@ class EventReader:
         self.db = db
         self.signals = signals
         self.poll_seconds = poll_seconds
+        self._reads: dict[tuple[str, int], asyncio.Future[_Batch]] = {}
 
     async def timeline(
         self, principal: Principal, task_id: str, after_sequence: int = 0, limit: int = 1000
@@ -108,9 +112,7 @@ class EventReader:
         given_up_on: int | None = None  # one that stayed open past our patience: no longer waited for
         with self.signals.waiter(events_key(principal.workspace_id)) as waiter:
             while stop is None or not stop.is_set():
-                async with self.db.read() as conn:
-                    batch = await store.event_list_after(conn, principal.workspace_id, after=cursor, limit=500)
-                    horizon = await store.event_stable_horizon(conn) if batch else None
+                batch, horizon = await self._read_after(principal.workspace_id, cursor)
                 held = False
                 for event, commit_horizon in batch:
                     if (
@@ -133,3 +135,20 @@ class EventReader:
                     await asyncio.sleep(0.02)  # an in-flight transaction ends within milliseconds
                 elif len(batch) < 500:
                     await waiter.wait(self.poll_seconds)
+
+    async def _read_after(self, workspace_id: str, cursor: int) -> _Batch:
+        """One database read shared by every stream of the workspace waiting at the same cursor: a new
+        event wakes all of them at once, and a thousand subscribers should cost one query, not a thousand."""
+        key = (workspace_id, cursor)
+        shared = self._reads.get(key)
+        if shared is None:
+            shared = asyncio.ensure_future(self._read_batch(workspace_id, cursor))
+            self._reads[key] = shared
+            shared.add_done_callback(lambda _f: self._reads.pop(key, None))
+        return await asyncio.shield(shared)
+
+    async def _read_batch(self, workspace_id: str, cursor: int) -> _Batch:
+        async with self.db.read() as conn:
+            batch = await store.event_list_after(conn, workspace_id, after=cursor, limit=500)
+            horizon = await store.event_stable_horizon(conn) if batch else None
+        return batch, horizon
