@@ -48,7 +48,8 @@ def problem_fields(error: errors.WorkloomError) -> tuple[int, dict[str, Any]]:
     return status, body
 
 
-def _field(loc: tuple[Any, ...]) -> str:
+def field_name(loc: tuple[Any, ...]) -> str:
+    """The request field a validation error points at, without its body/query/path prefix."""
     parts = [str(p) for p in loc]
     if parts and parts[0] in ("body", "query", "path", "header"):
         parts = parts[1:]
@@ -74,7 +75,7 @@ def from_validation(exc: RequestValidationError) -> Response:
             "the request body could not be parsed as JSON; send a JSON object",
             errors=[{"field": "body", "message": "must be valid JSON"}],
         )
-    fields = [{"field": _field(tuple(e.get("loc", ()))), "message": _message(e)} for e in details]
+    fields = [{"field": field_name(tuple(e.get("loc", ()))), "message": _message(e)} for e in details]
     names = ", ".join(dict.fromkeys(f["field"] for f in fields))
     return problem(422, "validation-error", "Invalid request", f"invalid fields: {names}", errors=fields)
 

@@ -50,11 +50,19 @@ async def get(u: Unit, run_id: str) -> Run:
     return run
 
 
-async def list_for_task(u: Unit, task_id: str) -> list[Run]:
+async def list_for_task(
+    u: Unit, task_id: str, *, status: str | None = None, session_id: str | None = None
+) -> list[Run]:
+    """A task's runs, oldest first; optionally only those in ``status`` or attached to ``session_id``."""
     task = await task_store.task_get(u.conn, u.workspace_id, task_id)
     if task is None:
         raise NotFound(f"task {task_id} not found")
-    return await store.run_list_for_task(u.conn, task.id)
+    found = await store.run_list_for_task(u.conn, task.id)
+    return [
+        r
+        for r in found
+        if (status is None or r.status == status) and (session_id is None or r.session_id == session_id)
+    ]
 
 
 async def active_for_tasks(u: Unit, task_ids: list[str]) -> dict[str, Run]:

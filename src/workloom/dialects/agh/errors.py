@@ -6,7 +6,6 @@ The status of each engine error kind is a table; validation problems are 400 (AG
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -15,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from workloom.api.problems import field_name
 from workloom.domain import errors
 
 log = logging.getLogger("workloom.dialects.agh")
@@ -42,20 +42,13 @@ def from_workloom(exc: errors.WorkloomError) -> Response:
     return error(status, text)
 
 
-def _where(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc]
-    if parts and parts[0] in ("body", "query", "path", "header"):
-        parts = parts[1:]
-    return ".".join(parts) or "body"
-
-
 def from_validation(exc: RequestValidationError) -> Response:
     details = list(exc.errors())
     if any(d.get("type") == "json_invalid" for d in details):
         return error(400, "the request body is not valid JSON; send a JSON object")
     if any(d.get("type") == "model_attributes_type" and tuple(d.get("loc", ())) == ("body",) for d in details):
         return error(400, "the request body must be a JSON object")
-    problems = "; ".join(f"{_where(tuple(d.get('loc', ())))} {d.get('msg', 'is invalid')}" for d in details)
+    problems = "; ".join(f"{field_name(tuple(d.get('loc', ())))} {d.get('msg', 'is invalid')}" for d in details)
     return error(400, f"invalid request: {problems}")
 
 

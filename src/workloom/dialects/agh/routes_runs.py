@@ -17,7 +17,7 @@ from workloom.api.deps import idempotency
 from workloom.dialects.agh import bodies, shapes
 from workloom.dialects.agh.deps import engine, json, keyed, principal
 from workloom.dialects.agh.query import bounded
-from workloom.dialects.agh.vocab import RUN_STATUS, AghRunStatus
+from workloom.dialects.agh.vocab import RUN_STATUS_FROM_AGH, AghRunStatus
 from workloom.domain import usage
 from workloom.domain.models import Claim, Run, Task
 from workloom.engine import runs, tasks
@@ -49,12 +49,8 @@ async def list_runs(
     p: Principal = Depends(principal),
     wl: Workloom = Depends(engine),
 ) -> Response:
-    found = await wl.run(p, lambda u: runs.list_for_task(u, task_id))
-    wanted = [
-        r
-        for r in found
-        if (status is None or RUN_STATUS[r.status] == status) and (session_id is None or r.session_id == session_id)
-    ]
+    canonical = RUN_STATUS_FROM_AGH[status] if status is not None else None
+    wanted = await wl.run(p, lambda u: runs.list_for_task(u, task_id, status=canonical, session_id=session_id))
     return json({"runs": [shapes.run_full(r) for r in wanted[: bounded(limit)]]})
 
 

@@ -56,6 +56,7 @@ RUN_STATUS: dict[str, AghRunStatus] = {
     "failed": "failed",
     "canceled": "canceled",
 }
+RUN_STATUS_FROM_AGH: dict[str, str] = {agh: canonical for canonical, agh in RUN_STATUS.items()}
 
 # A dependency in Workloom always blocks its dependent until it completes.
 DEPENDENCY_KIND = "blocks"
