@@ -94,6 +94,8 @@ class Suite:
     units: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     modes: dict[str, Any] = field(default_factory=dict)
+    profile: Path | None = None
+    profile_format: str = "flamegraph"
 
     def record(self, scenario: str, metric: str, value: float | None, unit: str) -> None:
         if value is None:
@@ -107,6 +109,33 @@ class Suite:
 
 
 # -- processes -------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def sampled(suite: Suite, pid: int, name: str) -> Iterator[None]:
+    """With ``--profile DIR``: py-spy samples the server process ``pid`` while the block runs."""
+    if suite.profile is None:
+        yield
+        return
+    spy = shutil.which("py-spy")
+    if spy is None:
+        suite.note("--profile needs py-spy on PATH (pip install py-spy); no profiles were taken")
+        yield
+        return
+    suite.profile.mkdir(parents=True, exist_ok=True)
+    extension = {"flamegraph": "svg", "raw": "txt", "speedscope": "json"}[suite.profile_format]
+    out = suite.profile / f"{name}.{extension}"
+    command = [spy, "record", "--pid", str(pid), "--rate", "200", "--nonblocking"]
+    command += ["--format", suite.profile_format, "-o", str(out)]
+    recorder = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        recorder.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        try:
+            recorder.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            recorder.kill()
 
 
 def raise_fd_limit(wanted: int = 65_536) -> int:
@@ -619,7 +648,7 @@ def run_postgres(url: str, wanted: list[str], suite: Suite, python: Path | None)
     raise_fd_limit()
     with workloom_server(url, token) as wl:
 
-        def on_api(fn: Callable[[Api], Awaitable[Any]]) -> Any:
+        def on_api(fn: Callable[[Api], Awaitable[Any]], profile_as: str | None = None) -> Any:
             async def go() -> Any:
                 api = Api(wl.base, token)
                 try:
@@ -627,7 +656,10 @@ def run_postgres(url: str, wanted: list[str], suite: Suite, python: Path | None)
                 finally:
                     await api.close()
 
-            return asyncio.run(go())
+            if profile_as is None:
+                return asyncio.run(go())
+            with sampled(suite, wl.process.pid, f"{profile_as}-{run}"):
+                return asyncio.run(go())
 
         for run in range(suite.runs):
             tag = f"{run}-{secrets.token_hex(2)}"
@@ -635,7 +667,7 @@ def run_postgres(url: str, wanted: list[str], suite: Suite, python: Path | None)
                 suite.record(
                     "drain",
                     "workloom",
-                    on_api(lambda a: wl_drain(wl.base, token, a, f"drain-{tag}", sizes, suite)),  # noqa: B023
+                    on_api(lambda a: wl_drain(wl.base, token, a, f"drain-{tag}", sizes, suite), "drain"),  # noqa: B023
                     "tasks/s",
                 )
                 if python is not None:
@@ -660,7 +692,7 @@ def run_postgres(url: str, wanted: list[str], suite: Suite, python: Path | None)
                 suite.record(
                     "single",
                     "workloom",
-                    on_api(lambda a: wl_single(a, f"single-{tag}", sizes.single)),  # noqa: B023
+                    on_api(lambda a: wl_single(a, f"single-{tag}", sizes.single), "single"),  # noqa: B023
                     "tasks/s",
                 )
                 if suite.peers:
@@ -674,7 +706,7 @@ def run_postgres(url: str, wanted: list[str], suite: Suite, python: Path | None)
                 suite.record(
                     "enqueue",
                     "workloom_one",
-                    on_api(lambda a: wl_enqueue_one(a, f"enq-{tag}", sizes.enqueue_one)),  # noqa: B023
+                    on_api(lambda a: wl_enqueue_one(a, f"enq-{tag}", sizes.enqueue_one), "enqueue_one"),  # noqa: B023
                     "tasks/s",
                 )
                 batch = on_api(lambda a: wl_enqueue_batch(a, f"enqb-{tag}", sizes.enqueue_batch, sizes.batch_chunk))  # noqa: B023
@@ -701,7 +733,7 @@ def run_postgres(url: str, wanted: list[str], suite: Suite, python: Path | None)
                     )
                     suite.record("enqueue", "procrastinate_batch", r and r["per_second"], "jobs/s")
             if "latency" in wanted:
-                lat = on_api(lambda a: wl_latency(a, f"lat-{tag}", sizes.latency, sizes.latency_rate))  # noqa: B023
+                lat = on_api(lambda a: wl_latency(a, f"lat-{tag}", sizes.latency, sizes.latency_rate), "latency")  # noqa: B023
                 for key in ("p50_ms", "p99_ms", "max_ms"):
                     suite.record("latency", f"workloom_{key}", lat[key], "ms")
                 if lat["claimed"] < sizes.latency:
@@ -717,7 +749,7 @@ def run_postgres(url: str, wanted: list[str], suite: Suite, python: Path | None)
                     for key in ("p50_ms", "p99_ms", "max_ms"):
                         suite.record("latency", f"procrastinate_{key}", r and r[key], "ms")
             if "fanout" in wanted:
-                fan = on_api(lambda a: wl_fanout(wl.base, token, a, wl.process.pid, f"fan-{tag}", sizes))  # noqa: B023
+                fan = on_api(lambda a: wl_fanout(wl.base, token, a, wl.process.pid, f"fan-{tag}", sizes), "fanout")  # noqa: B023
                 suite.record("fanout", "p50_ms", fan["p50_ms"], "ms")
                 suite.record("fanout", "p99_ms", fan["p99_ms"], "ms")
                 suite.record("fanout", "delivered_pct", fan["delivered_pct"], "%")
@@ -930,6 +962,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-peers", action="store_true", help="Workloom only (no pgqueuer, procrastinate, pgbench…)")
     parser.add_argument("--json", type=Path, default=None, help="write the figures, targets and machine as JSON")
     parser.add_argument("--png", type=Path, default=None, help="write a chart of the targets (needs matplotlib)")
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="sample the server with py-spy during each scenario, into DIR"
+    )
+    parser.add_argument("--profile-format", choices=["flamegraph", "raw", "speedscope"], default="flamegraph")
     args = parser.parse_args(argv)
     wanted = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = set(wanted) - set(SCENARIOS)
@@ -942,6 +978,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.full and not args.quick:
         sizes.backlog = (*sizes.backlog, 1_000_000)
     suite = Suite(runs=args.runs or (1 if args.quick else 3), sizes=sizes, peers=not args.no_peers, quick=args.quick)
+    suite.profile, suite.profile_format = args.profile, args.profile_format
     if "backlog" in wanted and 1_000_000 not in sizes.backlog:
         suite.note("backlog: the 1M-task figure needs --full, so the 1M target is n/a")
     if "fanout" in wanted:

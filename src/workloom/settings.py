@@ -16,6 +16,7 @@ class Settings:
     tick_interval: float = 0.5
     keepalive_seconds: float = 15.0
     log_level: str = "info"
+    db_pool_size: int = 20
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -28,6 +29,7 @@ class Settings:
             "tick_interval": float(env.get("WORKLOOM_TICK_INTERVAL", 0.5)),
             "keepalive_seconds": float(env.get("WORKLOOM_SSE_KEEPALIVE_SECONDS", 15)),
             "log_level": env.get("WORKLOOM_LOG_LEVEL", "info"),
+            "db_pool_size": int(env.get("WORKLOOM_DB_POOL_SIZE", 20)),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -29,7 +29,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        wl = Workloom.from_url(settings.database_url, clock, tick_interval=settings.tick_interval)
+        wl = Workloom.from_url(
+            settings.database_url, clock, pool_size=settings.db_pool_size, tick_interval=settings.tick_interval
+        )
         await wl.migrate()
         issued = await wl.access.bootstrap(settings.bootstrap_token)
         if issued is not None and settings.bootstrap_token is None:
@@ -49,6 +51,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     )
     app.state.settings = settings
     app.state.stopping = asyncio.Event()
+    app.state.encoded_events = events.EncodedEvents()
     problems.install(app)
     for router in (
         ops.router,

@@ -18,7 +18,7 @@ from workloom.engine.unit import IdempotencyKey
 MAX_IDEMPOTENCY_KEY = 255
 
 
-def engine(request: Request) -> Workloom:
+async def engine(request: Request) -> Workloom:
     wl: Workloom = request.app.state.workloom
     return wl
 

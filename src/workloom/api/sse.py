@@ -61,10 +61,18 @@ async def _with_keepalive(
                 yield b": keep-alive\n\n"
                 continue
             item = getter.result()
+            # Send what else is waiting in the same write: one socket write per burst, not per event.
+            chunks = []
+            while item is not _DONE:
+                assert isinstance(item, bytes)
+                chunks.append(item)
+                if queue.empty():
+                    break
+                item = queue.get_nowait()
+            if chunks:
+                yield b"".join(chunks)
             if item is _DONE:
                 return
-            assert isinstance(item, bytes)
-            yield item
     finally:
         for task in (producer, stop_waiter):
             task.cancel()

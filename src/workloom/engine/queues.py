@@ -10,6 +10,7 @@ from workloom.domain.ids import new_id
 from workloom.domain.models import Queue
 from workloom.engine.events import record
 from workloom.engine.lifecycle import settle
+from workloom.engine.signals import queues_changed_key
 from workloom.engine.unit import Unit
 from workloom.store import queues as store
 from workloom.store import tasks as task_store
@@ -52,9 +53,22 @@ async def create(u: Unit, name: str, settings: QueueSettings) -> Queue:
     return queue
 
 
+async def lookup(u: Unit, name: str) -> Queue | None:
+    """The queue of that name, from the runner's cache when it has it (creates and claims ask each time)."""
+    cache = u.queue_cache
+    if cache is not None:
+        hit = cache.get(u.workspace_id, name)
+        if hit is not None:
+            return hit
+    found = await store.queue_get_by_name(u.conn, u.workspace_id, name)
+    if found is not None and cache is not None:
+        cache.put(found)
+    return found
+
+
 async def ensure(u: Unit, name: str) -> Queue:
     """The queue of that name, created with defaults if a task names it before anyone made it."""
-    existing = await store.queue_get_by_name(u.conn, u.workspace_id, name)
+    existing = await lookup(u, name)
     if existing is not None:
         return existing
     created = await _insert(u, name, QueueSettings())
@@ -87,8 +101,8 @@ async def _insert(u: Unit, name: str, settings: QueueSettings) -> Queue | None:
     return queue
 
 
-async def get(u: Unit, name: str) -> Queue:
-    queue = await store.queue_get_by_name(u.conn, u.workspace_id, name)
+async def get(u: Unit, name: str, *, cached: bool = False) -> Queue:
+    queue = await (lookup(u, name) if cached else store.queue_get_by_name(u.conn, u.workspace_id, name))
     if queue is None:
         raise NotFound(f"queue {name!r} not found")
     return queue
@@ -101,6 +115,7 @@ async def update(u: Unit, name: str, settings: QueueSettings) -> Queue:
     if changes:
         await store.queue_update(u.conn, u.workspace_id, queue.id, {**changes, "updated_at": u.now})
         await record(u, "queue.updated", payload={"queue": name, "changes": changes})
+        u.wake(queues_changed_key(u.workspace_id))  # every process drops the queues it keeps
     if changes.get("start_mode") == "auto" and queue.start_mode != "auto":
         # Tasks that were waiting for an explicit start are owed their runs now.
         for task_id in await task_store.task_ids_ready_without_run(u.conn, u.workspace_id, queue.id):

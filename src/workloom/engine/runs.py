@@ -73,7 +73,7 @@ async def active_for_tasks(u: Unit, task_ids: list[str]) -> dict[str, Run]:
 async def claim(u: Unit, queue_name: str, worker: Actor, limit: int, lease_seconds: int | None) -> list[Claim]:
     """Claim up to ``limit`` runs; each is handed to exactly one claimer, with a token only it holds."""
     u.principal.require("runs.work")
-    queue = await queues.get(u, queue_name)
+    queue = await queues.get(u, queue_name, cached=True)
     candidates = await store.run_claim_candidates(
         u.conn, workspace_id=u.workspace_id, queue_id=queue.id, now=u.now, limit=limit
     )
@@ -140,15 +140,20 @@ async def _take(u: Unit, queue: Queue, candidates: list[Run], worker: Actor, lea
         ],
     )
     claims = []
-    tasks = {t.id: t for t in await task_store.task_get_many(u.conn, u.workspace_id, [r.task_id for r in candidates])}
-    # Ready tasks (all of them, but for a retry whose timer has not fired) move to in_progress in one statement.
-    ready = [task_id for task_id, task in tasks.items() if task.status == "ready"]
-    if ready:
-        target = task_states.apply("ready", "claim")
-        values: dict[str, Any] = {"status": target, "updated_at": u.now, "blocked_reason": None}
-        moved = await task_store.task_update_many(u.conn, ready, values, expected_status="ready")
-        if len(moved) != len(ready):
-            raise Conflict("a task changed while this claim ran; retry it")
+    # Ready tasks (all of them, but for a retry whose timer has not fired) move to in_progress in one
+    # statement that also numbers their two events (run.claimed, task.in_progress).
+    target = task_states.apply("ready", "claim")
+    moved = await task_store.task_claim_ready(
+        u.conn,
+        u.workspace_id,
+        [run.task_id for run in candidates],
+        status=target,
+        queue_name=queue.name,
+        now=u.now,
+        events=2,
+    )
+    others = [run.task_id for run in candidates if run.task_id not in moved]
+    tasks = {t.id: t for t in await task_store.task_get_many(u.conn, u.workspace_id, others)} if others else {}
     for run in candidates:
         claimed = replace(
             run,
@@ -161,6 +166,8 @@ async def _take(u: Unit, queue: Queue, candidates: list[Run], worker: Actor, lea
             claimed_by=worker,
             idempotency_key=u.idempotency_key or run.idempotency_key,
         )
+        task = moved.get(run.task_id) or tasks[run.task_id]
+        numbered = run.task_id in moved
         await record(
             u,
             "run.claimed",
@@ -173,9 +180,9 @@ async def _take(u: Unit, queue: Queue, candidates: list[Run], worker: Actor, lea
                 "attempt": run.attempt,
                 "lease_until": lease_until.isoformat(),
             },
+            task_sequence=task.event_sequence - 1 if numbered else None,
         )
-        task = tasks[run.task_id]
-        if task.status == "ready":
+        if numbered:
             await record(
                 u,
                 "task.in_progress",
@@ -183,8 +190,8 @@ async def _take(u: Unit, queue: Queue, candidates: list[Run], worker: Actor, lea
                 run_id=run.id,
                 actor=worker,
                 payload={"from_status": "ready", "status": target},
+                task_sequence=task.event_sequence,
             )
-            task = replace(task, **values)
         elif task.status == "scheduled":
             await timer_store.timer_delete_for_task(u.conn, task.id, "retry")
             task = await move_task(u, task, "fire", event="task.ready", actor=worker)

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from workloom.domain.actors import Actor
 from workloom.domain.clock import Clock, SystemClock
-from workloom.domain.models import Claim
+from workloom.domain.models import Claim, Queue
 from workloom.engine import queues, runs, tasks
 from workloom.engine import queues as queue_cases
 from workloom.engine.access import Access
@@ -25,7 +25,7 @@ from workloom.engine.ticker import Ticker
 from workloom.engine.unit import IdempotencyKey, Rendered, Runner, Unit
 from workloom.store import migrate
 from workloom.store.database import Database, connect
-from workloom.store.notify import Listener, notify
+from workloom.store.notify import Listener, Notifier
 
 T = TypeVar("T")
 
@@ -34,21 +34,28 @@ T = TypeVar("T")
 CLAIM_POLL_SECONDS = 1.0
 
 
+def _local_only(_keys: set[str]) -> None:
+    """SQLite: one process, so the in-process signals are all the wake-ups there are."""
+
+
 class Workloom:
     def __init__(self, db: Database, clock: Clock | None = None, *, tick_interval: float = 0.5) -> None:
         self.db = db
         self.clock = clock or SystemClock()
         self.signals = Signals()
         self.metrics = Metrics()
-        self.runner = Runner(db, self.clock, self.signals, notify, on_commit=self.metrics.count)
+        self._notifier = Notifier(db.url) if db.is_postgres else None
+        self.runner = Runner(
+            db, self.clock, self.signals, self._notifier.send if self._notifier else _local_only, self.metrics.count
+        )
         self.access = Access(db, self.clock)
         self.events = EventReader(db, self.signals)
         self.ticker = Ticker(self.runner, self.clock, interval=tick_interval)
         self._listener: Listener | None = None
 
     @classmethod
-    def from_url(cls, url: str, clock: Clock | None = None, **kwargs: Any) -> Workloom:
-        return cls(connect(url), clock, **kwargs)
+    def from_url(cls, url: str, clock: Clock | None = None, *, pool_size: int = 20, **kwargs: Any) -> Workloom:
+        return cls(connect(url, pool_size=pool_size), clock, **kwargs)
 
     async def migrate(self) -> None:
         await migrate.upgrade(self.db)
@@ -65,6 +72,9 @@ class Workloom:
         await self.ticker.stop()
         if self._listener is not None:
             await self._listener.stop()
+        await self.runner.close()
+        if self._notifier is not None:
+            await self._notifier.close()
         await self.db.dispose()
 
     async def ready(self) -> tuple[bool, str]:
@@ -105,7 +115,7 @@ class Workloom:
 
         ``give_up`` (true once the server is shutting down or the client has gone) ends the wait early:
         a claim made for a caller who is no longer there would sit out its lease unworked."""
-        queue = await self.run(principal, lambda u: queues.get(u, queue_name))
+        queue = await self._queue(principal, queue_name)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
         with self.signals.waiter(queue_key(queue.id)) as waiter:
@@ -174,6 +184,11 @@ class Workloom:
                     return rendered
                 await waiter.wait(min(CLAIM_POLL_SECONDS, max(deadline - loop.time(), 0.0)))
                 waited = True
+
+    async def _queue(self, principal: Principal, name: str) -> Queue:
+        """The queue, from the cache without a transaction when it is there."""
+        hit = self.runner.queue_cache.get(principal.workspace_id, name)
+        return hit if hit is not None else await self.run(principal, lambda u: queues.get(u, name, cached=True))
 
     def _claim_next_attempt(
         self, worker: Actor, names: list[str] | None, lease_seconds: int | None, found: list[Claim | None]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 
 
@@ -48,12 +48,20 @@ class Signals:
 
     def __init__(self) -> None:
         self._waiters: defaultdict[str, set[Waiter]] = defaultdict(set)
+        self._observers: list[Callable[[Iterable[str]], None]] = []
 
     def waiter(self, *keys: str) -> Waiter:
         return Waiter(self, keys)
 
+    def observe(self, observer: Callable[[Iterable[str]], None]) -> None:
+        """Also hand every batch of keys to ``observer`` (caches that drop what a change made stale)."""
+        self._observers.append(observer)
+
     def notify(self, keys: Iterable[str]) -> None:
         """Wake the waiters of each key; ``*`` wakes everyone (e.g. after a lost connection)."""
+        keys = list(keys)
+        for observer in self._observers:
+            observer(keys)
         for key in keys:
             targets = [w for ws in self._waiters.values() for w in ws] if key == "*" else self._waiters.get(key, ())
             for waiter in list(targets):
@@ -75,3 +83,11 @@ def work_key(workspace_id: str) -> str:
 
 def events_key(workspace_id: str) -> str:
     return f"events:{workspace_id}"
+
+
+QUEUES_CHANGED_PREFIX = "queues:"
+
+
+def queues_changed_key(workspace_id: str) -> str:
+    """Sent when a queue's settings change, so every process drops the queues it keeps of that workspace."""
+    return QUEUES_CHANGED_PREFIX + workspace_id

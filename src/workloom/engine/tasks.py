@@ -138,8 +138,7 @@ async def _create_simple(u: Unit, many: list[NewTask]) -> list[Task]:
     the step-by-step path would have recorded (task.created, task.ready or task.blocked, run.queued)."""
     names = list(dict.fromkeys(new.queue for new in many if new.queue))
     by_name = {name: await queues.ensure(u, name) for name in names}
-    # Numbers last: the workspace row stays locked until commit, so take it as late as possible.
-    last = await workspace_store.workspace_next_task_numbers(u.conn, u.workspace_id, len(many))
+    last = await _reserve_numbers(u, len(many))
     first = last - len(many) + 1
     created: list[Task] = []
     new_runs = []
@@ -259,7 +258,15 @@ async def _create_one(u: Unit, new: NewTask) -> Task:
 
 
 async def _next_number(u: Unit) -> int:
-    return await workspace_store.workspace_next_task_numbers(u.conn, u.workspace_id)
+    return await _reserve_numbers(u, 1)
+
+
+async def _reserve_numbers(u: Unit, count: int) -> int:
+    """Reserve ``count`` task numbers; returns the last. Called as late as possible in a create: inside
+    the transaction (SQLite) the workspace row stays locked until commit."""
+    if u.numbers is not None:
+        return await u.numbers.reserve(u.workspace_id, count)
+    return await workspace_store.workspace_next_task_numbers(u.conn, u.workspace_id, count)
 
 
 async def _existing(u: Unit, task_id: str, field_name: str) -> Task:

@@ -80,11 +80,11 @@ class Ticker:
         async with self._runner.db.transaction() as conn:
             due = await timer_store.timer_take_due(conn, self._clock.now(), BATCH)
             for timer in due:
-                unit = Unit(conn=conn, principal=_system(timer.workspace_id), now=self._clock.now())
+                unit = self._runner.unit(conn, _system(timer.workspace_id))
                 await _fire(unit, timer)
                 await unit.flush()
                 wakeups |= unit.wakeups
-            await self._runner.publish(conn, wakeups)
+        self._runner.publish(wakeups)
         self._runner.signals.notify(wakeups)
         return len(due)
 

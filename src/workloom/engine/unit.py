@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workloom.domain.clock import Clock
 from workloom.domain.errors import IdempotencyMismatch, WorkloomError
+from workloom.engine.caches import QueueCache
 from workloom.engine.principal import Principal
 from workloom.engine.sealing import open_sealed, seal
 from workloom.engine.signals import Signals
@@ -26,6 +27,7 @@ from workloom.store import events as event_store
 from workloom.store import idempotency as store
 from workloom.store import tasks as task_store
 from workloom.store.database import Database, is_transient
+from workloom.store.numbers import TaskNumbers
 
 T = TypeVar("T")
 Rendered = tuple[int, Any]
@@ -49,6 +51,10 @@ class Unit:
     # The request's idempotency key, when ``Runner.respond`` runs it under one: runs remember the key
     # their explicit enqueue or their claim came with.
     idempotency_key: str | None = None
+    # Kept by the runner across units: queues by name, and (PostgreSQL) task numbers reserved outside
+    # this transaction. Units made without them read and number inside the transaction.
+    queue_cache: QueueCache | None = None
+    numbers: TaskNumbers | None = None
 
     @property
     def workspace_id(self) -> str:
@@ -94,7 +100,7 @@ class Runner:
         db: Database,
         clock: Clock,
         signals: Signals,
-        publish: Callable[[AsyncConnection, set[str]], Awaitable[None]],
+        publish: Callable[[set[str]], None],
         on_commit: Callable[[Unit], None] = lambda _: None,
     ) -> None:
         self.db = db
@@ -102,15 +108,22 @@ class Runner:
         self.signals = signals
         self.publish = publish
         self.on_commit = on_commit
+        self.queue_cache = QueueCache()
+        signals.observe(self.queue_cache.on_keys)
+        self.numbers = TaskNumbers(db.url) if db.is_postgres else None
+
+    def unit(self, conn: AsyncConnection, principal: Principal) -> Unit:
+        return Unit(
+            conn=conn, principal=principal, now=self.clock.now(), queue_cache=self.queue_cache, numbers=self.numbers
+        )
 
     async def run(self, principal: Principal, op: Callable[[Unit], Awaitable[T]]) -> T:
         for attempt in range(1, TRANSIENT_RETRIES + 1):
             try:
                 async with self.db.transaction() as conn:
-                    unit = Unit(conn=conn, principal=principal, now=self.clock.now())
+                    unit = self.unit(conn, principal)
                     result = await op(unit)
                     await unit.flush()
-                    await self.publish(conn, unit.wakeups)
             except Exception as exc:
                 if attempt < TRANSIENT_RETRIES and is_transient(exc):
                     log.info("transaction retried after a transient conflict", extra={"attempt": attempt})
@@ -172,10 +185,15 @@ class Runner:
         return answers[0]
 
     def _after_commit(self, unit: Unit) -> None:
+        self.publish(unit.wakeups)
         self.signals.notify(unit.wakeups)
         self.on_commit(unit)
         if unit.deferred_error is not None:
             raise unit.deferred_error
+
+    async def close(self) -> None:
+        if self.numbers is not None:
+            await self.numbers.close()
 
     async def prune_idempotency(self) -> int:
         async with self.db.transaction() as conn:

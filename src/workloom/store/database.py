@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -82,7 +83,7 @@ def _sqlite_begin_immediate(conn: sa.Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def connect(url: str, *, pool_size: int = 10) -> Database:
+def connect(url: str, *, pool_size: int = 20) -> Database:
     full = async_url(url)
     if full.startswith("sqlite"):
         # One connection: SQLite has one writer, and queueing writers in-process is cheaper than
@@ -93,10 +94,23 @@ def connect(url: str, *, pool_size: int = 10) -> Database:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
     else:
+        # A fixed pool, no overflow: a connection opened for a burst and closed after it costs more (the
+        # connect, and every statement prepared again on it) than waiting a moment for a pooled one.
         engine = create_async_engine(
-            full, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False, pool_recycle=1800
+            full,
+            pool_size=pool_size,
+            max_overflow=0,
+            pool_timeout=30,
+            pool_pre_ping=False,
+            pool_recycle=1800,
+            json_serializer=_json_text,
+            json_deserializer=orjson.loads,
         )
     return Database(engine=engine, url=url)
+
+
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 _TRANSIENT_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected

@@ -10,21 +10,26 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workloom.domain.models import Event
 from workloom.store import rows
+from workloom.store.fast import Statements
 from workloom.store.schema import events
 
 _HORIZON = sa.text("pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
 
 
-_INSERT = sa.insert(events)
-_INSERT_PG = sa.insert(events).values(commit_horizon=_HORIZON)
+def _insert(dialect: str, names: tuple[str, ...]) -> sa.Insert:
+    values: dict[str, Any] = {n: sa.bindparam(n, type_=events.c[n].type) for n in names}
+    if dialect == "postgresql":
+        values["commit_horizon"] = _HORIZON
+    return sa.insert(events).values(values)
+
+
+_INSERT = Statements(_insert)
 
 
 async def event_insert_many(conn: AsyncConnection, rows_: list[dict[str, Any]]) -> None:
-    """One statement for all of them, compiled once and cached (an executemany of the same row shape)."""
-    if not rows_:
-        return
-    stmt = _INSERT_PG if conn.dialect.name == "postgresql" else _INSERT
-    await conn.execute(stmt, rows_)
+    """All of them in one round trip (an executemany of one row shape)."""
+    if rows_:
+        await _INSERT.for_columns(rows_[0]).many(conn, rows_)
 
 
 async def event_stable_horizon(conn: AsyncConnection) -> int | None:

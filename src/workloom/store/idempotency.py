@@ -7,19 +7,33 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from workloom.store.fast import Statement
 from workloom.store.schema import idempotency_keys
+
+_COLUMNS = ("workspace_id", "key_hash", "request_hash", "status_code", "response", "created_at")
+
+
+def _get(lock: bool) -> Statement:
+    stmt = sa.select(
+        idempotency_keys.c.request_hash, idempotency_keys.c.status_code, idempotency_keys.c.response
+    ).where(
+        idempotency_keys.c.workspace_id == sa.bindparam("workspace_id"),
+        idempotency_keys.c.key_hash == sa.bindparam("key_hash"),
+    )
+    return Statement(stmt.with_for_update() if lock else stmt)
+
+
+_GET = {False: _get(False), True: _get(True)}
+_INSERT = Statement(
+    sa.insert(idempotency_keys).values({c: sa.bindparam(c, type_=idempotency_keys.c[c].type) for c in _COLUMNS})
+)
 
 
 async def idempotency_get(
     conn: AsyncConnection, workspace_id: str, key_hash: str, *, lock: bool = False
 ) -> tuple[str, int | None, bytes | None] | None:
-    stmt = sa.select(
-        idempotency_keys.c.request_hash, idempotency_keys.c.status_code, idempotency_keys.c.response
-    ).where(idempotency_keys.c.workspace_id == workspace_id, idempotency_keys.c.key_hash == key_hash)
-    if lock:
-        stmt = stmt.with_for_update()
-    row = (await conn.execute(stmt)).first()
-    return (row[0], row[1], row[2]) if row else None
+    row = await _GET[lock].first(conn, {"workspace_id": workspace_id, "key_hash": key_hash})
+    return (row["request_hash"], row["status_code"], row["response"]) if row else None
 
 
 async def idempotency_insert(
@@ -32,15 +46,16 @@ async def idempotency_insert(
     response: bytes,
     now: datetime,
 ) -> None:
-    await conn.execute(
-        sa.insert(idempotency_keys).values(
-            workspace_id=workspace_id,
-            key_hash=key_hash,
-            request_hash=request_hash,
-            status_code=status_code,
-            response=response,
-            created_at=now,
-        )
+    await _INSERT.execute(
+        conn,
+        {
+            "workspace_id": workspace_id,
+            "key_hash": key_hash,
+            "request_hash": request_hash,
+            "status_code": status_code,
+            "response": response,
+            "created_at": now,
+        },
     )
 
 
@@ -53,6 +68,9 @@ async def idempotency_lock(conn: AsyncConnection, workspace_id: str, key_hash: s
     """Serialise requests that share a key, so the second waits and then finds the first answer.
     SQLite needs nothing: its transactions already run one at a time."""
     if conn.dialect.name == "postgresql":
-        await conn.execute(
-            sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"{workspace_id}:{key_hash}"}
-        )
+        await _LOCK.execute(conn, {"k": f"{workspace_id}:{key_hash}"})
+
+
+_LOCK = Statement(
+    sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(sa.bindparam("k", type_=sa.Text), 0)))
+)

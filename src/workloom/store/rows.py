@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, cast
-
-from sqlalchemy import RowMapping
 
 from workloom.domain.actors import Actor
 from workloom.domain.models import ApiKey, Event, Queue, Run, Task, Workspace
@@ -12,16 +11,18 @@ from workloom.domain.priority import NAME_BY_RANK
 from workloom.domain.run_states import RunStatus
 from workloom.domain.task_states import TaskStatus
 
+Row = Mapping[Any, Any]  # a SQLAlchemy RowMapping, or a plain dict from ``store.fast``
+
 
 def actor(kind: str | None, ref: str | None) -> Actor | None:
     return Actor(kind, ref or "") if kind else None
 
 
-def workspace(row: RowMapping) -> Workspace:
+def workspace(row: Row) -> Workspace:
     return Workspace(id=row["id"], name=row["name"], created_at=row["created_at"])
 
 
-def api_key(row: RowMapping) -> ApiKey:
+def api_key(row: Row) -> ApiKey:
     return ApiKey(
         id=row["id"],
         workspace_id=row["workspace_id"],
@@ -33,7 +34,7 @@ def api_key(row: RowMapping) -> ApiKey:
     )
 
 
-def queue(row: RowMapping) -> Queue:
+def queue(row: Row) -> Queue:
     return Queue(
         id=row["id"],
         workspace_id=row["workspace_id"],
@@ -50,7 +51,7 @@ def queue(row: RowMapping) -> Queue:
     )
 
 
-def task(row: RowMapping, queue_name: str | None = None) -> Task:
+def task(row: Row, queue_name: str | None = None) -> Task:
     created_by = actor(row["created_by_kind"], row["created_by_ref"])
     origin = actor(row["origin_kind"], row["origin_ref"])
     assert created_by is not None and origin is not None
@@ -90,7 +91,7 @@ def task(row: RowMapping, queue_name: str | None = None) -> Task:
     )
 
 
-def run(row: RowMapping) -> Run:
+def run(row: Row) -> Run:
     return Run(
         id=row["id"],
         workspace_id=row["workspace_id"],
@@ -121,7 +122,7 @@ def run(row: RowMapping) -> Run:
     )
 
 
-def event(row: RowMapping) -> Event:
+def event(row: Row) -> Event:
     who = actor(row["actor_kind"], row["actor_ref"])
     assert who is not None
     return Event(

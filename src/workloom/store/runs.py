@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workloom.domain.models import Run
 from workloom.store import rows
+from workloom.store.fast import ById, Statement, Statements, one_of
 from workloom.store.schema import HELD_RUN, inline, queues, runs
 
 _WITH_QUEUE = sa.select(runs, queues.c.name.label("queue_name")).select_from(
@@ -54,17 +55,28 @@ async def run_insert(conn: AsyncConnection, run: Run) -> None:
     await conn.execute(sa.insert(runs).values(run_values(run)))
 
 
+_INSERT = Statements(
+    lambda _dialect, names: sa.insert(runs).values({n: sa.bindparam(n, type_=runs.c[n].type) for n in names})
+)
+
+
 async def run_insert_many(conn: AsyncConnection, many: list[Run]) -> None:
-    """Bulk load (benchmarks, imports): rows as given."""
+    """Many new runs in one round trip."""
     if many:
-        await conn.execute(sa.insert(runs), [run_values(run) for run in many])
+        values = [run_values(run) for run in many]
+        await _INSERT.for_columns(values[0]).many(conn, values)
+
+
+def _get(lock: bool) -> Statement:
+    stmt = _WITH_QUEUE.where(runs.c.workspace_id == sa.bindparam("workspace_id"), runs.c.id == sa.bindparam("run_id"))
+    return Statement(stmt.with_for_update(of=runs) if lock else stmt)
+
+
+_GET = {False: _get(False), True: _get(True)}
 
 
 async def run_get(conn: AsyncConnection, workspace_id: str, run_id: str, *, lock: bool = False) -> Run | None:
-    stmt = _WITH_QUEUE.where(runs.c.workspace_id == workspace_id, runs.c.id == run_id)
-    if lock:
-        stmt = stmt.with_for_update(of=runs)
-    row = (await conn.execute(stmt)).mappings().first()
+    row = await _GET[lock].first(conn, {"workspace_id": workspace_id, "run_id": run_id})
     return rows.run(row) if row else None
 
 
@@ -74,13 +86,20 @@ async def run_get_many(
     """Runs by id (those that exist); ``lock`` takes their row locks, in id order."""
     if not run_ids:
         return {}
-    stmt = _WITH_QUEUE.where(
-        runs.c.workspace_id == workspace_id, runs.c.id.in_(sa.bindparam("ids", expanding=True))
-    ).order_by(runs.c.id)
-    if lock:
-        stmt = stmt.with_for_update(of=runs)
-    result = await conn.execute(stmt, {"ids": run_ids})
-    return {row["id"]: rows.run(row) for row in result.mappings()}
+    found = await _GET_MANY[lock].rows(conn, {"workspace_id": workspace_id, "ids": run_ids})
+    return {row["id"]: rows.run(row) for row in found}
+
+
+def _get_many(lock: bool) -> Statement:
+    def build(dialect: str) -> sa.Select[Any]:
+        where = (runs.c.workspace_id == sa.bindparam("workspace_id"), one_of(runs.c.id, "ids", dialect))
+        stmt = _WITH_QUEUE.where(*where).order_by(runs.c.id)
+        return stmt.with_for_update(of=runs) if lock else stmt
+
+    return Statement(build)
+
+
+_GET_MANY = {False: _get_many(False), True: _get_many(True)}
 
 
 async def run_active_for_task(conn: AsyncConnection, task_id: str, *, lock: bool = False) -> Run | None:
@@ -126,16 +145,11 @@ async def run_list_for_tasks(conn: AsyncConnection, task_ids: list[str]) -> dict
 async def run_update(
     conn: AsyncConnection, run_id: str, values: dict[str, Any], *, expected_status: str | tuple[str, ...] | None = None
 ) -> bool:
-    stmt = sa.update(runs).where(runs.c.id == run_id)
-    if isinstance(expected_status, str):
-        stmt = stmt.where(runs.c.status == expected_status)
-    elif expected_status is not None:
-        stmt = stmt.where(runs.c.status.in_(expected_status))
-    result = await conn.execute(stmt.values(**values))
-    return bool(result.rowcount)
+    return bool(await _UPDATE.execute(conn, run_id, values, expected_status))
 
 
-_COMPLETE = (
+_UPDATE = ById(runs)
+_COMPLETE = Statement(
     sa.update(runs)
     .where(runs.c.id == sa.bindparam("run_id"))
     .values(
@@ -149,8 +163,7 @@ _COMPLETE = (
 
 async def run_complete_many(conn: AsyncConnection, rows_: list[dict[str, Any]]) -> None:
     """End many runs (locked by the caller) in one round trip: run_id, status, result, end_reason, ended_at."""
-    if rows_:
-        await conn.execute(_COMPLETE, rows_)
+    await _COMPLETE.many(conn, rows_)
 
 
 async def run_claim_candidates(
@@ -161,20 +174,26 @@ async def run_claim_candidates(
     On PostgreSQL ``SKIP LOCKED`` lets concurrent claimers take disjoint rows without waiting on each
     other; SQLite has a single writer (the transaction began IMMEDIATE), so a plain select is exact.
     """
+    params = {"workspace_id": workspace_id, "queue_id": queue_id, "now": now, "limit": limit}
+    return [rows.run(row) for row in await _CANDIDATES.rows(conn, params)]
+
+
+def _candidates(dialect: str) -> sa.Select[Any]:
     stmt = (
         sa.select(runs)
         .where(
-            runs.c.workspace_id == workspace_id,
-            runs.c.queue_id == queue_id,
-            runs.c.status == "queued",
-            runs.c.available_at <= now,
+            runs.c.workspace_id == sa.bindparam("workspace_id"),
+            runs.c.queue_id == sa.bindparam("queue_id"),
+            runs.c.status == inline("queued"),
+            runs.c.available_at <= sa.bindparam("now", type_=runs.c.available_at.type),
         )
         .order_by(runs.c.priority.desc(), runs.c.available_at, runs.c.id)
-        .limit(limit)
+        .limit(sa.bindparam("limit", type_=sa.Integer))
     )
-    if conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update(skip_locked=True, of=runs)
-    return [rows.run(row) for row in (await conn.execute(stmt)).mappings()]
+    return stmt.with_for_update(skip_locked=True, of=runs) if dialect == "postgresql" else stmt
+
+
+_CANDIDATES = Statement(_candidates)
 
 
 async def run_claim_next_candidate(
@@ -197,23 +216,23 @@ async def run_claim_next_candidate(
 async def run_mark_claimed(conn: AsyncConnection, claims: list[dict[str, Any]]) -> None:
     """Write many claims in one round trip; each dict has run_id, token hash, lease, claimer and the
     claim's idempotency key (None keeps the run's own)."""
-    if not claims:
-        return
-    stmt = (
-        sa.update(runs)
-        .where(runs.c.id == sa.bindparam("run_id"), runs.c.status == "queued")
-        .values(
-            status="claimed",
-            claim_token_hash=sa.bindparam("token_hash"),
-            claimed_at=sa.bindparam("now"),
-            heartbeat_at=sa.bindparam("now"),
-            lease_until=sa.bindparam("lease"),
-            claimed_by_kind=sa.bindparam("kind"),
-            claimed_by_ref=sa.bindparam("ref"),
-            idempotency_key=sa.func.coalesce(sa.bindparam("idempotency_key", type_=sa.String), runs.c.idempotency_key),
-        )
+    await _MARK_CLAIMED.many(conn, claims)
+
+
+_MARK_CLAIMED = Statement(
+    sa.update(runs)
+    .where(runs.c.id == sa.bindparam("run_id"), runs.c.status == "queued")
+    .values(
+        status="claimed",
+        claim_token_hash=sa.bindparam("token_hash"),
+        claimed_at=sa.bindparam("now", type_=runs.c.claimed_at.type),
+        heartbeat_at=sa.bindparam("now", type_=runs.c.claimed_at.type),
+        lease_until=sa.bindparam("lease", type_=runs.c.lease_until.type),
+        claimed_by_kind=sa.bindparam("kind"),
+        claimed_by_ref=sa.bindparam("ref"),
+        idempotency_key=sa.func.coalesce(sa.bindparam("idempotency_key", type_=sa.String), runs.c.idempotency_key),
     )
-    await conn.execute(stmt, claims)
+)
 
 
 async def run_expired_leases(conn: AsyncConnection, now: datetime, limit: int) -> list[Run]:

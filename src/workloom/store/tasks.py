@@ -12,6 +12,7 @@ from workloom.domain.models import Task
 from workloom.domain.priority import RANK
 from workloom.domain.queries import ListQuery, Page, encode_cursor
 from workloom.store import rows
+from workloom.store.fast import ById, Statement, Statements, one_of
 from workloom.store.schema import queues, runs, task_dependencies, tasks
 
 _WITH_QUEUE = sa.select(tasks, queues.c.name.label("queue_name")).select_from(
@@ -79,36 +80,61 @@ async def task_insert(conn: AsyncConnection, task: Task) -> None:
     await conn.execute(sa.insert(tasks).values(task_values(task)))
 
 
+def _bound(names: tuple[str, ...], prefix: str = "") -> dict[str, sa.BindParameter[Any]]:
+    return {n: sa.bindparam(prefix + n, type_=tasks.c[n].type) for n in names}
+
+
+_INSERT = Statements(lambda _dialect, names: sa.insert(tasks).values(_bound(names)))
+
+
 async def task_insert_many(conn: AsyncConnection, many: list[Task]) -> None:
-    """Bulk load (benchmarks, imports): rows as given, no events, no settling."""
+    """Many new tasks in one round trip, rows as given (no events, no settling)."""
     if many:
-        await conn.execute(sa.insert(tasks), [task_values(task) for task in many])
+        values = [task_values(task) for task in many]
+        await _INSERT.for_columns(values[0]).many(conn, values)
+
+
+def _get(by: str, lock: bool) -> Statement:
+    stmt = _WITH_QUEUE.where(tasks.c.workspace_id == sa.bindparam("workspace_id"), tasks.c[by] == sa.bindparam("key"))
+    return Statement(stmt.with_for_update(of=tasks) if lock else stmt)
+
+
+_GET = {(by, lock): _get(by, lock) for by in ("id", "number") for lock in (False, True)}
 
 
 async def task_get(conn: AsyncConnection, workspace_id: str, task_id: str, *, lock: bool = False) -> Task | None:
     """By id or by identifier (``WL-42``); ``lock`` takes the row lock for the rest of the transaction."""
-    where = [tasks.c.workspace_id == workspace_id]
+    key: str | int = task_id
+    by = "id"
     if task_id.upper().startswith("WL-") and task_id[3:].isdigit():
-        where.append(tasks.c.number == int(task_id[3:]))
-    else:
-        where.append(tasks.c.id == task_id)
-    stmt = _WITH_QUEUE.where(*where)
-    if lock:
-        stmt = stmt.with_for_update(of=tasks)
-    row = (await conn.execute(stmt)).mappings().first()
+        by, key = "number", int(task_id[3:])
+    row = await _GET[by, lock].first(conn, {"workspace_id": workspace_id, "key": key})
     return rows.task(row) if row else None
+
+
+def _get_many(lock: bool) -> Statement:
+    def build(dialect: str) -> sa.Select[Any]:
+        stmt = _WITH_QUEUE.where(
+            tasks.c.workspace_id == sa.bindparam("workspace_id"), one_of(tasks.c.id, "ids", dialect)
+        )
+        return stmt.order_by(tasks.c.id).with_for_update(of=tasks) if lock else stmt
+
+    return Statement(build)
+
+
+_GET_MANY = {False: _get_many(False), True: _get_many(True)}
 
 
 async def task_get_many(conn: AsyncConnection, workspace_id: str, ids: list[str], *, lock: bool = False) -> list[Task]:
     """Tasks by id, in the order given (those that exist); ``lock`` takes their row locks, in id order."""
     if not ids:
         return []
-    stmt = _WITH_QUEUE.where(tasks.c.workspace_id == workspace_id, tasks.c.id.in_(sa.bindparam("ids", expanding=True)))
-    if lock:
-        stmt = stmt.order_by(tasks.c.id).with_for_update(of=tasks)
-    result = await conn.execute(stmt, {"ids": list(ids)})
-    by_id = {t.id: t for t in (rows.task(row) for row in result.mappings())}
+    found = await _GET_MANY[lock].rows(conn, {"workspace_id": workspace_id, "ids": list(ids)})
+    by_id = {t.id: t for t in (rows.task(row) for row in found)}
     return [by_id[i] for i in ids if i in by_id]
+
+
+_UPDATE, _UPDATE_MANY = ById(tasks), ById(tasks, many=True)
 
 
 async def task_update(
@@ -117,19 +143,22 @@ async def task_update(
     """Write ``values``; with ``expected_status`` only if the row still has it. True if a row changed."""
     if "priority" in values and isinstance(values["priority"], str):
         values = {**values, "priority": RANK[values["priority"]]}
-    stmt = sa.update(tasks).where(tasks.c.id == task_id)
-    if expected_status is not None:
-        stmt = stmt.where(tasks.c.status == expected_status)
-    result = await conn.execute(stmt.values(**values))
-    return bool(result.rowcount)
+    return bool(await _UPDATE.execute(conn, task_id, values, expected_status))
 
 
-_ADVANCE = (
-    sa.update(tasks)
-    .where(tasks.c.id.in_(sa.bindparam("ids", expanding=True)))
-    .values(event_sequence=tasks.c.event_sequence + sa.bindparam("count"), last_activity_at=sa.bindparam("now"))
-    .returning(tasks.c.id, tasks.c.event_sequence)
-)
+def _advance(dialect: str) -> sa.Update:
+    return (
+        sa.update(tasks)
+        .where(one_of(tasks.c.id, "ids", dialect))
+        .values(
+            event_sequence=tasks.c.event_sequence + sa.bindparam("count", type_=sa.Integer),
+            last_activity_at=sa.bindparam("now", type_=tasks.c.last_activity_at.type),
+        )
+        .returning(tasks.c.id, tasks.c.event_sequence)
+    )
+
+
+_ADVANCE = Statement(_advance)
 
 
 async def task_advance_sequences(conn: AsyncConnection, counts: dict[str, int], now: datetime) -> dict[str, int]:
@@ -142,8 +171,8 @@ async def task_advance_sequences(conn: AsyncConnection, counts: dict[str, int], 
         by_count.setdefault(count, []).append(task_id)
     last: dict[str, int] = {}
     for count, ids in sorted(by_count.items()):
-        result = await conn.execute(_ADVANCE, {"ids": sorted(ids), "count": count, "now": now})
-        last.update({row[0]: int(row[1]) for row in result})
+        found = await _ADVANCE.rows(conn, {"ids": sorted(ids), "count": count, "now": now})
+        last.update({row["id"]: int(row["event_sequence"]) for row in found})
         for task_id in ids:
             last.setdefault(task_id, count)
     return last
@@ -153,17 +182,48 @@ async def task_update_many(
     conn: AsyncConnection, task_ids: list[str], values: dict[str, Any], *, expected_status: str
 ) -> set[str]:
     """Write the same ``values`` to many tasks that still have ``expected_status``; the ids changed."""
-    stmt = (
+    return await _UPDATE_MANY.execute_many(conn, sorted(task_ids), values, expected_status)
+
+
+def _claim_ready(dialect: str) -> sa.Update:
+    return (
         sa.update(tasks)
-        .where(tasks.c.id.in_(sa.bindparam("ids", expanding=True)), tasks.c.status == expected_status)
-        .values(**values)
-        .returning(tasks.c.id)
+        .where(
+            tasks.c.workspace_id == sa.bindparam("ws"),
+            one_of(tasks.c.id, "ids", dialect),
+            tasks.c.status == "ready",
+        )
+        .values(
+            status=sa.bindparam("to_status", type_=tasks.c.status.type),
+            updated_at=sa.bindparam("now", type_=tasks.c.updated_at.type),
+            last_activity_at=sa.bindparam("now", type_=tasks.c.updated_at.type),
+            blocked_reason=None,
+            event_sequence=tasks.c.event_sequence + sa.bindparam("events", type_=sa.Integer),
+        )
+        .returning(*tasks.c)
     )
-    result = await conn.execute(stmt, {"ids": sorted(task_ids)})
-    return {row[0] for row in result}
 
 
-_COMPLETE = (
+_CLAIM_READY = Statement(_claim_ready)
+
+
+async def task_claim_ready(
+    conn: AsyncConnection,
+    workspace_id: str,
+    ids: list[str],
+    *,
+    status: str,
+    queue_name: str,
+    now: datetime,
+    events: int,
+) -> dict[str, Task]:
+    """Move those of ``ids`` that are ready to ``status``, reserving ``events`` event numbers on each, in one
+    statement; the tasks moved, as they are now (``event_sequence``: the last number reserved)."""
+    params = {"ws": workspace_id, "ids": sorted(ids), "to_status": status, "now": now, "events": events}
+    return {row["id"]: rows.task(row, queue_name) for row in await _CLAIM_READY.rows(conn, params)}
+
+
+_COMPLETE = Statement(
     sa.update(tasks)
     .where(tasks.c.id == sa.bindparam("task_id"))
     .values(
@@ -180,8 +240,7 @@ _COMPLETE = (
 async def task_complete_many(conn: AsyncConnection, rows_: list[dict[str, Any]]) -> None:
     """Close many tasks (locked by the caller) in one round trip: task_id, output, attempts, status,
     updated_at, blocked_reason, closed_at."""
-    if rows_:
-        await conn.execute(_COMPLETE, rows_)
+    await _COMPLETE.many(conn, rows_)
 
 
 async def task_delete(conn: AsyncConnection, task_id: str) -> None:
@@ -364,24 +423,29 @@ async def dependency_targets(conn: AsyncConnection, task_ids: list[str]) -> dict
     return out
 
 
+_DEPENDENTS = Statement(
+    sa.select(task_dependencies.c.task_id).where(task_dependencies.c.depends_on_task_id == sa.bindparam("task_id"))
+)
+
+
 async def dependency_dependents(conn: AsyncConnection, task_id: str) -> list[str]:
-    result = await conn.execute(
-        sa.select(task_dependencies.c.task_id).where(task_dependencies.c.depends_on_task_id == task_id)
-    )
-    return list(result.scalars())
+    return [row["task_id"] for row in await _DEPENDENTS.rows(conn, {"task_id": task_id})]
 
 
 async def dependency_dependents_many(conn: AsyncConnection, task_ids: list[str]) -> set[str]:
     """Which of ``task_ids`` some task depends on."""
     if not task_ids:
         return set()
-    result = await conn.execute(
+    return {row["depends_on_task_id"] for row in await _DEPENDED_ON.rows(conn, {"ids": task_ids})}
+
+
+_DEPENDED_ON = Statement(
+    lambda dialect: (
         sa.select(task_dependencies.c.depends_on_task_id)
-        .where(task_dependencies.c.depends_on_task_id.in_(sa.bindparam("ids", expanding=True)))
-        .distinct(),
-        {"ids": task_ids},
+        .where(one_of(task_dependencies.c.depends_on_task_id, "ids", dialect))
+        .distinct()
     )
-    return set(result.scalars())
+)
 
 
 async def dependency_open_count(conn: AsyncConnection, task_id: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -10,11 +11,31 @@ from starlette.responses import StreamingResponse
 from workloom.api import render, sse
 from workloom.api.deps import engine, principal
 from workloom.domain.errors import FieldError, ValidationFailed
+from workloom.domain.models import Event
 from workloom.engine import tasks
 from workloom.engine.principal import Principal
 from workloom.engine.service import Workloom
 
 router = APIRouter(tags=["events"])
+
+RECENT_MESSAGES = 4096
+
+
+class EncodedEvents:
+    """Every stream of a workspace sends the same bytes for an event: render and encode it once, for the
+    first stream that sends it (with a thousand subscribers, encoding was most of the fan-out's work)."""
+
+    def __init__(self, size: int = RECENT_MESSAGES) -> None:
+        self._size = size
+        self._messages: OrderedDict[int, bytes] = OrderedDict()
+
+    def message(self, event: Event) -> bytes:
+        found = self._messages.get(event.sequence)
+        if found is None:
+            found = self._messages[event.sequence] = sse.message(event.sequence, event.type, render.event(event))
+            if len(self._messages) > self._size:
+                self._messages.popitem(last=False)
+        return found
 
 
 def _resume_point(request: Request, given: int | None, name: str) -> int | None:
@@ -62,10 +83,12 @@ async def events_stream(
     wanted = [t.strip() for t in types.split(",") if t.strip()] if types else None
     resolved_task = (await wl.run(p, lambda u: tasks.get(u, task_id))).id if task_id else None
 
+    encoded: EncodedEvents = request.app.state.encoded_events
+
     async def source() -> AsyncIterator[bytes]:
         async for event in wl.events.follow(
             p, start, types=wanted, task_id=resolved_task, stop=request.app.state.stopping
         ):
-            yield sse.message(event.sequence, event.type, render.event(event))
+            yield encoded.message(event)
 
     return sse.stream(request, source(), request.app.state.settings.keepalive_seconds, start_id=start)

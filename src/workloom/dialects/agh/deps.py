@@ -18,7 +18,7 @@ from workloom.engine.service import Workloom
 from workloom.engine.unit import IdempotencyKey
 
 
-def engine(request: Request) -> Workloom:
+async def engine(request: Request) -> Workloom:
     wl: Workloom = request.app.state.host.state.workloom
     return wl
 
