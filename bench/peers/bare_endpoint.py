@@ -2,10 +2,12 @@
 
     BARE_DATABASE_URL=postgresql://… uvicorn bench.peers.bare_endpoint:app --port 8765
 
-Same shape as Workloom's one-task-per-request path: ``POST /claim`` takes the oldest queued job (one
+Same shape as Workloom's worker calls: ``POST /claim`` takes the oldest queued job (one
 ``UPDATE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED)``, returning it and a fresh claim token) and
-``POST /jobs/{id}/complete`` with ``{"claim_token"}`` completes it if the token matches. No auth, no
-events, no validation beyond the body model. The bench creates and fills ``bare_jobs`` itself.
+``POST /jobs/{id}/complete`` with ``{"claim_token"}`` completes it if the token matches; with
+``"claim_next": true`` the same transaction then claims the next job (one request per job, as Workloom's
+``claim_next``). No auth, no events, no validation beyond the body model. The bench creates and fills
+``bare_jobs`` itself.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ app = FastAPI(lifespan=lifespan)
 class Completion(BaseModel):
     claim_token: str
     result: Any = None
+    claim_next: bool = False
 
 
 @app.post("/claim")
@@ -77,10 +80,19 @@ async def claim() -> dict[str, Any]:
 @app.post("/jobs/{job_id}/complete")
 async def complete(job_id: int, body: Completion) -> dict[str, Any]:
     assert pool is not None
-    status = await pool.execute(COMPLETE, job_id, body.claim_token, None)
-    if status != "UPDATE 1":
-        raise HTTPException(409, "stale claim")
-    return {"id": job_id, "status": "done"}
+    if not body.claim_next:
+        status = await pool.execute(COMPLETE, job_id, body.claim_token, None)
+        if status != "UPDATE 1":
+            raise HTTPException(409, "stale claim")
+        return {"id": job_id, "status": "done"}
+    async with pool.acquire() as conn, conn.transaction():
+        status = await conn.execute(COMPLETE, job_id, body.claim_token, None)
+        if status != "UPDATE 1":
+            raise HTTPException(409, "stale claim")
+        token = secrets.token_urlsafe(16)
+        row = await conn.fetchrow(CLAIM, token)
+    nxt = {"job": {"id": row["id"], "payload": row["payload"]}, "claim_token": token} if row else {"job": None}
+    return {"id": job_id, "status": "done", "next": nxt}
 
 
 @app.get("/readyz")

@@ -40,3 +40,26 @@ async def test_async_create_tasks_and_complete_runs(server: ServerProcess) -> No
         assert all(o.ok for o in outcomes) and len(outcomes) == 5
         again = await wl.complete_runs([(claims[0].run.id, claims[0].claim_token)])
         assert isinstance(again[0].exception, StaleClaimError)
+
+
+def test_complete_and_claim_keeps_a_worker_busy_in_one_call_per_task(server: ServerProcess) -> None:
+    with Client(server.url, server.token, worker=WORKER) as wl:
+        wl.create_tasks([{"title": f"c{i}", "queue": "scc"} for i in range(3)])
+        (claim,) = wl.claim("scc")
+        done: list[str] = []
+        while claim is not None:
+            run, nxt = wl.complete_and_claim(claim.run.id, claim.claim_token, result={"t": claim.task.title})
+            assert run.status == "completed"
+            done.append(claim.task.title)
+            claim = nxt[0] if nxt else None
+        assert sorted(done) == ["c0", "c1", "c2"]
+        assert {t.status for t in wl.list_tasks(queue="scc").items} == {"completed"}
+
+
+async def test_async_complete_runs_and_claim(server: ServerProcess) -> None:
+    async with AsyncClient(server.url, server.token, worker=WORKER) as wl:
+        await wl.create_tasks([{"title": f"b{i}", "queue": "acc"} for i in range(4)])
+        claims = await wl.claim("acc", limit=2)
+        outcomes, nxt = await wl.complete_runs_and_claim([(c.run.id, c.claim_token) for c in claims], "acc", limit=5)
+        assert all(o.ok for o in outcomes)
+        assert len(nxt) == 2 and all(c.run.claimed_by.ref == WORKER["ref"] for c in nxt)

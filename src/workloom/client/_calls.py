@@ -297,16 +297,39 @@ def create_tasks(tasks: Sequence[NewTaskLike], idempotency_key: str | None) -> C
                 idempotency_key=key(idempotency_key))  # fmt: skip
 
 
-def complete_runs(runs: Sequence[CompletionLike], idempotency_key: str | None) -> Call[list[RunOutcome]]:
-    """Many held runs completed in one transaction, each on its own: (run id, claim token[, result])."""
+def _completions(runs: Sequence[CompletionLike]) -> list[dict[str, Any]]:
     payload = []
     for item in runs:
         entry: dict[str, Any] = {"run_id": item[0], "claim_token": item[1]}
         if len(item) > 2:
             entry["result"] = jsonable(item[2])
         payload.append(entry)
-    return Call("POST", path("runs", "complete"), _items(RunOutcome), json={"runs": payload},
+    return payload
+
+
+def complete_runs(runs: Sequence[CompletionLike], idempotency_key: str | None) -> Call[list[RunOutcome]]:
+    """Many held runs completed in one transaction, each on its own: (run id, claim token[, result])."""
+    return Call("POST", path("runs", "complete"), _items(RunOutcome), json={"runs": _completions(runs)},
                 idempotency_key=key(idempotency_key))  # fmt: skip
+
+
+def complete_runs_and_claim(
+    runs: Sequence[CompletionLike],
+    queue: str,
+    worker: ActorLike,
+    limit: int,
+    lease_seconds: int | None,
+    idempotency_key: str | None,
+) -> Call[tuple[list[RunOutcome], list[Claim]]]:
+    """``complete_runs``, then up to ``limit`` runs of ``queue`` claimed in the same transaction."""
+    after = body(queue=queue, worker=_actor(worker), limit=limit, lease_seconds=lease_seconds)
+    return Call("POST", path("runs", "complete"), _outcomes_and_claims,
+                json={"runs": _completions(runs), "claim_next": after},
+                idempotency_key=key(idempotency_key))  # fmt: skip
+
+
+def _outcomes_and_claims(data: Any) -> tuple[list[RunOutcome], list[Claim]]:
+    return _items(RunOutcome)(data), _claims(data)
 
 
 def get_task(task_id: str) -> Call[Task]:
@@ -375,6 +398,27 @@ def run_action(run_id: str, action: str, idempotency_key: str | None, **values: 
     """``start``, ``complete``, ``fail`` or ``release``: the claim token plus the action's fields."""
     return Call("POST", path("runs", run_id, action), Run.model_validate, json=body(**values),
                 idempotency_key=key(idempotency_key))  # fmt: skip
+
+
+def complete_and_claim(
+    run_id: str,
+    claim_token: str,
+    result: Any,
+    usage: Mapping[str, Any] | None,
+    limit: int,
+    lease_seconds: int | None,
+    idempotency_key: str | None,
+) -> Call[tuple[Run, list[Claim]]]:
+    """Complete the run and claim up to ``limit`` more of its queue in the same transaction."""
+    payload = body(
+        claim_token=claim_token, result=result, usage=usage, claim_next=body(limit=limit, lease_seconds=lease_seconds)
+    )
+    return Call("POST", path("runs", run_id, "complete"), _run_and_claims, json=payload,
+                idempotency_key=key(idempotency_key))  # fmt: skip
+
+
+def _run_and_claims(data: Any) -> tuple[Run, list[Claim]]:
+    return Run.model_validate(data["run"]), _claims(data)
 
 
 def heartbeat(

@@ -164,6 +164,22 @@ class Client(ClientBase):
         title, or a mapping of ``title`` and the fields of ``create_task``."""
         return self._call(calls.create_tasks(tasks, idempotency_key))
 
+    def complete_runs_and_claim(
+        self,
+        runs: Sequence[calls.CompletionLike],
+        queue: str,
+        *,
+        worker: ActorLike | None = None,
+        limit: int = 1,
+        lease_seconds: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[list[RunOutcome], list[Claim]]:
+        """``complete_runs``, and in the same transaction claim up to ``limit`` runs of ``queue`` (what is
+        claimable now, no waiting): a worker's batch loop in one request and one commit per batch."""
+        return self._call(
+            calls.complete_runs_and_claim(runs, queue, worker or self.worker, limit, lease_seconds, idempotency_key)
+        )
+
     def complete_runs(
         self, runs: Sequence[calls.CompletionLike], *, idempotency_key: str | None = None
     ) -> list[RunOutcome]:
@@ -276,6 +292,23 @@ class Client(ClientBase):
     ) -> Run:
         """Extend the lease (by ``extend_seconds``, else the queue's lease) and report progress and usage."""
         return self._call(calls.heartbeat(run_id, claim_token, extend_seconds, progress, usage))
+
+    def complete_and_claim(
+        self,
+        run_id: str,
+        claim_token: str,
+        *,
+        result: Any = None,
+        usage: Mapping[str, Any] | None = None,
+        limit: int = 1,
+        lease_seconds: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[Run, list[Claim]]:
+        """Finish the run and, in the same transaction, claim up to ``limit`` more runs of its queue for the
+        worker that held it (what is claimable now, no waiting; ``[]`` when there is none)."""
+        return self._call(
+            calls.complete_and_claim(run_id, claim_token, result, usage, limit, lease_seconds, idempotency_key)
+        )
 
     def complete_run(
         self,

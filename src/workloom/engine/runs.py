@@ -335,11 +335,34 @@ async def complete(u: Unit, run_id: str, token: str | None, result: Any, usage: 
     held = await _held(u, run_id, token, late={"action": "complete", "result": result})
     if held is None:
         return await get(u, run_id)
-    run, _task = await _complete_held(u, *held, result, usage)
-    return run
+    run, task = held
+    ((_, completed),) = await _complete_all(u, [(0, run, task, result, usage)])
+    return completed
+
+
+async def complete_and_claim(
+    u: Unit, run_id: str, token: str, result: Any, usage: dict[str, Any] | None, limit: int, lease_seconds: int | None
+) -> tuple[Run, list[Claim]]:
+    """Complete a held run and, in the same transaction, claim up to ``limit`` more runs of its queue for
+    the worker that held it: a worker's loop costs one request and one commit per task instead of two.
+    Nothing is claimed when the completion is refused, or when what is claimable now is nothing (the
+    worker then long-polls with an ordinary claim)."""
+    run = await complete(u, run_id, token, result, usage)
+    if u.deferred_error is not None or run.status != "completed" or run.claimed_by is None or run.queue is None:
+        return run, []
+    return run, await claim(u, run.queue, run.claimed_by, limit, lease_seconds)
+
+
+async def complete_many_and_claim(
+    u: Unit, items: list[tuple[str, str, Any]], queue_name: str, worker: Actor, limit: int, lease_seconds: int | None
+) -> tuple[list[Run | WorkloomError], list[Claim]]:
+    """``complete_many``, then claim up to ``limit`` runs of ``queue_name`` for ``worker``, in one transaction."""
+    outcomes = await complete_many(u, items)
+    return outcomes, await claim(u, queue_name, worker, limit, lease_seconds)
 
 
 MAX_BATCH = 1000
+Held = tuple[int, Run, Task, Any, dict[str, Any] | None]  # index in the request, run, task, result, usage
 
 
 async def complete_many(u: Unit, items: list[tuple[str, str, Any]]) -> list[Run | WorkloomError]:
@@ -355,7 +378,7 @@ async def complete_many(u: Unit, items: list[tuple[str, str, Any]]) -> list[Run 
     task_ids = sorted({run.task_id for run in found.values()})
     tasks = {t.id: t for t in await task_store.task_get_many(u.conn, u.workspace_id, task_ids, lock=True)}
     outcomes: dict[int, Run | WorkloomError] = {}
-    held: list[tuple[int, Run, Task, Any]] = []
+    held: list[Held] = []
     seen: set[str] = set()
     for i in sorted(range(len(items)), key=lambda i: items[i][0]):
         run_id, token, result = items[i]
@@ -382,24 +405,31 @@ async def complete_many(u: Unit, items: list[tuple[str, str, Any]]) -> list[Run 
         except WorkloomError as refused:
             outcomes[i] = refused
             continue
-        held.append((i, *found_held, result))
+        held.append((i, *found_held, result, None))
     for i, run in await _complete_all(u, held):
         outcomes[i] = run
     return [outcomes[i] for i in range(len(items))]
 
 
-async def _complete_all(u: Unit, held: list[tuple[int, Run, Task, Any]]) -> list[tuple[int, Run]]:
-    """Complete held runs (locked, with their tasks, by the caller): the same rows and events as
-    ``complete`` one by one, written with one statement for the runs and one for the tasks. The rows
-    are locked in this transaction, so the status each update expects is the one read."""
+async def _complete_all(u: Unit, held: list[Held]) -> list[tuple[int, Run]]:
+    """Complete held runs (locked, with their tasks, by the caller): one statement for the runs and one
+    for the tasks, whatever their number. The rows are locked in this transaction, so the status each
+    update expects is the one read, and each task's two events (run.completed, task.completed) take the
+    next two numbers of its sequence, reserved by the same update."""
     if not held:
         return []
     run_target = run_states.apply("running", "complete")
     run_rows, task_rows, done, completed_tasks = [], [], [], []
-    for i, run, task, result in held:
+    for i, run, task, result, usage in held:
         run_states.apply(run.status, "complete")
         task_target = task_states.apply(task.status, "complete")
-        run_values = {"result": result, "end_reason": "completed", "status": run_target, "ended_at": u.now}
+        run_values = {
+            "result": result,
+            "end_reason": "completed",
+            "status": run_target,
+            "ended_at": u.now,
+            "usage": usage_rules.merge(run.usage, usage) if usage is not None else run.usage,
+        }
         run_rows.append({"run_id": run.id, **run_values})
         await record(
             u,
@@ -407,6 +437,7 @@ async def _complete_all(u: Unit, held: list[tuple[int, Run, Task, Any]]) -> list
             task_id=run.task_id,
             run_id=run.id,
             payload={"from_status": run.status, "status": run_target, "attempt": run.attempt},
+            task_sequence=task.event_sequence + 1,
         )
         u.tally("completions")
         task_values = {
@@ -414,19 +445,21 @@ async def _complete_all(u: Unit, held: list[tuple[int, Run, Task, Any]]) -> list
             "attempts": task.attempts + 1,
             "status": task_target,
             "updated_at": u.now,
+            "last_activity_at": u.now,
             "blocked_reason": None,
             "closed_at": u.now,
         }
-        task_rows.append({"task_id": task.id, **task_values})
+        task_rows.append({"task_id": task.id, "events": 2, **task_values})
         await record(
             u,
             "task.completed",
             task_id=task.id,
             run_id=run.id,
             payload={"from_status": task.status, "status": task_target},
+            task_sequence=task.event_sequence + 2,
         )
         done.append((i, replace(run, **run_values)))
-        completed_tasks.append(replace(task, **task_values))
+        completed_tasks.append(replace(task, **task_values, event_sequence=task.event_sequence + 2))
     await store.run_complete_many(u.conn, run_rows)
     await task_store.task_complete_many(u.conn, task_rows)
     waiting = await task_store.dependency_dependents_many(u.conn, [t.id for t in completed_tasks])
@@ -434,19 +467,6 @@ async def _complete_all(u: Unit, held: list[tuple[int, Run, Task, Any]]) -> list
         if task.id in waiting:
             await release_dependents(u, task)
     return done
-
-
-async def _complete_held(u: Unit, run: Run, task: Task, result: Any, usage: dict[str, Any] | None) -> tuple[Run, Task]:
-    values: dict[str, Any] = {"result": result, "end_reason": "completed"}
-    if usage is not None:
-        values["usage"] = usage_rules.merge(run.usage, usage)
-    run = await move_run(u, run, "complete", **values)
-    u.tally("completions")
-    task = await move_task(
-        u, task, "complete", event="task.completed", run_id=run.id, output=result, attempts=task.attempts + 1
-    )
-    await release_dependents(u, task)
-    return run, task
 
 
 async def fail(u: Unit, run_id: str, token: str | None, error: str, retryable: bool = True) -> Run:

@@ -98,6 +98,26 @@ class Workloom:
     ) -> Rendered:
         return await self.runner.respond(principal, op, render, idempotency)
 
+    async def respond_claiming(
+        self,
+        principal: Principal,
+        op: Callable[[Unit], Awaitable[tuple[T, list[Claim]]]],
+        render: Callable[[tuple[T, list[Claim]]], Rendered],
+        idempotency: IdempotencyKey | None = None,
+    ) -> Rendered:
+        """``respond`` for a call that also claims runs (a completion that claims the next), counted as claims."""
+        claimed: list[Claim] = []
+
+        async def op_counting(u: Unit) -> tuple[T, list[Claim]]:
+            outcome, claims = await op(u)
+            claimed[:] = claims
+            return outcome, claims
+
+        rendered = await self.runner.respond(principal, op_counting, render, idempotency)
+        if claimed:
+            self.metrics.claims.labels(claimed[0].run.queue or "").inc(len(claimed))
+        return rendered
+
     async def claim(
         self,
         principal: Principal,

@@ -83,6 +83,11 @@ def _sqlite_begin_immediate(conn: sa.Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+# JIT compiles only statements the planner thinks are costly; for this workload that is asyncpg's type
+# introspection on a fresh connection, which JIT turns from 2 ms into 30 ms, and nothing it speeds up.
+SERVER_SETTINGS = {"jit": "off"}
+
+
 def connect(url: str, *, pool_size: int = 20) -> Database:
     full = async_url(url)
     if full.startswith("sqlite"):
@@ -105,6 +110,7 @@ def connect(url: str, *, pool_size: int = 20) -> Database:
             pool_recycle=1800,
             json_serializer=_json_text,
             json_deserializer=orjson.loads,
+            connect_args={"server_settings": SERVER_SETTINGS},
         )
     return Database(engine=engine, url=url)
 

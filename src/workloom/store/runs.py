@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workloom.domain.models import Run
 from workloom.store import rows
-from workloom.store.fast import ById, Statement, Statements, one_of
+from workloom.store.fast import ById, Statement, Statements, one_of, workspace_filter
 from workloom.store.schema import HELD_RUN, inline, queues, runs
 
 _WITH_QUEUE = sa.select(runs, queues.c.name.label("queue_name")).select_from(
@@ -92,7 +92,7 @@ async def run_get_many(
 
 def _get_many(lock: bool) -> Statement:
     def build(dialect: str) -> sa.Select[Any]:
-        where = (runs.c.workspace_id == sa.bindparam("workspace_id"), one_of(runs.c.id, "ids", dialect))
+        where = (workspace_filter(runs.c.workspace_id, "workspace_id"), one_of(runs.c.id, "ids", dialect))
         stmt = _WITH_QUEUE.where(*where).order_by(runs.c.id)
         return stmt.with_for_update(of=runs) if lock else stmt
 
@@ -157,12 +157,14 @@ _COMPLETE = Statement(
         result=sa.bindparam("result", type_=runs.c.result.type),
         end_reason=sa.bindparam("end_reason"),
         ended_at=sa.bindparam("ended_at"),
+        usage=sa.bindparam("usage", type_=runs.c.usage.type),
     )
 )
 
 
 async def run_complete_many(conn: AsyncConnection, rows_: list[dict[str, Any]]) -> None:
-    """End many runs (locked by the caller) in one round trip: run_id, status, result, end_reason, ended_at."""
+    """End many runs (locked by the caller) in one round trip: run_id, status, result, end_reason, ended_at,
+    usage."""
     await _COMPLETE.many(conn, rows_)
 
 

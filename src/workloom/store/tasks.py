@@ -12,7 +12,7 @@ from workloom.domain.models import Task
 from workloom.domain.priority import RANK
 from workloom.domain.queries import ListQuery, Page, encode_cursor
 from workloom.store import rows
-from workloom.store.fast import ById, Statement, Statements, one_of
+from workloom.store.fast import ById, Statement, Statements, one_of, workspace_filter
 from workloom.store.schema import queues, runs, task_dependencies, tasks
 
 _WITH_QUEUE = sa.select(tasks, queues.c.name.label("queue_name")).select_from(
@@ -115,7 +115,7 @@ async def task_get(conn: AsyncConnection, workspace_id: str, task_id: str, *, lo
 def _get_many(lock: bool) -> Statement:
     def build(dialect: str) -> sa.Select[Any]:
         stmt = _WITH_QUEUE.where(
-            tasks.c.workspace_id == sa.bindparam("workspace_id"), one_of(tasks.c.id, "ids", dialect)
+            workspace_filter(tasks.c.workspace_id, "workspace_id"), one_of(tasks.c.id, "ids", dialect)
         )
         return stmt.order_by(tasks.c.id).with_for_update(of=tasks) if lock else stmt
 
@@ -189,7 +189,7 @@ def _claim_ready(dialect: str) -> sa.Update:
     return (
         sa.update(tasks)
         .where(
-            tasks.c.workspace_id == sa.bindparam("ws"),
+            workspace_filter(tasks.c.workspace_id, "ws"),
             one_of(tasks.c.id, "ids", dialect),
             tasks.c.status == "ready",
         )
@@ -233,13 +233,15 @@ _COMPLETE = Statement(
         updated_at=sa.bindparam("updated_at"),
         blocked_reason=sa.bindparam("blocked_reason", type_=sa.String),
         closed_at=sa.bindparam("closed_at"),
+        last_activity_at=sa.bindparam("last_activity_at", type_=tasks.c.last_activity_at.type),
+        event_sequence=tasks.c.event_sequence + sa.bindparam("events", type_=sa.Integer),
     )
 )
 
 
 async def task_complete_many(conn: AsyncConnection, rows_: list[dict[str, Any]]) -> None:
     """Close many tasks (locked by the caller) in one round trip: task_id, output, attempts, status,
-    updated_at, blocked_reason, closed_at."""
+    updated_at, last_activity_at, blocked_reason, closed_at, and ``events``: how many event numbers to reserve."""
     await _COMPLETE.many(conn, rows_)
 
 

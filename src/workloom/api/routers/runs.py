@@ -42,7 +42,8 @@ async def complete_runs(
     idem: IdempotencyKey | None = Depends(idempotency),
 ) -> Response:
     """Complete up to 1000 held runs in one transaction, each on its own: an item is either
-    ``{"run_id", "status": "completed"}`` or ``{"run_id", "error": <problem>}``."""
+    ``{"run_id", "status": "completed"}`` or ``{"run_id", "error": <problem>}``. With ``claim_next``
+    (queue, worker, limit) the same transaction then claims what that queue has claimable now, as ``claims``."""
     items = [(item.run_id, item.claim_token, item.result) for item in body.runs]
 
     def rendered(outcomes: list[Run | WorkloomError]) -> tuple[int, dict[str, object]]:
@@ -54,7 +55,22 @@ async def complete_runs(
                 out.append({"run_id": run_id, "status": outcome.status})
         return 200, {"items": out}
 
-    status, data = await wl.respond(p, lambda u: runs.complete_many(u, items), rendered, idem)
+    after = body.claim_next
+    if after is None:
+        status, data = await wl.respond(p, lambda u: runs.complete_many(u, items), rendered, idem)
+        return json(data, status)
+
+    def rendered_claiming(done: tuple[list[Run | WorkloomError], list[Claim]]) -> tuple[int, dict[str, object]]:
+        status, data = rendered(done[0])
+        return status, {**data, "claims": [render.claim(c) for c in done[1]]}
+
+    worker = after.worker.to_actor()
+    status, data = await wl.respond_claiming(
+        p,
+        lambda u: runs.complete_many_and_claim(u, items, after.queue, worker, after.limit, after.lease_seconds),
+        rendered_claiming,
+        idem,
+    )
     return json(data, status)
 
 
@@ -93,10 +109,26 @@ async def complete_run(
     wl: Workloom = Depends(engine),
     idem: IdempotencyKey | None = Depends(idempotency),
 ) -> Response:
-    status, data = await wl.respond(
-        p, lambda u: runs.complete(u, run_id, body.claim_token, body.result, body.usage), _ok, idem
+    after = body.claim_next
+    if after is None:
+        status, data = await wl.respond(
+            p, lambda u: runs.complete(u, run_id, body.claim_token, body.result, body.usage), _ok, idem
+        )
+        return json(data, status)
+    status, data = await wl.respond_claiming(
+        p,
+        lambda u: runs.complete_and_claim(
+            u, run_id, body.claim_token, body.result, body.usage, after.limit, after.lease_seconds
+        ),
+        _completed_and_claimed,
+        idem,
     )
     return json(data, status)
+
+
+def _completed_and_claimed(done: tuple[Run, list[Claim]]) -> tuple[int, dict[str, object]]:
+    """With ``claim_next``: the completed run and the runs claimed after it."""
+    return 200, {"run": render.run(done[0]), "claims": [render.claim(c) for c in done[1]]}
 
 
 @router.post("/{run_id}/fail")

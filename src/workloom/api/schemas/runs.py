@@ -9,6 +9,8 @@ from pydantic import Field
 from workloom.api.schemas.common import ActorIn, Number, Reason, Strict, StrictBool, StrictInt, StrictStr
 
 Token = Annotated[StrictStr, Field(min_length=1, max_length=200)]
+LeaseSeconds = Annotated[StrictInt, Field(ge=1, le=86_400)]
+QueueName = Annotated[StrictStr, Field(min_length=1, max_length=200)]
 
 
 class TokenBody(Strict):
@@ -21,9 +23,17 @@ class Heartbeat(TokenBody):
     usage: dict[str, Any] | None = None
 
 
+class ClaimAfter(Strict):
+    """Claim more runs in the completion's own transaction: what is claimable now, without waiting."""
+
+    limit: Annotated[StrictInt, Field(ge=1, le=100)] = 1
+    lease_seconds: LeaseSeconds | None = None
+
+
 class Complete(TokenBody):
     result: Any = None
     usage: dict[str, Any] | None = None
+    claim_next: ClaimAfter | None = None  # from the run's queue, for the worker that held it
 
 
 class CompleteItem(TokenBody):
@@ -31,8 +41,14 @@ class CompleteItem(TokenBody):
     result: Any = None
 
 
+class ClaimAfterBatch(ClaimAfter):
+    queue: QueueName
+    worker: ActorIn
+
+
 class CompleteBatch(Strict):
     runs: Annotated[list[CompleteItem], Field(min_length=1, max_length=1000)]
+    claim_next: ClaimAfterBatch | None = None
 
 
 class Fail(TokenBody):
@@ -42,10 +58,6 @@ class Fail(TokenBody):
 
 class Release(TokenBody):
     reason: Reason | None = None
-
-
-LeaseSeconds = Annotated[StrictInt, Field(ge=1, le=86_400)]
-QueueName = Annotated[StrictStr, Field(min_length=1, max_length=200)]
 
 
 class AttachSession(Strict):

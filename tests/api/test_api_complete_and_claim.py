@@ -1,0 +1,88 @@
+"""Completing a run and claiming the next in one request (``claim_next``): one commit per task for a worker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+WORKER = {"kind": "automation", "ref": "loop-worker"}
+
+
+def ok(response: httpx.Response, status: int = 200) -> Any:
+    assert response.status_code == status, f"expected {status}, got {response.status_code}: {response.text}"
+    return response.json()
+
+
+def _fill(api: httpx.Client, queue: str, count: int) -> list[str]:
+    ok(api.post("/v1/queues", json={"name": queue}), 201)
+    tasks = [{"title": f"t{i}", "queue": queue, "data": {"n": i}} for i in range(count)]
+    return [t["id"] for t in ok(api.post("/v1/tasks/batch", json={"tasks": tasks}), 201)["items"]]
+
+
+def test_complete_claims_the_next_runs_of_the_queue_for_the_same_worker(api: httpx.Client) -> None:
+    _fill(api, "loop", 3)
+    (first,) = ok(api.post("/v1/queues/loop/claim", json={"worker": WORKER}))["claims"]
+
+    body = {"claim_token": first["claim_token"], "result": {"ok": 1}, "claim_next": {"limit": 5, "lease_seconds": 60}}
+    answer = ok(api.post(f"/v1/runs/{first['run']['id']}/complete", json=body))
+    assert answer["run"]["status"] == "completed"
+    assert answer["run"]["id"] == first["run"]["id"]
+    nxt = answer["claims"]
+    assert len(nxt) == 2  # what was left in the queue, not the limit
+    for claim in nxt:
+        assert claim["run"]["claimed_by"] == WORKER
+        assert claim["run"]["status"] == "claimed"
+        assert claim["task"]["status"] == "in_progress"
+
+    # The first task is done with its events in order; each next claim's token holds its run.
+    task = ok(api.get(f"/v1/tasks/{first['task']['id']}"))
+    assert task["status"] == "completed" and task["output"] == {"ok": 1}
+    timeline = ok(api.get(f"/v1/tasks/{first['task']['id']}/timeline"))["items"]
+    assert [e["type"] for e in timeline][-2:] == ["run.completed", "task.completed"]
+    assert [e["task_sequence"] for e in timeline] == list(range(1, len(timeline) + 1))
+    last = nxt[-1]
+    body = {"claim_token": last["claim_token"], "claim_next": {}}
+    answer = ok(api.post(f"/v1/runs/{last['run']['id']}/complete", json=body))
+    assert answer["claims"] == []  # nothing claimable now: no waiting, an empty list
+    ok(api.post(f"/v1/runs/{nxt[0]['run']['id']}/complete", json={"claim_token": nxt[0]["claim_token"]}))
+    assert ok(api.get("/v1/tasks", params={"queue": "loop", "status": "completed", "count": "true"}))["total"] == 3
+
+
+def test_a_refused_completion_claims_nothing(api: httpx.Client) -> None:
+    _fill(api, "refuse", 2)
+    (claim,) = ok(api.post("/v1/queues/refuse/claim", json={"worker": WORKER}))["claims"]
+    body = {"claim_token": "clm_not-the-token", "claim_next": {"limit": 1}}
+    response = api.post(f"/v1/runs/{claim['run']['id']}/complete", json=body)
+    assert response.status_code == 409, response.text
+    # The other task is still there to claim: the refused call took nothing.
+    assert len(ok(api.post("/v1/queues/refuse/claim", json={"worker": WORKER, "limit": 5}))["claims"]) == 1
+
+
+def test_batch_completion_claims_from_the_named_queue(api: httpx.Client) -> None:
+    _fill(api, "bloop", 5)
+    claims = ok(api.post("/v1/queues/bloop/claim", json={"worker": WORKER, "limit": 2}))["claims"]
+    body = {
+        "runs": [{"run_id": c["run"]["id"], "claim_token": c["claim_token"]} for c in claims],
+        "claim_next": {"queue": "bloop", "worker": WORKER, "limit": 2},
+    }
+    answer = ok(api.post("/v1/runs/complete", json=body))
+    assert [i["status"] for i in answer["items"]] == ["completed", "completed"]
+    assert len(answer["claims"]) == 2
+    assert {c["task"]["id"] for c in answer["claims"]}.isdisjoint({c["task"]["id"] for c in claims})
+
+
+def test_claim_next_is_validated(api: httpx.Client) -> None:
+    _fill(api, "valid", 1)
+    (claim,) = ok(api.post("/v1/queues/valid/claim", json={"worker": WORKER}))["claims"]
+    body = {"claim_token": claim["claim_token"], "claim_next": {"limit": 0}}
+    response = api.post(f"/v1/runs/{claim['run']['id']}/complete", json=body)
+    assert response.status_code == 422
+    assert any(e["field"] == "claim_next.limit" for e in response.json()["errors"]), response.text
+    # Nothing changed: the run is still held.
+    assert ok(api.get(f"/v1/runs/{claim['run']['id']}"))["status"] == "claimed"
+    batch = {"runs": [{"run_id": claim["run"]["id"], "claim_token": claim["claim_token"]}], "claim_next": {"limit": 1}}
+    response = api.post("/v1/runs/complete", json=batch)
+    assert response.status_code == 422
+    fields = {e["field"] for e in response.json()["errors"]}
+    assert {"claim_next.queue", "claim_next.worker"} <= fields, response.text
