@@ -104,6 +104,33 @@ async def test_0002_downgrades_and_upgrades_again_without_losing_runs(database_u
         await wl.stop()
 
 
+async def test_0003_keeps_the_event_log_both_ways(database_url):
+    wl = Workloom.from_url(database_url)
+    try:
+        await wl.migrate()
+        key = await wl.access.create_key("acme", "admin")
+        principal = await wl.access.authenticate(key.secret)
+        await wl.run(principal, lambda u: tasks.create(u, NewTask(title="kept", queue="q")))
+        count = sa.text("SELECT count(*) FROM events")
+        async with wl.db.read() as conn:
+            events = (await conn.execute(count)).scalar_one()
+        assert events >= 3  # created, ready, queued
+        async with wl.db.transaction() as conn:
+            await conn.run_sync(lambda c: _downgrade(c, "0002"))
+        async with wl.db.read() as conn:
+            assert (await conn.execute(count)).scalar_one() == events
+            fks = await conn.run_sync(lambda c: sa.inspect(c).get_foreign_keys("events"))
+        assert [fk["referred_table"] for fk in fks] == ["workspaces"]
+
+        await wl.migrate()
+        assert await _diffs_and_revision(wl) == ([], migrate.head_revision())
+        async with wl.db.read() as conn:
+            assert (await conn.execute(count)).scalar_one() == events
+            assert await conn.run_sync(lambda c: sa.inspect(c).get_foreign_keys("events")) == []
+    finally:
+        await wl.stop()
+
+
 async def test_the_scope_check_constraint_is_in_the_database(migrated_url):
     wl = Workloom.from_url(migrated_url)
     try:

@@ -127,9 +127,14 @@ tasks = sa.Table(
     ),
     sa.CheckConstraint("(blocked_reason IS NOT NULL) = (status = 'blocked')", name="blocked_reason_iff_blocked"),
     sa.CheckConstraint("priority BETWEEN 0 AND 3", name="priority"),
-    sa.Index("ix_tasks_workspace_status", "workspace_id", "status"),
     sa.Index("ix_tasks_workspace_created", "workspace_id", "created_at"),
-    sa.Index("ix_tasks_parent", "parent_task_id"),
+    # Only tasks that have a parent: a root task's updates write no entry here.
+    sa.Index(
+        "ix_tasks_parent",
+        "parent_task_id",
+        postgresql_where=sa.text("parent_task_id IS NOT NULL"),
+        sqlite_where=sa.text("parent_task_id IS NOT NULL"),
+    ),
     sa.Index("ix_tasks_queue_status", "queue_id", "status"),
     # The dashboard's grouped counts read only this index.
     sa.Index("ix_tasks_workspace_status_reason", "workspace_id", "status", "blocked_reason", "approval_state"),
@@ -259,8 +264,9 @@ events = sa.Table(
     "events",
     metadata,
     sa.Column("sequence", BigId, primary_key=True, autoincrement=True),
-    sa.Column("workspace_id", sa.String(40), sa.ForeignKey("workspaces.id"), nullable=False),
-    # No foreign key: history outlives a deleted task.
+    # No foreign keys: the log is append-only and written by the engine alone, and a check per row would
+    # share-lock the workspace row on every write (migration 0003); history outlives a deleted task.
+    sa.Column("workspace_id", sa.String(40), nullable=False),
     sa.Column("task_id", sa.String(40)),
     sa.Column("run_id", sa.String(40)),
     sa.Column("task_sequence", sa.BigInteger),
