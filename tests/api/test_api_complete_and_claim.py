@@ -86,3 +86,15 @@ def test_claim_next_is_validated(api: httpx.Client) -> None:
     assert response.status_code == 422
     fields = {e["field"] for e in response.json()["errors"]}
     assert {"claim_next.queue", "claim_next.worker"} <= fields, response.text
+
+
+def test_runs_claimed_together_hold_distinct_tokens_each_good_for_its_own_run_only(api: httpx.Client) -> None:
+    _fill(api, "tokens", 3)
+    claims = ok(api.post("/v1/queues/tokens/claim", json={"worker": WORKER, "limit": 3}))["claims"]
+    assert len({c["claim_token"] for c in claims}) == 3
+    first, second = claims[0], claims[1]
+    wrong = api.post(f"/v1/runs/{first['run']['id']}/complete", json={"claim_token": second["claim_token"]})
+    assert wrong.status_code == 409, wrong.text
+    for claim in claims:
+        done = ok(api.post(f"/v1/runs/{claim['run']['id']}/complete", json={"claim_token": claim["claim_token"]}))
+        assert done["status"] == "completed"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from workloom.domain import run_states, task_states
@@ -74,10 +74,27 @@ async def claim(u: Unit, queue_name: str, worker: Actor, limit: int, lease_secon
     """Claim up to ``limit`` runs; each is handed to exactly one claimer, with a token only it holds."""
     u.principal.require("runs.work")
     queue = await queues.get(u, queue_name, cached=True)
-    candidates = await store.run_claim_candidates(
-        u.conn, workspace_id=u.workspace_id, queue_id=queue.id, now=u.now, limit=limit
+    lease_until = u.now + timedelta(seconds=lease_seconds or queue.lease_seconds)
+    prefix = _token_prefix()
+    claimed = await store.run_claim(
+        u.conn,
+        workspace_id=u.workspace_id,
+        queue_id=queue.id,
+        now=u.now,
+        limit=limit,
+        token_prefix=prefix,
+        lease_until=lease_until,
+        claimer=worker,
+        idempotency_key=u.idempotency_key,
     )
-    return await _take(u, queue, candidates, worker, lease_seconds)
+    return await _hand_over(u, queue, claimed, prefix, worker, lease_until)
+
+
+def _token_prefix() -> str:
+    """Claim tokens are this plus the run's id: one secret per claim call, a distinct token per run. The runs
+    of one call go to one claimer, so that they share the secret gives nobody anything they did not hold;
+    the database can then write every run's token hash in the claiming statement itself."""
+    return new_secret("clm") + "."
 
 
 async def claim_run(u: Unit, run_id: str, worker: Actor, lease_seconds: int | None) -> Claim:
@@ -122,8 +139,8 @@ async def _take(u: Unit, queue: Queue, candidates: list[Run], worker: Actor, lea
     if not candidates:
         return []
     lease_until = u.now + timedelta(seconds=lease_seconds or queue.lease_seconds)
-    tokens = {run.id: new_secret("clm") for run in candidates}
-    hashes = {run_id: hash_secret(token) for run_id, token in tokens.items()}
+    prefix = _token_prefix()
+    hashes = {run.id: hash_secret(prefix + run.id) for run in candidates}
     await store.run_mark_claimed(
         u.conn,
         [
@@ -139,25 +156,9 @@ async def _take(u: Unit, queue: Queue, candidates: list[Run], worker: Actor, lea
             for run in candidates
         ],
     )
-    claims = []
-    # Ready tasks (all of them, but for a retry whose timer has not fired) move to in_progress in one
-    # statement that also numbers their two events (run.claimed, task.in_progress).
-    target = task_states.apply("ready", "claim")
-    moved = await task_store.task_claim_ready(
-        u.conn,
-        u.workspace_id,
-        [run.task_id for run in candidates],
-        status=target,
-        queue_name=queue.name,
-        now=u.now,
-        events=2,
-    )
-    others = [run.task_id for run in candidates if run.task_id not in moved]
-    tasks = {t.id: t for t in await task_store.task_get_many(u.conn, u.workspace_id, others)} if others else {}
-    for run in candidates:
-        claimed = replace(
+    claimed = [
+        replace(
             run,
-            queue=queue.name,
             status="claimed",
             claim_token_hash=hashes[run.id],
             claimed_at=u.now,
@@ -166,6 +167,34 @@ async def _take(u: Unit, queue: Queue, candidates: list[Run], worker: Actor, lea
             claimed_by=worker,
             idempotency_key=u.idempotency_key or run.idempotency_key,
         )
+        for run in candidates
+    ]
+    return await _hand_over(u, queue, claimed, prefix, worker, lease_until)
+
+
+async def _hand_over(
+    u: Unit, queue: Queue, claimed: list[Run], prefix: str, worker: Actor, lease_until: datetime
+) -> list[Claim]:
+    """The rest of a claim, once its runs are marked claimed (tokens ``prefix + run id``): their tasks in
+    progress, the events."""
+    if not claimed:
+        return []
+    claims = []
+    # Ready tasks (all of them, but for a retry whose timer has not fired) move to in_progress in one
+    # statement that also numbers their two events (run.claimed, task.in_progress).
+    target = task_states.apply("ready", "claim")
+    moved = await task_store.task_claim_ready(
+        u.conn,
+        u.workspace_id,
+        [run.task_id for run in claimed],
+        status=target,
+        queue_name=queue.name,
+        now=u.now,
+        events=2,
+    )
+    others = [run.task_id for run in claimed if run.task_id not in moved]
+    tasks = {t.id: t for t in await task_store.task_get_many(u.conn, u.workspace_id, others)} if others else {}
+    for run in claimed:
         task = moved.get(run.task_id) or tasks[run.task_id]
         numbered = run.task_id in moved
         await record(
@@ -196,7 +225,8 @@ async def _take(u: Unit, queue: Queue, candidates: list[Run], worker: Actor, lea
             await timer_store.timer_delete_for_task(u.conn, task.id, "retry")
             task = await move_task(u, task, "fire", event="task.ready", actor=worker)
             task = await move_task(u, task, "claim", event="task.in_progress", run_id=run.id, actor=worker)
-        claims.append(Claim(task=task, run=claimed, claim_token=tokens[run.id], lease_until=lease_until))
+        held = replace(run, queue=queue.name)
+        claims.append(Claim(task=task, run=held, claim_token=prefix + run.id, lease_until=lease_until))
     return claims
 
 

@@ -32,11 +32,12 @@ def payloads(keys: set[str]) -> list[str]:
     current: list[str] = []
     size = 0
     for key in sorted(keys):
-        if current and size + len(key) + 1 > MAX_PAYLOAD:
+        length = len(key.encode())  # the limit is in bytes
+        if current and size + length + 1 > MAX_PAYLOAD:
             out.append(" ".join(current))
             current, size = [], 0
         current.append(key)
-        size += len(key) + 1
+        size += length + 1
     if current:
         out.append(" ".join(current))
     return out

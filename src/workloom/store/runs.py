@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from workloom.domain.actors import Actor
 from workloom.domain.models import Run
+from workloom.domain.secrets import hash_secret
 from workloom.store import rows
 from workloom.store.fast import ById, Statement, Statements, one_of, workspace_filter
 from workloom.store.schema import HELD_RUN, inline, queues, runs
@@ -168,6 +171,80 @@ async def run_complete_many(conn: AsyncConnection, rows_: list[dict[str, Any]]) 
     await _COMPLETE.many(conn, rows_)
 
 
+async def run_claim(
+    conn: AsyncConnection,
+    *,
+    workspace_id: str,
+    queue_id: str,
+    now: datetime,
+    limit: int,
+    token_prefix: str,
+    lease_until: datetime,
+    claimer: Actor,
+    idempotency_key: str | None,
+) -> list[Run]:
+    """Claim up to ``limit`` runs of the queue, highest priority then oldest first; the runs as claimed.
+
+    Each run's claim token is ``token_prefix + run id``; only its hash is stored. On PostgreSQL this is one
+    statement: the candidates locked with ``SKIP LOCKED`` (concurrent claimers take disjoint rows without
+    waiting on each other) and marked claimed where they stand. SQLite has one writer (the transaction
+    began IMMEDIATE): a plain select, then the marks."""
+    claim = {
+        "now": now,
+        "lease": lease_until,
+        "kind": claimer.kind,
+        "ref": claimer.ref,
+        "idempotency_key": idempotency_key,
+    }
+    if conn.dialect.name == "postgresql":
+        found = await _CLAIM.rows(
+            conn, {"workspace_id": workspace_id, "queue_id": queue_id, "limit": limit, "prefix": token_prefix, **claim}
+        )
+        claimed = [rows.run(row) for row in found]
+        return sorted(claimed, key=lambda r: (-r.priority_rank, r.available_at, r.id))
+    candidates = await run_claim_candidates(conn, workspace_id=workspace_id, queue_id=queue_id, now=now, limit=limit)
+    hashes = {run.id: hash_secret(token_prefix + run.id) for run in candidates}
+    await run_mark_claimed(conn, [{"run_id": run.id, "token_hash": hashes[run.id], **claim} for run in candidates])
+    return [
+        replace(
+            run,
+            status="claimed",
+            claim_token_hash=hashes[run.id],
+            claimed_at=now,
+            heartbeat_at=now,
+            lease_until=lease_until,
+            claimed_by=claimer,
+            idempotency_key=idempotency_key or run.idempotency_key,
+        )
+        for run in candidates
+    ]
+
+
+def _claim_one_statement() -> sa.Update:
+    candidate = runs.alias("candidate")
+    picked = (
+        sa.select(candidate.c.id)
+        .where(
+            candidate.c.workspace_id == sa.bindparam("workspace_id"),
+            candidate.c.queue_id == sa.bindparam("queue_id"),
+            candidate.c.status == inline("queued"),
+            candidate.c.available_at <= sa.bindparam("now", type_=runs.c.available_at.type),
+        )
+        .order_by(candidate.c.priority.desc(), candidate.c.available_at, candidate.c.id)
+        .limit(sa.bindparam("limit", type_=sa.Integer))
+        .with_for_update(skip_locked=True)
+        .subquery("picked")
+    )
+    token = sa.bindparam("prefix", type_=sa.String) + runs.c.id
+    token_hash = sa.func.encode(sa.func.sha256(sa.func.convert_to(token, "UTF8")), "hex")  # = hash_secret(token)
+    return (
+        sa.update(runs)
+        .where(runs.c.id == picked.c.id)
+        .values({**_MARKS, "claim_token_hash": token_hash})
+        .returning(*runs.c)
+    )
+
+
 async def run_claim_candidates(
     conn: AsyncConnection, *, workspace_id: str, queue_id: str, now: datetime, limit: int
 ) -> list[Run]:
@@ -221,20 +298,22 @@ async def run_mark_claimed(conn: AsyncConnection, claims: list[dict[str, Any]]) 
     await _MARK_CLAIMED.many(conn, claims)
 
 
+# What marking a run claimed writes, but for its token hash.
+_MARKS: dict[str, Any] = {
+    "status": "claimed",
+    "claimed_at": sa.bindparam("now", type_=runs.c.claimed_at.type),
+    "heartbeat_at": sa.bindparam("now", type_=runs.c.claimed_at.type),
+    "lease_until": sa.bindparam("lease", type_=runs.c.lease_until.type),
+    "claimed_by_kind": sa.bindparam("kind"),
+    "claimed_by_ref": sa.bindparam("ref"),
+    "idempotency_key": sa.func.coalesce(sa.bindparam("idempotency_key", type_=sa.String), runs.c.idempotency_key),
+}
 _MARK_CLAIMED = Statement(
     sa.update(runs)
     .where(runs.c.id == sa.bindparam("run_id"), runs.c.status == "queued")
-    .values(
-        status="claimed",
-        claim_token_hash=sa.bindparam("token_hash"),
-        claimed_at=sa.bindparam("now", type_=runs.c.claimed_at.type),
-        heartbeat_at=sa.bindparam("now", type_=runs.c.claimed_at.type),
-        lease_until=sa.bindparam("lease", type_=runs.c.lease_until.type),
-        claimed_by_kind=sa.bindparam("kind"),
-        claimed_by_ref=sa.bindparam("ref"),
-        idempotency_key=sa.func.coalesce(sa.bindparam("idempotency_key", type_=sa.String), runs.c.idempotency_key),
-    )
+    .values({**_MARKS, "claim_token_hash": sa.bindparam("token_hash")})
 )
+_CLAIM = Statement(_claim_one_statement())
 
 
 async def run_expired_leases(conn: AsyncConnection, now: datetime, limit: int) -> list[Run]:

@@ -1,0 +1,306 @@
+"""The hot paths behave as the plain ones did: cached queues, statements run straight through the driver,
+task numbers reserved outside the creating transaction, and wake-ups sent to other processes after commit."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from harness import Harness
+
+from workloom.domain.clock import ManualClock
+from workloom.domain.errors import NotFound
+from workloom.domain.models import Task
+from workloom.domain.queries import ListQuery
+from workloom.engine import queues, tasks
+from workloom.engine.caches import QUEUE_TTL_SECONDS, QueueCache
+from workloom.engine.queues import QueueSettings
+from workloom.engine.service import Workloom
+from workloom.engine.signals import queues_changed_key
+from workloom.engine.tasks import NewTask
+from workloom.engine.unit import Unit
+from workloom.store import tasks as task_store
+from workloom.store.fast import Statement, one_of
+from workloom.store.notify import Listener, Notifier
+from workloom.store.schema import tasks as tasks_table
+
+POSTGRES_ONLY = pytest.mark.parametrize(
+    "backend", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+# An upper bound on waiting for a wake-up to cross PostgreSQL; the tests end as soon as it arrives.
+DELIVERY_TIMEOUT = 10.0
+
+
+class FakeMonotonic:
+    """The monotonic time a ``QueueCache`` reads, moved only by the test."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def cache_on_fake_time(wl: Workloom) -> FakeMonotonic:
+    """Give ``wl`` a queue cache whose time-to-live runs on a fake monotonic clock."""
+    monotonic = FakeMonotonic()
+    cache = QueueCache(monotonic=monotonic)
+    wl.runner.queue_cache = cache
+    wl.signals.observe(cache.on_keys)
+    return monotonic
+
+
+async def lease_of_next_claim(h: Harness, queue: str) -> timedelta:
+    """Create a task in ``queue`` and claim it: how long the lease it was given runs."""
+    await h.create("leased", queue=queue)
+    claim = await h.claim_one(queue)
+    return claim.lease_until - h.clock.now()
+
+
+class Refused(Exception):
+    """Raised inside a unit of work to roll it back."""
+
+
+# -- 1. cached queues ------------------------------------------------------------------------------------
+
+
+async def test_a_queue_update_applies_to_the_very_next_claim_and_create(h: Harness) -> None:
+    await h.queue("q", lease_seconds=10)
+    assert await lease_of_next_claim(h, "q") == timedelta(seconds=10)  # the queue is now cached
+
+    await h.do(lambda u: queues.update(u, "q", QueueSettings(lease_seconds=60)))
+    assert await lease_of_next_claim(h, "q") == timedelta(seconds=60)
+
+    # A create reads the cached queue too: once the queue starts tasks by hand, a new task gets no run.
+    await h.do(lambda u: queues.update(u, "q", QueueSettings(start_mode="manual")))
+    task = await h.create("waits for a start", queue="q")
+    assert await h.runs(task.id) == []
+    assert await h.claim("q") == []
+
+
+async def test_another_process_s_queue_update_is_seen_once_the_cache_entry_expires(
+    h: Harness, migrated_url: str, clock: ManualClock
+) -> None:
+    monotonic = cache_on_fake_time(h.wl)
+    await h.queue("q", lease_seconds=10)
+    assert await lease_of_next_claim(h, "q") == timedelta(seconds=10)
+
+    other = Workloom.from_url(migrated_url, clock)  # no LISTEN connection: no wake-up reaches ``h``
+    try:
+        await Harness(other, h.principal, clock).do(lambda u: queues.update(u, "q", QueueSettings(lease_seconds=60)))
+    finally:
+        await other.stop()
+
+    # The documented window: until its entry expires, this process still uses the queue it read.
+    monotonic.now = QUEUE_TTL_SECONDS - 0.1
+    assert await lease_of_next_claim(h, "q") == timedelta(seconds=10)
+    monotonic.now = QUEUE_TTL_SECONDS
+    assert await lease_of_next_claim(h, "q") == timedelta(seconds=60)
+
+
+@POSTGRES_ONLY
+async def test_another_process_s_queue_update_reaches_this_cache_over_listen(
+    h: Harness, migrated_url: str, clock: ManualClock
+) -> None:
+    cache_on_fake_time(h.wl)  # the entry never expires here: only the wake-up can drop it
+    await h.wl.start(ticker=False)
+    await h.queue("q", lease_seconds=10)
+    assert await lease_of_next_claim(h, "q") == timedelta(seconds=10)
+
+    other = Workloom.from_url(migrated_url, clock)
+    try:
+        with h.wl.signals.waiter(queues_changed_key(h.principal.workspace_id)) as changed:
+            await Harness(other, h.principal, clock).do(
+                lambda u: queues.update(u, "q", QueueSettings(lease_seconds=60))
+            )
+            assert await changed.wait(DELIVERY_TIMEOUT), "the queue change never reached this process"
+    finally:
+        await other.stop()
+
+    assert await lease_of_next_claim(h, "q") == timedelta(seconds=60)
+
+
+# -- 2. statements through the driver stay inside the transaction ----------------------------------------
+
+
+@POSTGRES_ONLY
+async def test_a_rolled_back_create_leaves_no_task_and_no_events(h: Harness) -> None:
+    before = await h.wl.events.last_sequence(h.principal)
+    made: list[Task] = []
+
+    async def create_then_refuse(u: Unit) -> None:
+        # No queue, so the task's insert is the transaction's first statement (numbers come from elsewhere).
+        made.append(await tasks.create(u, NewTask(title="never")))
+        await u.flush()  # its events are written too
+        raise Refused
+
+    with pytest.raises(Refused):
+        await h.do(create_then_refuse)
+
+    assert len(made) == 1
+    with pytest.raises(NotFound):
+        await h.task(made[0].id)
+    with pytest.raises(NotFound):
+        await h.task(made[0].identifier)
+    assert await h.wl.events.last_sequence(h.principal) == before
+    async with h.wl.db.read() as conn:
+        assert (await conn.execute(sa.select(sa.func.count()).select_from(tasks_table))).scalar_one() == 0
+
+    kept = await h.create("kept")
+    assert [t.id for t in (await h.list(ListQuery(limit=100))).items] == [kept.id]
+
+
+@POSTGRES_ONLY
+async def test_a_rolled_back_update_run_first_in_its_transaction_changes_nothing(h: Harness) -> None:
+    task = await h.create("before")
+    changed: list[bool] = []
+
+    async def update_then_refuse() -> None:
+        async with h.wl.db.transaction() as conn:
+            changed.append(await task_store.task_update(conn, task.id, {"title": "after"}))
+            raise Refused
+
+    with pytest.raises(Refused):
+        await update_then_refuse()
+    assert changed == [True]
+    assert (await h.task(task.id)).title == "before"
+
+
+# -- 3. task numbers -------------------------------------------------------------------------------------
+
+
+async def _create_batch(h: Harness, batch: int) -> list[Task]:
+    return await h.do(lambda u: tasks.create_many(u, [NewTask(f"batch {batch}.{j}", queue="q") for j in range(5)]))
+
+
+async def test_concurrent_creates_in_two_processes_never_share_a_task_number(
+    h: Harness, migrated_url: str, clock: ManualClock
+) -> None:
+    other = Workloom.from_url(migrated_url, clock)
+    try:
+        second = Harness(other, h.principal, clock)
+        async with asyncio.timeout(60):
+            singles, batches = await asyncio.gather(
+                asyncio.gather(*((h if i % 2 else second).create(f"single {i}", queue="q") for i in range(40))),
+                asyncio.gather(*(_create_batch(h if i % 2 else second, i) for i in range(4))),
+            )
+    finally:
+        await other.stop()
+
+    made = [*singles, *(task for batch in batches for task in batch)]
+    assert len(made) == 60
+    numbers = [t.number for t in made]
+    assert len(set(numbers)) == 60, sorted(numbers)
+    assert min(numbers) >= 1
+    for batch in batches:  # a batch is numbered in the order given
+        assert [t.number for t in batch] == list(range(batch[0].number, batch[0].number + 5))
+
+    # As stored: every task, each under its own identifier.
+    stored = (await h.list(ListQuery(limit=100))).items
+    assert {t.id: t.number for t in stored} == {t.id: t.number for t in made}
+    for task in made[:5]:
+        assert (await h.task(task.identifier)).id == task.id
+
+
+# -- 4. wake-ups between processes -----------------------------------------------------------------------
+
+
+class Collected:
+    """The keys a ``Listener`` hands over, and a way to wait (bounded) until some have arrived."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self._arrived = asyncio.Event()
+
+    def __call__(self, keys: list[str]) -> None:
+        self.keys.extend(k for k in keys if k != "*")
+        self._arrived.set()
+
+    async def until(self, wanted: set[str]) -> None:
+        async with asyncio.timeout(DELIVERY_TIMEOUT):
+            while not wanted <= set(self.keys):
+                self._arrived.clear()
+                await self._arrived.wait()
+
+
+@POSTGRES_ONLY
+async def test_keys_sent_by_a_notifier_reach_a_listener_each_once(migrated_url: str) -> None:
+    collected = Collected()
+    listener = Listener(migrated_url, collected)
+    notifier = Notifier(migrated_url)
+    await listener.start()
+    try:
+        assert listener.connected.is_set()
+        notifier.send({"queue:q_one", "work:ws_one"})
+        await collected.until({"queue:q_one", "work:ws_one"})
+
+        # More than fits one NOTIFY payload (8000 bytes): split, and every key still arrives once.
+        many = {f"events:ws_{i:05d}_{'x' * 40}" for i in range(600)}
+        assert sum(len(k) + 1 for k in many) > 30_000
+        notifier.send(many)
+        await collected.until(many)
+        assert sorted(k for k in collected.keys if k in many) == sorted(many)
+    finally:
+        await notifier.close()
+        await listener.stop()
+
+
+@POSTGRES_ONLY
+async def test_only_committed_transactions_wake_other_processes(
+    h: Harness, migrated_url: str, clock: ManualClock
+) -> None:
+    collected = Collected()
+    listener = Listener(migrated_url, collected)
+    other = Workloom.from_url(migrated_url, clock)
+    await listener.start()
+    try:
+        second = Harness(other, h.principal, clock)
+
+        async def wake_then_refuse(u: Unit) -> None:
+            u.wake("test:rolled-back")
+            raise Refused
+
+        with pytest.raises(Refused):
+            await second.do(wake_then_refuse)
+
+        async def wake(u: Unit) -> None:
+            u.wake("test:committed")
+
+        await second.do(wake)
+        # Both would have been sent by one notifier connection in order: once the second has arrived,
+        # the first would have too.
+        await collected.until({"test:committed"})
+        assert "test:rolled-back" not in collected.keys
+    finally:
+        await other.stop()
+        await listener.stop()
+
+
+# -- 7. one_of -----------------------------------------------------------------------------------------
+
+_BY_ID = Statement(lambda dialect: sa.select(tasks_table.c.id).where(one_of(tasks_table.c.id, "ids", dialect)))
+_BY_NUMBER = Statement(
+    lambda dialect: sa.select(tasks_table.c.number).where(one_of(tasks_table.c.number, "numbers", dialect))
+)
+
+
+async def test_one_of_matches_exactly_the_listed_rows_for_no_one_and_many(h: Harness) -> None:
+    made = await h.do(lambda u: tasks.create_many(u, [NewTask(title=f"t{i}") for i in range(30)]))
+    wanted = made[::3]
+    missing = [f"task_missing{i}" for i in range(300)]
+
+    async with h.wl.db.read() as conn:
+        assert await _BY_ID.rows(conn, {"ids": []}) == []
+        assert await _BY_NUMBER.rows(conn, {"numbers": []}) == []
+
+        found = await _BY_ID.rows(conn, {"ids": [t.id for t in wanted] + missing})
+        assert sorted(row["id"] for row in found) == sorted(t.id for t in wanted)
+
+        found = await _BY_ID.rows(conn, {"ids": [t.id for t in made]})
+        assert sorted(row["id"] for row in found) == sorted(t.id for t in made)
+
+        numbers = [t.number for t in wanted] + list(range(10_000, 10_400))
+        found = await _BY_NUMBER.rows(conn, {"numbers": numbers})
+        assert sorted(row["number"] for row in found) == sorted(t.number for t in wanted)

@@ -1,0 +1,170 @@
+"""Pieces of the hot paths that need no database: NOTIFY payloads, SSE encodings kept per app, the queue cache."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from workloom.api.routers.events import EncodedEvents
+from workloom.domain.actors import Actor
+from workloom.domain.models import Event, Queue
+from workloom.engine.caches import QueueCache
+from workloom.engine.signals import queues_changed_key
+from workloom.store.notify import payloads
+
+# PostgreSQL refuses a NOTIFY payload of 8000 bytes or more; ours stay under 7000.
+LIMIT = 7000
+
+
+def _keys_of(sent: list[str]) -> list[str]:
+    return [key for payload in sent for key in payload.split(" ")]
+
+
+# -- 5. NOTIFY payloads ---------------------------------------------------------------------------------
+
+
+def test_a_small_key_set_is_one_payload() -> None:
+    keys = {"queue:q_1", "work:ws_1", "events:ws_1"}
+    sent = payloads(keys)
+    assert len(sent) == 1
+    assert sorted(_keys_of(sent)) == sorted(keys)
+
+
+def test_no_keys_send_nothing() -> None:
+    assert payloads(set()) == []
+
+
+@pytest.mark.parametrize("key_length", [9, 26, 61, 99, 100, 700])
+def test_a_large_key_set_is_split_into_payloads_under_the_limit_carrying_each_key_once(key_length: int) -> None:
+    keys = {f"k{i:06d}".ljust(key_length, "x") for i in range(50_000 // key_length * 3)}
+    sent = payloads(keys)
+    assert len(sent) > 1
+    assert all(len(payload.encode()) < LIMIT for payload in sent)
+    carried = _keys_of(sent)
+    assert sorted(carried) == sorted(keys)  # every key, none twice, none mangled
+
+
+# -- 6. SSE encodings kept per app ----------------------------------------------------------------------
+
+
+def _event(sequence: int, kind: str = "task.created", title: str = "t") -> Event:
+    return Event(
+        sequence=sequence,
+        workspace_id="ws_1",
+        task_id="task_1",
+        run_id=None,
+        task_sequence=sequence,
+        type=kind,
+        actor=Actor("user", "ada"),
+        origin=None,
+        payload={"title": title},
+        created_at=datetime(2030, 1, 1, tzinfo=UTC),
+    )
+
+
+def test_an_event_is_encoded_once_and_sent_as_the_same_bytes() -> None:
+    encoded = EncodedEvents()
+    first = encoded.message(_event(7))
+    assert first.startswith(b"id: 7\nevent: task.created\ndata: ")
+    assert first.endswith(b"\n\n")
+    assert b'"title":"t"' in first
+    # Another stream sending the same event (a separate copy read from the database) gets the same object.
+    assert encoded.message(_event(7)) is first
+
+
+def test_distinct_events_have_distinct_encodings() -> None:
+    encoded = EncodedEvents()
+    seven = encoded.message(_event(7, "task.created", "a"))
+    eight = encoded.message(_event(8, "task.ready", "b"))
+    assert seven != eight
+    assert eight.startswith(b"id: 8\nevent: task.ready\ndata: ")
+    assert b'"title":"b"' in eight
+    assert encoded.message(_event(7, "task.created", "a")) is seven
+    assert encoded.message(_event(8, "task.ready", "b")) is eight
+
+
+def test_only_the_most_recent_encodings_are_kept() -> None:
+    encoded = EncodedEvents(size=3)
+    kept = {sequence: encoded.message(_event(sequence)) for sequence in range(1, 6)}
+    # The three newest are still the objects first made ...
+    for sequence in (3, 4, 5):
+        assert encoded.message(_event(sequence)) is kept[sequence]
+    # ... the two oldest were dropped: encoded again, to equal bytes.
+    for sequence in (1, 2):
+        again = encoded.message(_event(sequence))
+        assert again == kept[sequence]
+        assert again is not kept[sequence]
+
+
+# -- the queue cache ------------------------------------------------------------------------------------
+
+
+class FakeMonotonic:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _queue(workspace_id: str, name: str, lease_seconds: int = 300) -> Queue:
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    return Queue(
+        id=f"q_{workspace_id}_{name}",
+        workspace_id=workspace_id,
+        name=name,
+        description=None,
+        lease_seconds=lease_seconds,
+        max_attempts=3,
+        initial_interval_seconds=1.0,
+        backoff_coefficient=2.0,
+        max_interval_seconds=300.0,
+        start_mode="auto",
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def test_a_cached_queue_expires_after_its_time_to_live() -> None:
+    monotonic = FakeMonotonic()
+    cache = QueueCache(ttl=10.0, monotonic=monotonic)
+    cache.put(_queue("ws_a", "q"))
+    monotonic.now += 9.99
+    hit = cache.get("ws_a", "q")
+    assert hit is not None and hit.name == "q"
+    monotonic.now += 0.01
+    assert cache.get("ws_a", "q") is None
+
+
+def test_a_queue_change_drops_only_its_workspace_s_queues() -> None:
+    cache = QueueCache(monotonic=FakeMonotonic())
+    for workspace in ("ws_a", "ws_b"):
+        for name in ("q1", "q2"):
+            cache.put(_queue(workspace, name))
+    cache.on_keys(["queue:q_ws_a_q1", "work:ws_a", queues_changed_key("ws_a")])
+    assert cache.get("ws_a", "q1") is None
+    assert cache.get("ws_a", "q2") is None
+    assert cache.get("ws_b", "q1") is not None
+    assert cache.get("ws_b", "q2") is not None
+    cache.on_keys(["*"])  # a lost LISTEN connection: anything may have changed
+    assert cache.get("ws_b", "q1") is None
+
+
+def test_a_caller_changing_its_cached_queue_does_not_change_the_cache() -> None:
+    cache = QueueCache(monotonic=FakeMonotonic())
+    original = _queue("ws_a", "q", lease_seconds=30)
+    cache.put(original)
+    original.lease_seconds = 1
+    hit = cache.get("ws_a", "q")
+    assert hit is not None
+    hit.lease_seconds = 2
+    again = cache.get("ws_a", "q")
+    assert again is not None and again.lease_seconds == 30
+
+
+def test_payloads_are_measured_in_bytes_not_characters() -> None:
+    keys = {f"queue:é{i:04d}" + "ü" * 40 for i in range(400)}  # two bytes per accented letter
+    found = payloads(keys)
+    assert all(len(p.encode()) < 7000 for p in found)
+    assert sorted(k for p in found for k in p.split(" ")) == sorted(keys)
