@@ -138,7 +138,8 @@ class Workloom:
         queue = await self._queue(principal, queue_name)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
-        with self.signals.waiter(queue_key(queue.id)) as waiter:
+        key = queue_key(queue.id)
+        with self.signals.waiter(key, exclusive=True) as waiter:
             waited = False
             while True:
                 if waited and give_up is not None and await give_up():
@@ -156,9 +157,12 @@ class Workloom:
                 if claimed:
                     self.metrics.claims.labels(queue_name).inc(claimed)
                 if claimed or final or not found:  # not found: a stored answer was replayed
-                    return rendered
+                    break
                 await waiter.wait(min(CLAIM_POLL_SECONDS, max(deadline - loop.time(), 0.0)))
                 waited = True
+        if claimed >= limit:  # it took all it asked for: there may be more, for the next claimer waiting
+            self.signals.pass_on(key)
+        return rendered
 
     async def claim_next(
         self,
@@ -184,7 +188,7 @@ class Workloom:
                 keys = [queue_key(queue_id) for queue_id in known.values()]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
-        with self.signals.waiter(*keys) as waiter:
+        with self.signals.waiter(*keys, exclusive=True) as waiter:
             waited = False
             while True:
                 if waited and give_up is not None and await give_up():
@@ -201,9 +205,12 @@ class Workloom:
                 if found and found[0] is not None:
                     self.metrics.claims.labels(found[0].run.queue or "").inc()
                 if final or not found or found[0] is not None:  # not found: a stored answer was replayed
-                    return rendered
+                    break
                 await waiter.wait(min(CLAIM_POLL_SECONDS, max(deadline - loop.time(), 0.0)))
                 waited = True
+        if found and found[0] is not None:  # there may be more, for the next claimer waiting
+            self.signals.pass_on(*keys)
+        return rendered
 
     async def _queue(self, principal: Principal, name: str) -> Queue:
         """The queue, from the cache without a transaction when it is there."""

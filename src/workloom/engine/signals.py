@@ -9,14 +9,15 @@ from types import TracebackType
 
 
 class Waiter:
-    def __init__(self, signals: Signals, keys: tuple[str, ...]) -> None:
+    def __init__(self, signals: Signals, keys: tuple[str, ...], exclusive: bool) -> None:
         self._signals = signals
         self._keys = keys
+        self.exclusive = exclusive
         self._event = asyncio.Event()
 
     def __enter__(self) -> Waiter:
         for key in self._keys:
-            self._signals._waiters[key].add(self)
+            self._signals._waiters[key][self] = None
         return self
 
     def __exit__(
@@ -25,9 +26,17 @@ class Waiter:
         for key in self._keys:
             waiters = self._signals._waiters.get(key)
             if waiters is not None:
-                waiters.discard(self)
+                waiters.pop(self, None)
                 if not waiters:
                     del self._signals._waiters[key]
+        if self.exclusive and self._event.is_set():
+            # Woken for work it did not come back for (it found enough already, or its caller left):
+            # hand the wake-up on, or the work would wait for another claimer's next poll.
+            self._signals.pass_on(*self._keys)
+
+    @property
+    def woken(self) -> bool:
+        return self._event.is_set()
 
     def fire(self) -> None:
         self._event.set()
@@ -44,28 +53,50 @@ class Waiter:
 
 
 class Signals:
-    """Named wake-up channels (``queue:<id>``, ``work:<workspace>``, ``events:<workspace>``) within one process."""
+    """Named wake-up channels (``queue:<id>``, ``work:<workspace>``, ``events:<workspace>``) within one process.
+
+    A key wakes every waiter that watches it, but *exclusive* waiters (claimers) one at a time, the one
+    waiting longest first: new work wakes one claimer, not all of them to race for it (ten long-polling
+    workers would otherwise run ten claims for every task, nine of them finding nothing). A claimer that
+    took all it asked for passes the wake-up on (``pass_on``), so a burst wakes as many as it needs."""
 
     def __init__(self) -> None:
-        self._waiters: defaultdict[str, set[Waiter]] = defaultdict(set)
+        self._waiters: defaultdict[str, dict[Waiter, None]] = defaultdict(dict)
         self._observers: list[Callable[[Iterable[str]], None]] = []
 
-    def waiter(self, *keys: str) -> Waiter:
-        return Waiter(self, keys)
+    def waiter(self, *keys: str, exclusive: bool = False) -> Waiter:
+        return Waiter(self, keys, exclusive)
 
     def observe(self, observer: Callable[[Iterable[str]], None]) -> None:
         """Also hand every batch of keys to ``observer`` (caches that drop what a change made stale)."""
         self._observers.append(observer)
 
     def notify(self, keys: Iterable[str]) -> None:
-        """Wake the waiters of each key; ``*`` wakes everyone (e.g. after a lost connection)."""
+        """Wake the waiters of each key (one exclusive waiter per key); ``*`` wakes everyone (e.g. after a
+        lost connection)."""
         keys = list(keys)
         for observer in self._observers:
             observer(keys)
         for key in keys:
-            targets = [w for ws in self._waiters.values() for w in ws] if key == "*" else self._waiters.get(key, ())
-            for waiter in list(targets):
-                waiter.fire()
+            if key == "*":
+                for waiter in [w for ws in self._waiters.values() for w in ws]:
+                    waiter.fire()
+                continue
+            one = True
+            for waiter in list(self._waiters.get(key, ())):
+                if not waiter.exclusive:
+                    waiter.fire()
+                elif one and not waiter.woken:
+                    waiter.fire()
+                    one = False
+
+    def pass_on(self, *keys: str) -> None:
+        """Wake one more exclusive waiter of each key: there may be work left for it."""
+        for key in keys:
+            for waiter in list(self._waiters.get(key, ())):
+                if waiter.exclusive and not waiter.woken:
+                    waiter.fire()
+                    break
 
     @property
     def waiting(self) -> int:
