@@ -55,7 +55,7 @@ class Sizes:
     drain: int = 20_000
     drain_procrastinate: int = 5_000  # ≈ 0.5k/s: its rate, not its total, is what is compared
     drain_claimers: int = 4
-    drain_limit: int = 50
+    drain_limit: int = 100  # the most one claim may ask for
     single: int = 3_000
     enqueue_one: int = 3_000
     enqueue_batch: int = 20_000
@@ -127,7 +127,9 @@ def sampled(suite: Suite, pid: int, name: str) -> Iterator[None]:
     suite.profile.mkdir(parents=True, exist_ok=True)
     extension = {"flamegraph": "svg", "raw": "txt", "speedscope": "json"}[suite.profile_format]
     out = suite.profile / f"{name}.{extension}"
-    command = [spy, "record", "--pid", str(pid), "--rate", "200", "--nonblocking"]
+    # Not --nonblocking: reading a running interpreter's memory tears async stacks (half the samples came
+    # back as two frames of asyncpg with no caller); pausing it costs a little speed, not the attribution.
+    command = [spy, "record", "--pid", str(pid), "--rate", "200"]
     command += ["--format", suite.profile_format, "-o", str(out)]
     recorder = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
