@@ -146,13 +146,18 @@ class Workloom:
                     return render([])  # nobody is listening: claim nothing for them
                 final = loop.time() >= deadline
                 found: list[int] = []
-                rendered = await self.runner.respond(
-                    principal,
-                    self._claim_attempt(queue_name, worker, limit, lease_seconds, found),
-                    render,
-                    idempotency,
-                    keep=_keep_claims(final),
-                )
+                gone = give_up if waited else None
+                attempt = self._claim_attempt(queue_name, worker, limit, lease_seconds, found, gone)
+                try:
+                    rendered = await self.runner.respond(
+                        principal,
+                        attempt,
+                        render,
+                        idempotency,
+                        keep=_keep_claims(final),
+                    )
+                except _CallerGone:
+                    return render([])
                 claimed = sum(found)
                 if claimed:
                     self.metrics.claims.labels(queue_name).inc(claimed)
@@ -195,13 +200,16 @@ class Workloom:
                     return render(None)  # nobody is listening: claim nothing for them
                 final = loop.time() >= deadline
                 found: list[Claim | None] = []
-                rendered = await self.runner.respond(
-                    principal,
-                    self._claim_next_attempt(worker, names, lease_seconds, found),
-                    render,
-                    idempotency,
-                    keep=_keep_claim(final),
-                )
+                try:
+                    rendered = await self.runner.respond(
+                        principal,
+                        self._claim_next_attempt(worker, names, lease_seconds, found, give_up if waited else None),
+                        render,
+                        idempotency,
+                        keep=_keep_claim(final),
+                    )
+                except _CallerGone:
+                    return render(None)
                 if found and found[0] is not None:
                     self.metrics.claims.labels(found[0].run.queue or "").inc()
                 if final or not found or found[0] is not None:  # not found: a stored answer was replayed
@@ -218,29 +226,54 @@ class Workloom:
         return hit if hit is not None else await self.run(principal, lambda u: queues.get(u, name, cached=True))
 
     def _claim_next_attempt(
-        self, worker: Actor, names: list[str] | None, lease_seconds: int | None, found: list[Claim | None]
+        self,
+        worker: Actor,
+        names: list[str] | None,
+        lease_seconds: int | None,
+        found: list[Claim | None],
+        give_up: Callable[[], Awaitable[bool]] | None,
     ) -> Callable[[Unit], Awaitable[Claim | None]]:
         async def attempt(u: Unit) -> Claim | None:
             found.clear()  # a transaction retried after a transient conflict starts over
             started = time.perf_counter()
             claim = await runs.claim_next(u, worker, queues=names, lease_seconds=lease_seconds)
             self.metrics.claim_latency.observe(time.perf_counter() - started)
+            await _unless_gone(give_up, claim is not None)
             found.append(claim)
             return claim
 
         return attempt
 
     def _claim_attempt(
-        self, queue_name: str, worker: Actor, limit: int, lease_seconds: int | None, found: list[int]
+        self,
+        queue_name: str,
+        worker: Actor,
+        limit: int,
+        lease_seconds: int | None,
+        found: list[int],
+        give_up: Callable[[], Awaitable[bool]] | None,
     ) -> Callable[[Unit], Awaitable[list[Claim]]]:
         async def attempt(u: Unit) -> list[Claim]:
+            found.clear()  # a transaction retried after a transient conflict starts over
             started = time.perf_counter()
             claims = await runs.claim(u, queue_name, worker, limit, lease_seconds)
             self.metrics.claim_latency.observe(time.perf_counter() - started)
+            await _unless_gone(give_up, bool(claims))
             found.append(len(claims))
             return claims
 
         return attempt
+
+
+class _CallerGone(Exception):
+    """A long-poll's caller left while its claim was being made: the claim is rolled back."""
+
+
+async def _unless_gone(give_up: Callable[[], Awaitable[bool]] | None, claimed: bool) -> None:
+    """Checked inside the claiming transaction, before it commits: a caller who left between the
+    wake-up's check and this transaction (a race a loaded server loses) gets nothing claimed for it."""
+    if claimed and give_up is not None and await give_up():
+        raise _CallerGone
 
 
 def _keep_claim(final: bool) -> Callable[[Claim | None], bool]:
