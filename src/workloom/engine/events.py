@@ -88,7 +88,9 @@ class EventReader:
         cursor = after_sequence
         with self.signals.waiter(events_key(principal.workspace_id)) as waiter:
             while stop is None or not stop.is_set():
-                batch = await self.timeline(principal, task_id, cursor, limit=500)
+                # Shielded: a stream is stopped by cancelling it, and a read cancelled mid-query loses its
+                # connection without closing it (on SQLite, still holding the database's write lock).
+                batch = await asyncio.shield(self.timeline(principal, task_id, cursor, limit=500))
                 for event in batch:
                     cursor = event.task_sequence or cursor
                     yield event
