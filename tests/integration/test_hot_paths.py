@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
+import asyncpg
 import pytest
 import sqlalchemy as sa
 from harness import Harness
@@ -14,7 +16,7 @@ from workloom.domain.clock import ManualClock
 from workloom.domain.errors import NotFound
 from workloom.domain.models import Task
 from workloom.domain.queries import ListQuery
-from workloom.engine import queues, tasks
+from workloom.engine import queues, runs, tasks
 from workloom.engine.caches import QUEUE_TTL_SECONDS, QueueCache
 from workloom.engine.queues import QueueSettings
 from workloom.engine.service import Workloom
@@ -304,3 +306,59 @@ async def test_one_of_matches_exactly_the_listed_rows_for_no_one_and_many(h: Har
         numbers = [t.number for t in wanted] + list(range(10_000, 10_400))
         found = await _BY_NUMBER.rows(conn, {"numbers": numbers})
         assert sorted(row["number"] for row in found) == sorted(t.number for t in wanted)
+
+
+# -- 8. round trips of a worker's loop ---------------------------------------------------------------------
+
+
+class RoundTrips:
+    """What asyncpg sends to the server (each statement, BEGIN and COMMIT included) while ``on``, by first
+    word; the wake-ups (``pg_notify``, sent after commit on a connection of their own) left out."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.sent: list[str] = []
+        self.on = False
+        connection = asyncpg.connection.Connection
+        for name in ("_execute", "execute"):
+            monkeypatch.setattr(connection, name, self._counting(name, getattr(connection, name)))
+
+    def _counting(self, name: str, method: Any) -> Any:
+        async def counted(conn: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+            # ``execute`` with arguments goes on to ``_execute``: count it there, once.
+            if self.on and "pg_notify" not in query and not (name == "execute" and args):
+                self.sent.append(query.split(None, 1)[0].rstrip(";").upper())
+            return await method(conn, query, *args, **kwargs)
+
+        return counted
+
+
+@POSTGRES_ONLY
+async def test_a_completion_that_claims_the_next_task_is_six_round_trips_on_postgres(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await h.create("first", queue="loop")
+    await h.create("second", queue="loop")
+    claim = await h.claim_one("loop")
+    trips = RoundTrips(monkeypatch)
+
+    trips.on = True
+    done, claimed = await h.do(
+        lambda u: runs.complete_and_claim(u, claim.run.id, claim.claim_token, {"ok": 1}, None, 1, None)
+    )
+    trips.on = False
+
+    # Begin; the run and its task read and locked; both completed, with whether anything depends on the
+    # task; the next run claimed with its task moved to in progress; the four events; commit.
+    assert trips.sent == ["BEGIN", "SELECT", "WITH", "WITH", "INSERT", "COMMIT"]
+    assert done.status == "completed" and [c.task.title for c in claimed] == ["second"]
+    assert claimed[0].task.status == "in_progress" and claimed[0].run.status == "claimed"
+    first = await h.task(claim.task.id)
+    assert first.status == "completed" and first.output == {"ok": 1} and first.attempts == 1
+    assert [e.type for e in await h.wl.events.timeline(h.principal, first.id)][-2:] == [
+        "run.completed",
+        "task.completed",
+    ]
+    assert [e.type for e in await h.wl.events.timeline(h.principal, claimed[0].task.id)][-2:] == [
+        "run.claimed",
+        "task.in_progress",
+    ]

@@ -32,6 +32,7 @@ from workloom.engine.lifecycle import (
     task_queue,
 )
 from workloom.engine.unit import Unit
+from workloom.store import held as held_store
 from workloom.store import queues as queue_store
 from workloom.store import runs as store
 from workloom.store import tasks as task_store
@@ -76,18 +77,21 @@ async def claim(u: Unit, queue_name: str, worker: Actor, limit: int, lease_secon
     queue = await queues.get(u, queue_name, cached=True)
     lease_until = u.now + timedelta(seconds=lease_seconds or queue.lease_seconds)
     prefix = _token_prefix()
-    claimed = await store.run_claim(
+    claimed, moved = await held_store.claim(
         u.conn,
         workspace_id=u.workspace_id,
         queue_id=queue.id,
+        queue_name=queue.name,
         now=u.now,
         limit=limit,
         token_prefix=prefix,
         lease_until=lease_until,
         claimer=worker,
         idempotency_key=u.idempotency_key,
+        task_status=task_states.apply("ready", "claim"),
+        task_events=2,
     )
-    return await _hand_over(u, queue, claimed, prefix, worker, lease_until)
+    return await _hand_over(u, queue, claimed, prefix, worker, lease_until, moved)
 
 
 def _token_prefix() -> str:
@@ -173,25 +177,32 @@ async def _take(u: Unit, queue: Queue, candidates: list[Run], worker: Actor, lea
 
 
 async def _hand_over(
-    u: Unit, queue: Queue, claimed: list[Run], prefix: str, worker: Actor, lease_until: datetime
+    u: Unit,
+    queue: Queue,
+    claimed: list[Run],
+    prefix: str,
+    worker: Actor,
+    lease_until: datetime,
+    moved: dict[str, Task] | None = None,
 ) -> list[Claim]:
     """The rest of a claim, once its runs are marked claimed (tokens ``prefix + run id``): their tasks in
-    progress, the events."""
+    progress, the events. ``moved``: the ready tasks the claiming statement moved to in progress already."""
     if not claimed:
         return []
     claims = []
     # Ready tasks (all of them, but for a retry whose timer has not fired) move to in_progress in one
     # statement that also numbers their two events (run.claimed, task.in_progress).
     target = task_states.apply("ready", "claim")
-    moved = await task_store.task_claim_ready(
-        u.conn,
-        u.workspace_id,
-        [run.task_id for run in claimed],
-        status=target,
-        queue_name=queue.name,
-        now=u.now,
-        events=2,
-    )
+    if moved is None:
+        moved = await task_store.task_claim_ready(
+            u.conn,
+            u.workspace_id,
+            [run.task_id for run in claimed],
+            status=target,
+            queue_name=queue.name,
+            now=u.now,
+            events=2,
+        )
     others = [run.task_id for run in claimed if run.task_id not in moved]
     tasks = {t.id: t for t in await task_store.task_get_many(u.conn, u.workspace_id, others)} if others else {}
     for run in claimed:
@@ -248,10 +259,12 @@ async def _held(
     ``run.late_result`` event. Returns None when a refusal is pending. ``prefetched``: the run and the
     tasks, read and locked already by a batch.
     """
+    task: Task | None = None
     if prefetched is not None:
         run = prefetched[0]
     else:
-        run = await store.run_get(u.conn, u.workspace_id, run_id, lock=True)
+        pair = await held_store.run_with_task(u.conn, u.workspace_id, run_id)
+        run, task = pair if pair is not None else (None, None)
     if run is None:
         raise NotFound(f"run {run_id} not found")
     if token is not None:
@@ -265,9 +278,9 @@ async def _held(
                 f"run {run.id} is queued: nobody holds it yet; claim it first", status=run.status, run_id=run.id
             )
         _check_holder(u, run)
-    if prefetched is not None and run.task_id in prefetched[1]:
-        task: Task | None = prefetched[1][run.task_id]
-    else:
+    if task is None and prefetched is not None and run.task_id in prefetched[1]:
+        task = prefetched[1][run.task_id]
+    if task is None:
         task = await task_store.task_get(u.conn, u.workspace_id, run.task_id, lock=True)
     assert task is not None
     if run_states.is_held(run.status):
@@ -490,9 +503,7 @@ async def _complete_all(u: Unit, held: list[Held]) -> list[tuple[int, Run]]:
         )
         done.append((i, replace(run, **run_values)))
         completed_tasks.append(replace(task, **task_values, event_sequence=task.event_sequence + 2))
-    await store.run_complete_many(u.conn, run_rows)
-    await task_store.task_complete_many(u.conn, task_rows)
-    waiting = await task_store.dependency_dependents_many(u.conn, [t.id for t in completed_tasks])
+    waiting = await held_store.complete(u.conn, run_rows, task_rows)
     for task in completed_tasks:
         if task.id in waiting:
             await release_dependents(u, task)

@@ -220,7 +220,8 @@ async def run_claim(
     ]
 
 
-def _claim_one_statement() -> sa.Update:
+def claim_statement() -> sa.Update:
+    """The claim as one statement (PostgreSQL), returning the runs claimed; see ``run_claim``."""
     candidate = runs.alias("candidate")
     picked = (
         sa.select(candidate.c.id)
@@ -313,7 +314,7 @@ _MARK_CLAIMED = Statement(
     .where(runs.c.id == sa.bindparam("run_id"), runs.c.status == "queued")
     .values({**_MARKS, "claim_token_hash": sa.bindparam("token_hash")})
 )
-_CLAIM = Statement(_claim_one_statement())
+_CLAIM = Statement(claim_statement())
 
 
 async def run_expired_leases(conn: AsyncConnection, now: datetime, limit: int) -> list[Run]:
