@@ -161,11 +161,11 @@ async def claim(
     idempotency_key: str | None,
     task_status: str,
     task_events: int,
-) -> tuple[list[Run], dict[str, Task]]:
-    """Claim up to ``limit`` runs of the queue as ``runs.run_claim`` does, and move their ready tasks to
-    ``task_status`` reserving ``task_events`` event numbers on each, as ``tasks.task_claim_ready`` does:
-    the runs claimed, and the tasks moved (by id; a task that was not ready is not among them).
-    One statement on PostgreSQL."""
+) -> tuple[list[Run], dict[str, Task] | None]:
+    """Claim up to ``limit`` runs of the queue and, on PostgreSQL in the same statement, move their ready
+    tasks to ``task_status`` reserving ``task_events`` event numbers on each (as ``tasks.task_claim_ready``
+    does): the runs claimed, and the tasks moved by id (a task that was not ready is not among them).
+    Elsewhere the tasks are not moved here: None, and the caller moves them."""
     if conn.dialect.name != "postgresql":
         claimed = await run_store.run_claim(
             conn,
@@ -178,18 +178,7 @@ async def claim(
             claimer=claimer,
             idempotency_key=idempotency_key,
         )
-        if not claimed:
-            return [], {}
-        moved = await task_store.task_claim_ready(
-            conn,
-            workspace_id,
-            [run.task_id for run in claimed],
-            status=task_status,
-            queue_name=queue_name,
-            now=now,
-            events=task_events,
-        )
-        return claimed, moved
+        return claimed, None
     found = await _CLAIM_MOVING_TASKS.rows(
         conn,
         {

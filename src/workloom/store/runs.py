@@ -185,10 +185,10 @@ async def run_claim(
 ) -> list[Run]:
     """Claim up to ``limit`` runs of the queue, highest priority then oldest first; the runs as claimed.
 
-    Each run's claim token is ``token_prefix + run id``; only its hash is stored. On PostgreSQL this is one
-    statement: the candidates locked with ``SKIP LOCKED`` (concurrent claimers take disjoint rows without
-    waiting on each other) and marked claimed where they stand. SQLite has one writer (the transaction
-    began IMMEDIATE): a plain select, then the marks."""
+    Each run's claim token is ``token_prefix + run id``; only its hash is stored. Two statements: the
+    candidates (locked ``SKIP LOCKED`` on PostgreSQL), then the marks. This is SQLite's claim, where the
+    one writer (the transaction began IMMEDIATE) makes the select exact; PostgreSQL claims in one statement
+    (``claim_statement``, run by ``held.claim`` with the tasks' move)."""
     claim = {
         "now": now,
         "lease": lease_until,
@@ -196,12 +196,6 @@ async def run_claim(
         "ref": claimer.ref,
         "idempotency_key": idempotency_key,
     }
-    if conn.dialect.name == "postgresql":
-        found = await _CLAIM.rows(
-            conn, {"workspace_id": workspace_id, "queue_id": queue_id, "limit": limit, "prefix": token_prefix, **claim}
-        )
-        claimed = [rows.run(row) for row in found]
-        return sorted(claimed, key=lambda r: (-r.priority_rank, r.available_at, r.id))
     candidates = await run_claim_candidates(conn, workspace_id=workspace_id, queue_id=queue_id, now=now, limit=limit)
     hashes = {run.id: hash_secret(token_prefix + run.id) for run in candidates}
     await run_mark_claimed(conn, [{"run_id": run.id, "token_hash": hashes[run.id], **claim} for run in candidates])
@@ -221,7 +215,9 @@ async def run_claim(
 
 
 def claim_statement() -> sa.Update:
-    """The claim as one statement (PostgreSQL), returning the runs claimed; see ``run_claim``."""
+    """The claim as one statement (PostgreSQL): the candidates locked with ``SKIP LOCKED`` (concurrent
+    claimers take disjoint rows without waiting on each other) and marked claimed where they stand, each
+    token's hash written by the database; returns the runs claimed."""
     candidate = runs.alias("candidate")
     picked = (
         sa.select(candidate.c.id)
@@ -314,7 +310,6 @@ _MARK_CLAIMED = Statement(
     .where(runs.c.id == sa.bindparam("run_id"), runs.c.status == "queued")
     .values({**_MARKS, "claim_token_hash": sa.bindparam("token_hash")})
 )
-_CLAIM = Statement(claim_statement())
 
 
 async def run_expired_leases(conn: AsyncConnection, now: datetime, limit: int) -> list[Run]:
