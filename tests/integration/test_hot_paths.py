@@ -23,8 +23,9 @@ from workloom.engine.service import Workloom
 from workloom.engine.signals import queues_changed_key
 from workloom.engine.tasks import NewTask
 from workloom.engine.unit import Unit
+from workloom.store import held
 from workloom.store import tasks as task_store
-from workloom.store.fast import Statement, one_of
+from workloom.store.fast import Statement, driver, one_of
 from workloom.store.notify import Listener, Notifier
 from workloom.store.schema import tasks as tasks_table
 
@@ -362,3 +363,49 @@ async def test_a_completion_that_claims_the_next_task_is_six_round_trips_on_post
         "run.claimed",
         "task.in_progress",
     ]
+
+
+async def _claim_plan(h: Harness, queue_name: str) -> str:
+    """PostgreSQL's plan for claiming from ``queue_name`` (the claim statement explained, not run)."""
+    queue = await h.do(lambda u: queues.get(u, queue_name))
+    async with h.wl.db.transaction() as conn:
+        compiled = held._CLAIM_MOVING_TASKS._pg(conn)
+        params = {
+            "workspace_id": h.principal.workspace_id,
+            "queue_id": queue.id,
+            "limit": 1,
+            "prefix": "x",
+            "now": h.clock.now(),
+            "lease": h.clock.now(),
+            "kind": "automation",
+            "ref": "plan",
+            "idempotency_key": None,
+            "to_status": "in_progress",
+            "events": 2,
+        }
+        found = await (await driver(conn)).fetch("EXPLAIN " + compiled.sql, *compiled.args(params))
+    return "\n".join(row[0] for row in found)
+
+
+@POSTGRES_ONLY
+async def test_a_queue_filled_in_a_burst_is_analysed_and_claimed_down_the_claim_index(h: Harness) -> None:
+    # Another queue's backlog, ahead in priority: a claim from "burst" must not wade through it.
+    for _ in range(2):
+        await h.do(lambda u: tasks.create_many(u, [NewTask(title="elsewhere", queue="other", priority="high")] * 1000))
+    await h.do(lambda u: tasks.create_many(u, [NewTask(title="burst", queue="burst")] * 1000))
+
+    # PostgreSQL counts the changes a moment after they commit; the ticker's next pass sees them.
+    analysed: list[str] = []
+    deadline = asyncio.get_running_loop().time() + DELIVERY_TIMEOUT
+    while "runs" not in analysed and asyncio.get_running_loop().time() < deadline:
+        analysed += await h.wl.ticker.keep_statistics()
+        await asyncio.sleep(0.05)
+    assert {"runs", "tasks"} <= set(analysed)
+
+    # With statistics the queue's runs are read in claim order from its own claim index, a few at a time.
+    # Without, the planner went through the workspace-wide index, past the other queue's whole backlog (or
+    # through the status index, sorting every queued run).
+    plan = await _claim_plan(h, "burst")
+    assert "Index Scan using ix_runs_claimable on runs" in plan and "Sort" not in plan, plan
+    # Nothing has changed since: the next pass analyses nothing.
+    assert await h.wl.ticker.keep_statistics() == []

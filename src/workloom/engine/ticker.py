@@ -20,6 +20,7 @@ from workloom.engine.lifecycle import move_task, wake_claimers
 from workloom.engine.principal import Principal
 from workloom.engine.unit import Runner, Unit
 from workloom.store import runs as run_store
+from workloom.store import statistics
 from workloom.store import tasks as task_store
 from workloom.store import timers as timer_store
 from workloom.store.timers import Timer
@@ -28,6 +29,11 @@ log = logging.getLogger("workloom.ticker")
 BATCH = 100
 # Stored idempotent answers are kept a day; pruning them now and then is enough.
 PRUNE_EVERY = 1000
+# How often the hot tables' planner statistics are checked, and how much change makes them stale: a queue
+# filled in a burst is analysed within a second or two instead of whenever autovacuum comes by.
+STATISTICS_EVERY = 2
+STALE_ROWS = 1000
+STALE_FRACTION = 0.1
 
 
 @dataclass(slots=True)
@@ -88,6 +94,14 @@ class Ticker:
         self._runner.signals.notify(wakeups)
         return len(due)
 
+    async def keep_statistics(self) -> list[str]:
+        """Analyse the hot tables that changed enough since they last were; the tables analysed."""
+        async with self._runner.db.transaction() as conn:
+            analysed = await statistics.analyze_stale(conn, minimum=STALE_ROWS, fraction=STALE_FRACTION)
+        if analysed:
+            log.debug("analysed %s", ", ".join(analysed))
+        return analysed
+
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="workloom-ticker")
 
@@ -106,6 +120,8 @@ class Ticker:
                 passes += 1
                 if passes % PRUNE_EVERY == 1:
                     await self._runner.prune_idempotency()
+                if passes % STATISTICS_EVERY == 0:
+                    await self.keep_statistics()
             except Exception:
                 log.exception("tick failed; retrying next interval")
             with contextlib.suppress(TimeoutError):
