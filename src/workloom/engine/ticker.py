@@ -29,11 +29,12 @@ log = logging.getLogger("workloom.ticker")
 BATCH = 100
 # Stored idempotent answers are kept a day; pruning them now and then is enough.
 PRUNE_EVERY = 1000
-# How often the hot tables' planner statistics are checked, and how much change makes them stale: a queue
-# filled in a burst is analysed within a second or two instead of whenever autovacuum comes by.
+# How often the hot tables' planner statistics are checked, and how far the tables' sizes must have moved
+# for them to be stale: a queue filled in a burst is analysed within a second or two, not when autovacuum
+# comes by.
 STATISTICS_EVERY = 2
 STALE_ROWS = 1000
-STALE_FRACTION = 0.1
+STALE_FRACTION = 0.2
 
 
 @dataclass(slots=True)
@@ -95,7 +96,7 @@ class Ticker:
         return len(due)
 
     async def keep_statistics(self) -> list[str]:
-        """Analyse the hot tables that changed enough since they last were; the tables analysed."""
+        """Analyse the hot tables that grew or shrank enough since they last were; the tables analysed."""
         async with self._runner.db.transaction() as conn:
             analysed = await statistics.analyze_stale(conn, minimum=STALE_ROWS, fraction=STALE_FRACTION)
         if analysed:

@@ -5,7 +5,9 @@ starts with the workspace looks as good as the claim index: a fresh queue of 6,0
 through the dashboard's status index, each claim reading and sorting every queued run of the workspace
 (PostgreSQL spent 13 ms per task instead of 3). Autovacuum analyses a table only on its own schedule
 (a minute apart by default) and after a tenth of it has changed, so a queue filled in a burst runs on the
-wrong plan until then. Analysing as soon as enough has changed costs tens of milliseconds, now and then.
+wrong plan until then. Analysing as soon as the table's size is far from what the planner believes costs
+tens of milliseconds, now and then. Rows that only change status (every claim, every completion) do not
+count: re-analysing a table churned at the same size ran every second under load and changed no plan.
 """
 
 from __future__ import annotations
@@ -18,16 +20,17 @@ HOT_TABLES = ("runs", "tasks")
 # One process analyses at a time; the others find the lock taken and skip the turn.
 _LOCK_KEY = 0x776C_7374  # "wlst"
 
+# reltuples is the planner's row count (-1: never analysed); n_live_tup the table's, as counted since.
 _STALE = sa.text(
-    "SELECT relname FROM pg_stat_user_tables"
-    " WHERE relid = ANY(CAST(:tables AS regclass[]))"
-    " AND n_mod_since_analyze > greatest(:minimum, :fraction * n_live_tup)"
+    "SELECT c.relname FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid"
+    " WHERE s.relid = ANY(CAST(:tables AS regclass[])) AND s.n_mod_since_analyze > :minimum"
+    " AND abs(s.n_live_tup - greatest(c.reltuples, 0)) > greatest(:minimum, :fraction * c.reltuples)"
 )
 
 
 async def analyze_stale(conn: AsyncConnection, *, minimum: int, fraction: float) -> list[str]:
-    """ANALYZE each hot table in which more than ``minimum`` rows, and more than ``fraction`` of its live
-    rows, changed since it was last analysed; the tables analysed. PostgreSQL only (SQLite plans by rule)."""
+    """ANALYZE each hot table whose live rows are more than ``minimum``, and more than ``fraction``, off the
+    count the planner last took; the tables analysed. PostgreSQL only (SQLite plans by rule)."""
     if conn.dialect.name != "postgresql":
         return []
     if not (await conn.execute(sa.select(sa.func.pg_try_advisory_xact_lock(_LOCK_KEY)))).scalar():
