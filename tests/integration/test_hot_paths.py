@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 from harness import Harness
 
+from workloom.domain.actors import Actor
 from workloom.domain.clock import ManualClock
 from workloom.domain.errors import NotFound
 from workloom.domain.models import Task
@@ -409,3 +410,35 @@ async def test_a_queue_filled_in_a_burst_is_analysed_and_claimed_down_the_claim_
     assert "Index Scan using ix_runs_claimable on runs" in plan and "Sort" not in plan, plan
     # Nothing has changed since: the next pass analyses nothing.
     assert await h.wl.ticker.keep_statistics() == []
+
+
+@POSTGRES_ONLY
+async def test_a_one_run_claim_runs_on_postgres_cached_plan_after_its_first_few(h: Harness) -> None:
+    for _ in range(3):  # a queue deep enough that how the claim is planned matters
+        await h.do(lambda u: tasks.create_many(u, [NewTask(title="one at a time", queue="loop")] * 1000))
+    queue = await h.do(lambda u: queues.get(u, "loop"))
+    claimer = Actor("automation", "plan")
+    async with h.wl.db.transaction() as conn:  # one session: prepared statements are per connection
+        await conn.execute(sa.text("ANALYZE runs"))
+        for _ in range(8):
+            claimed, _moved = await held.claim(
+                conn,
+                workspace_id=h.principal.workspace_id,
+                queue_id=queue.id,
+                queue_name="loop",
+                now=h.clock.now(),
+                limit=1,
+                token_prefix="t",
+                lease_until=h.clock.now() + timedelta(minutes=5),
+                claimer=claimer,
+                idempotency_key=None,
+                task_status="in_progress",
+                task_events=2,
+            )
+            assert len(claimed) == 1
+        found = await (await driver(conn)).fetchrow(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE 'WITH claimed AS%'"
+        )
+    # PostgreSQL plans a prepared statement for its parameters five times, then keeps the cached plan if it
+    # costs no more; a claim whose limit was a parameter was planned afresh every time.
+    assert found is not None and (found["custom_plans"], found["generic_plans"]) == (5, 3)

@@ -121,10 +121,10 @@ async def complete(conn: AsyncConnection, run_rows: list[dict[str, Any]], task_r
     return await task_store.dependency_dependents_many(conn, [row["task_id"] for row in task_rows])
 
 
-def _claim_moving_tasks() -> sa.Select[Any]:
-    """The one-statement claim of ``runs.run_claim``, which also moves each claimed run's task from ready to
-    in progress (reserving its events' numbers): the runs claimed, each beside its task if it moved."""
-    claimed = run_store.claim_statement().cte("claimed")
+def _claim_moving_tasks(limit: int | None = None) -> sa.Select[Any]:
+    """The one-statement claim of ``runs.claim_statement``, which also moves each claimed run's task from
+    ready to in progress (reserving its events' numbers): the runs claimed, each beside its task if it moved."""
+    claimed = run_store.claim_statement(limit).cte("claimed")
     now = sa.bindparam("now", type_=tasks.c.updated_at.type)
     moved = (
         sa.update(tasks)
@@ -145,6 +145,7 @@ def _claim_moving_tasks() -> sa.Select[Any]:
 
 
 _CLAIM_MOVING_TASKS = Statement(_claim_moving_tasks())
+_CLAIM_ONE_MOVING_TASK = Statement(_claim_moving_tasks(limit=1))  # a worker's loop: see claim_statement
 
 
 async def claim(
@@ -179,7 +180,7 @@ async def claim(
             idempotency_key=idempotency_key,
         )
         return claimed, None
-    found = await _CLAIM_MOVING_TASKS.rows(
+    found = await (_CLAIM_ONE_MOVING_TASK if limit == 1 else _CLAIM_MOVING_TASKS).rows(
         conn,
         {
             "workspace_id": workspace_id,
