@@ -35,3 +35,17 @@ def test_ids_name_their_kind_and_sort_by_creation(monkeypatch):
     made = [ids.new_id("task") for _ in range(4)]
     assert made == sorted(made)
     assert all(re.fullmatch(r"task_[0-9a-hjkmnp-tv-z]{26}", i) for i in made)
+
+
+def test_an_id_is_its_milliseconds_then_its_random_bits_in_crockford_base32(monkeypatch):
+    """The written form stays what ids already stored have: one character per five bits, most significant
+    first, 48 bits of milliseconds then 80 random bits."""
+    alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
+
+    def spelled(value: int, length: int) -> str:
+        return "".join(alphabet[(value >> (5 * i)) & 31] for i in reversed(range(length)))
+
+    for millis, random in [(0, bytes(10)), (1_700_000_000_123, bytes(range(10))), ((1 << 48) - 1, b"\xff" * 10)]:
+        monkeypatch.setattr(ids.time, "time", lambda m=millis: (m + 0.5) / 1000)
+        monkeypatch.setattr(ids.os, "urandom", lambda n, r=random: r[:n])
+        assert ids.new_id("run") == "run_" + spelled(millis, 10) + spelled(int.from_bytes(random, "big"), 16)

@@ -6,18 +6,17 @@ import os
 import time
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
-
-
-def _encode(value: int, length: int) -> str:
-    chars = []
-    for _ in range(length):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+# Two characters per ten bits: half the lookups of one per five (ids are made for every row written).
+_PAIRS = [high + low for high in _ALPHABET for low in _ALPHABET]
+_SHIFTS = tuple(range(120, -1, -10))
+_MILLIS = (1 << 48) - 1
 
 
 def new_id(prefix: str) -> str:
-    """``prefix_`` + 26 chars: 48 bits of milliseconds then 80 random bits, so ids sort by creation."""
-    millis = int(time.time() * 1000) & ((1 << 48) - 1)
-    rand = int.from_bytes(os.urandom(10), "big")
-    return f"{prefix}_{_encode(millis, 10)}{_encode(rand, 16)}"
+    """``prefix_`` + 26 chars: 48 bits of milliseconds then 80 random bits, so ids sort by creation.
+
+    The 26 characters are the 130-bit number ``millis << 80 | random`` in base32, most significant first
+    (its two top bits are always zero)."""
+    value = (int(time.time() * 1000) & _MILLIS) << 80 | int.from_bytes(os.urandom(10), "big")
+    pairs = _PAIRS
+    return prefix + "_" + "".join([pairs[value >> shift & 1023] for shift in _SHIFTS])
