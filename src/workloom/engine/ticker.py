@@ -97,6 +97,8 @@ class Ticker:
 
     async def keep_statistics(self) -> list[str]:
         """Analyse the hot tables that grew or shrank enough since they last were; the tables analysed."""
+        if not self._runner.db.is_postgres:
+            return []  # SQLite plans by rule; a transaction here would only take its write lock
         async with self._runner.db.transaction() as conn:
             analysed = await statistics.analyze_stale(conn, minimum=STALE_ROWS, fraction=STALE_FRACTION)
         if analysed:
