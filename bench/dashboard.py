@@ -48,6 +48,7 @@ from workloom.store import queues as queue_store
 from workloom.store import runs as run_store
 from workloom.store import tasks as task_store
 from workloom.store import workspaces as workspace_store
+from workloom.store.fast import write_all
 
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 CHANNELS = [f"chan-{i}" for i in range(10)]
@@ -248,10 +249,10 @@ async def load(wl: Workloom, principal: Principal, count: int) -> float:
     tasks, runs = generate(principal.workspace_id, queues, count, now)
     for i in range(0, len(tasks), BATCH):
         async with wl.db.transaction() as conn:
-            await task_store.task_insert_many(conn, tasks[i : i + BATCH])
+            await write_all(conn, task_store.task_inserts(tasks[i : i + BATCH]))
     for i in range(0, len(runs), BATCH):
         async with wl.db.transaction() as conn:
-            await run_store.run_insert_many(conn, runs[i : i + BATCH])
+            await write_all(conn, run_store.run_inserts(runs[i : i + BATCH]))
     return time.perf_counter() - started
 
 

@@ -582,6 +582,7 @@ async def load_backlog(database_url: str, token: str, queue: str, count: int) ->
     from workloom.store import runs as run_store
     from workloom.store import tasks as task_store
     from workloom.store import workspaces as workspace_store
+    from workloom.store.fast import write_all
 
     wl = Workloom.from_url(database_url, SystemClock())
     try:
@@ -598,8 +599,7 @@ async def load_backlog(database_url: str, token: str, queue: str, count: int) ->
             tasks = [_task(workspace, first + n, now, rng, found) for n in range(start, min(count, start + 5000))]
             runs = [_run(t, found, "queued") for t in tasks]
             async with wl.db.transaction() as conn:
-                await task_store.task_insert_many(conn, tasks)
-                await run_store.run_insert_many(conn, runs)
+                await write_all(conn, [*task_store.task_inserts(tasks), *run_store.run_inserts(runs)])
         await vacuum(wl)
     finally:
         await wl.stop()

@@ -366,6 +366,29 @@ async def test_a_completion_that_claims_the_next_task_is_six_round_trips_on_post
     ]
 
 
+@POSTGRES_ONLY
+async def test_creating_a_task_writes_it_its_run_and_its_events_in_one_round_trip_on_postgres(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await h.create("warms the queue cache", queue="inbox")
+    trips = RoundTrips(monkeypatch)
+
+    trips.on = True
+    task = await h.create("one more", queue="inbox", data={"n": 1})
+    trips.on = False
+
+    # Begin; the number reserved (on a connection of its own); task, run and three events; commit.
+    assert trips.sent == ["BEGIN", "UPDATE", "WITH", "COMMIT"]
+    assert task.status == "ready" and task.number == 2
+    assert [e.type for e in await h.wl.events.timeline(h.principal, task.id)] == [
+        "task.created",
+        "task.ready",
+        "run.queued",
+    ]
+    (run,) = await h.runs(task.id)
+    assert run.status == "queued" and (await h.claim_one("inbox")).task.id != task.id  # the older one first
+
+
 async def _claim_plan(h: Harness, queue_name: str) -> str:
     """PostgreSQL's plan for claiming from ``queue_name`` (the claim statement explained, not run)."""
     queue = await h.do(lambda u: queues.get(u, queue_name))
@@ -410,6 +433,30 @@ async def test_a_queue_filled_in_a_burst_is_analysed_and_claimed_down_the_claim_
     assert "Index Scan using ix_runs_claimable on runs" in plan and "Sort" not in plan, plan
     # Nothing has changed since: the next pass analyses nothing.
     assert await h.wl.ticker.keep_statistics() == []
+
+
+@POSTGRES_ONLY
+async def test_the_statistics_keeper_skips_a_table_a_vacuum_holds_instead_of_waiting_for_it(
+    h: Harness, migrated_url: str
+) -> None:
+    await h.do(lambda u: tasks.create_many(u, [NewTask(title="stale", queue="held")] * 1000))
+    await h.do(lambda u: tasks.create_many(u, [NewTask(title="stale", queue="held")] * 500))
+    vacuum = await asyncpg.connect(migrated_url)  # holds what VACUUM holds on runs
+    try:
+        async with vacuum.transaction():
+            await vacuum.execute("LOCK TABLE runs IN SHARE UPDATE EXCLUSIVE MODE")
+            analysed: list[str] = []
+            deadline = asyncio.get_running_loop().time() + DELIVERY_TIMEOUT
+            while "tasks" not in analysed and asyncio.get_running_loop().time() < deadline:
+                started = asyncio.get_running_loop().time()
+                analysed += await h.wl.ticker.keep_statistics()
+                assert asyncio.get_running_loop().time() - started < 5  # gave up on runs, did not wait
+                await asyncio.sleep(0.05)
+            assert analysed == ["tasks"]
+        # Released: the next turn analyses it.
+        assert await h.wl.ticker.keep_statistics() == ["runs"]
+    finally:
+        await vacuum.close()
 
 
 @POSTGRES_ONLY

@@ -133,9 +133,9 @@ def _simple(new: NewTask) -> bool:
 
 
 async def _create_simple(u: Unit, many: list[NewTask]) -> list[Task]:
-    """Tasks that settle on facts known up front: their numbers reserved in one statement, the rows
-    inserted in their settled state (with their event count) in one, their runs in one, and the events
-    the step-by-step path would have recorded (task.created, task.ready or task.blocked, run.queued)."""
+    """Tasks that settle on facts known up front: their numbers reserved in one statement, and the rows
+    inserted in their settled state (with their event count), their runs, and the events the step-by-step
+    path would have recorded (task.created, task.ready or task.blocked, run.queued) in one more."""
     names = list(dict.fromkeys(new.queue for new in many if new.queue))
     by_name = {name: await queues.ensure(u, name) for name in names}
     last = await _reserve_numbers(u, len(many))
@@ -177,8 +177,8 @@ async def _create_simple(u: Unit, many: list[NewTask]) -> list[Task]:
         for number, (kind, run_id, payload) in enumerate(events, start=1):
             await record(u, kind, task_id=task.id, run_id=run_id, payload=payload, task_sequence=number)
         created.append(task)
-    await store.task_insert_many(u.conn, created)
-    await run_store.run_insert_many(u.conn, new_runs)
+    # The rows and their events in one round trip (PostgreSQL), the events as they would have been later.
+    await u.flush([*store.task_inserts(created), *run_store.run_inserts(new_runs)])
     return created
 
 

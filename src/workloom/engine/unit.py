@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -27,6 +27,7 @@ from workloom.store import events as event_store
 from workloom.store import idempotency as store
 from workloom.store import tasks as task_store
 from workloom.store.database import Database, is_transient
+from workloom.store.fast import Write, write_all
 from workloom.store.numbers import TaskNumbers
 
 T = TypeVar("T")
@@ -71,12 +72,19 @@ class Unit:
         """Commit what was written (e.g. the record of a refused late result), then raise ``error``."""
         self.deferred_error = error
 
-    async def flush(self) -> None:
-        """Write the events recorded so far: one sequence bump per task and one insert for all of them."""
+    async def flush(self, writes: Sequence[Write] = ()) -> None:
+        """Write the events recorded so far: one sequence bump per task and one insert for all of them.
+
+        ``writes`` (rows the events are about, say) are written first, in the same round trip as the
+        events where nothing has to run between them."""
         if not self.events:
+            await write_all(self.conn, writes)
             return
         # An event numbered already (a task created in this unit, its row written with its count) is not bumped.
         per_task = Counter(e["task_id"] for e in self.events if e["task_id"] is not None and e["task_sequence"] is None)
+        if per_task and writes:
+            await write_all(self.conn, writes)  # the bump below may be of a task these write
+            writes = ()
         last = await task_store.task_advance_sequences(self.conn, per_task, self.now) if per_task else {}
         next_number = {task_id: last[task_id] - count + 1 for task_id, count in per_task.items()}
         for event in self.events:
@@ -84,7 +92,7 @@ class Unit:
             if task_id is not None and event["task_sequence"] is None:
                 event["task_sequence"] = next_number[task_id]
                 next_number[task_id] += 1
-        await event_store.event_insert_many(self.conn, self.events)
+        await write_all(self.conn, [*writes, *event_store.event_inserts(self.events)])
         self.events = []
 
 

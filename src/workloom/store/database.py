@@ -126,8 +126,13 @@ def is_transient(exc: BaseException) -> bool:
     """Whether a failed transaction may simply be run again (deadlock, serialization failure, busy file)."""
     if not isinstance(exc, sa.exc.DBAPIError):
         return False
-    orig = exc.orig
-    sqlstate = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
-    if sqlstate in _TRANSIENT_SQLSTATES:
+    if sqlstate(exc) in _TRANSIENT_SQLSTATES:
         return True
-    return "database is locked" in str(orig)
+    return "database is locked" in str(exc.orig)
+
+
+def sqlstate(exc: sa.exc.DBAPIError) -> str | None:
+    """PostgreSQL's error code for a failed statement (None elsewhere), however the driver wrapped it."""
+    orig = exc.orig
+    code = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
+    return str(code) if code is not None else None

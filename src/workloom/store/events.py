@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workloom.domain.models import Event
 from workloom.store import rows
-from workloom.store.fast import Statements
+from workloom.store.fast import Statements, Write
 from workloom.store.schema import events
 
 _HORIZON = sa.text("pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
@@ -26,10 +26,9 @@ def _insert(dialect: str, names: tuple[str, ...]) -> sa.Insert:
 _INSERT = Statements(_insert)
 
 
-async def event_insert_many(conn: AsyncConnection, rows_: list[dict[str, Any]]) -> None:
-    """All of them in one round trip (an executemany of one row shape)."""
-    if rows_:
-        await _INSERT.for_columns(rows_[0]).many(conn, rows_)
+def event_inserts(rows_: list[dict[str, Any]]) -> list[Write]:
+    """The insert of events (all of one row shape), for ``fast.write_all``."""
+    return [Write(_INSERT.for_columns(rows_[0]), rows_)] if rows_ else []
 
 
 async def event_stable_horizon(conn: AsyncConnection) -> int | None:

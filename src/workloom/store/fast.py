@@ -11,6 +11,7 @@ the compiled form), so values look exactly as they do through ``conn.execute``. 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -54,6 +55,16 @@ class _Compiled:
             value, process = self.fixed[self.names[i]], self.binds[i]
             out.append(process(value) if process is not None and value is not None else value)
         return out
+
+    def shaped(self, params: Sequence[Mapping[str, Any]]) -> tuple[str, list[Any]] | None:
+        """The statement run once per item of ``params`` as one statement, and its arguments: itself for one
+        item, its set-based form for more; None where it has none (or an item sets one of its constants)."""
+        if len(params) == 1:
+            return self.sql, self.args(params[0])
+        bulk = self.bulk
+        if bulk is not None and not any(self.names[i] in params[0] for i in bulk.scalar):
+            return bulk.sql, self.bulk_args(bulk, params)
+        return None
 
     def row(self, record: asyncpg.Record) -> dict[str, Any]:
         return {
@@ -235,16 +246,53 @@ class Statement:
             return
         compiled = self._pg(conn)
         raw = await driver(conn)
-        bulk = compiled.bulk
+        shaped = compiled.shaped(params)  # asyncpg's executemany costs several times a plain execute
         try:
-            if len(params) == 1:  # asyncpg's executemany costs several times a plain execute
-                await raw.execute(compiled.sql, *compiled.args(params[0]))
-            elif bulk is not None and not any(compiled.names[i] in params[0] for i in bulk.scalar):
-                await raw.execute(bulk.sql, *compiled.bulk_args(bulk, params))
+            if shaped is not None:
+                await raw.execute(shaped[0], *shaped[1])
             else:
                 await raw.executemany(compiled.sql, [compiled.args(p) for p in params])
         except asyncpg.PostgresError as error:
             raise _driver_error(error, compiled.sql) from error
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """A statement to run once per row (as ``Statement.many``), to be sent together with others."""
+
+    statement: Statement
+    rows: Sequence[Mapping[str, Any]]
+
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+def _renumbered(sql: str, offset: int) -> str:
+    """``sql`` with its parameters ``$n`` moved up by ``offset`` (it follows that many others)."""
+    return _PLACEHOLDER.sub(lambda m: f"${int(m.group(1)) + offset}", sql)
+
+
+async def write_all(conn: AsyncConnection, writes: Sequence[Write]) -> None:
+    """Run the writes in order; on PostgreSQL in one round trip, as one statement in which each write but
+    the last is a data-modifying ``WITH`` part. Foreign keys are checked when that statement ends, so a
+    write may refer to rows an earlier one inserts. Writes with no one-statement form are run one by one."""
+    writes = [w for w in writes if w.rows]
+    shaped = [w.statement._pg(conn).shaped(w.rows) for w in writes] if conn.dialect.name == "postgresql" else []
+    if len(writes) < 2 or not shaped or any(s is None for s in shaped):
+        for write in writes:
+            await write.statement.many(conn, write.rows)
+        return
+    parts: list[str] = []
+    args: list[Any] = []
+    for sql, values in (s for s in shaped if s is not None):
+        parts.append(_renumbered(sql, len(args)))
+        args.extend(values)
+    text = "WITH " + ", ".join(f"w{i} AS ({part})" for i, part in enumerate(parts[:-1])) + " " + parts[-1]
+    raw = await driver(conn)
+    try:
+        await raw.execute(text, *args)
+    except asyncpg.PostgresError as error:
+        raise _driver_error(error, text) from error
 
 
 class Statements:

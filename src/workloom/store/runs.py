@@ -13,7 +13,7 @@ from workloom.domain.actors import Actor
 from workloom.domain.models import Run
 from workloom.domain.secrets import hash_secret
 from workloom.store import rows
-from workloom.store.fast import ById, Statement, Statements, one_of, workspace_filter
+from workloom.store.fast import ById, Statement, Statements, Write, one_of, workspace_filter
 from workloom.store.schema import HELD_RUN, inline, queues, runs
 
 _WITH_QUEUE = sa.select(runs, queues.c.name.label("queue_name")).select_from(
@@ -63,11 +63,10 @@ _INSERT = Statements(
 )
 
 
-async def run_insert_many(conn: AsyncConnection, many: list[Run]) -> None:
-    """Many new runs in one round trip."""
-    if many:
-        values = [run_values(run) for run in many]
-        await _INSERT.for_columns(values[0]).many(conn, values)
+def run_inserts(many: list[Run]) -> list[Write]:
+    """The insert of many new runs, for ``fast.write_all``."""
+    values = [run_values(run) for run in many]
+    return [Write(_INSERT.for_columns(values[0]), values)] if values else []
 
 
 def _get(lock: bool) -> Statement:

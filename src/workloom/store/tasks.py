@@ -12,7 +12,7 @@ from workloom.domain.models import Task
 from workloom.domain.priority import RANK
 from workloom.domain.queries import ListQuery, Page, encode_cursor
 from workloom.store import rows
-from workloom.store.fast import ById, Statement, Statements, one_of, workspace_filter
+from workloom.store.fast import ById, Statement, Statements, Write, one_of, workspace_filter
 from workloom.store.schema import queues, runs, task_dependencies, tasks
 
 _WITH_QUEUE = sa.select(tasks, queues.c.name.label("queue_name")).select_from(
@@ -87,11 +87,10 @@ def _bound(names: tuple[str, ...], prefix: str = "") -> dict[str, sa.BindParamet
 _INSERT = Statements(lambda _dialect, names: sa.insert(tasks).values(_bound(names)))
 
 
-async def task_insert_many(conn: AsyncConnection, many: list[Task]) -> None:
-    """Many new tasks in one round trip, rows as given (no events, no settling)."""
-    if many:
-        values = [task_values(task) for task in many]
-        await _INSERT.for_columns(values[0]).many(conn, values)
+def task_inserts(many: list[Task]) -> list[Write]:
+    """The insert of many new tasks, rows as given (no events, no settling), for ``fast.write_all``."""
+    values = [task_values(task) for task in many]
+    return [Write(_INSERT.for_columns(values[0]), values)] if values else []
 
 
 def _get(by: str, lock: bool) -> Statement:
