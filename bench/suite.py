@@ -1,7 +1,7 @@
 """The performance suite: Workloom against its peers, on the same database, in the same run.
 
     python -m bench [--database-url URL] [--runs 3] [--scenarios drain,single] [--quick] [--full]
-                    [--no-peers] [--json PATH] [--png PATH]
+                    [--no-peers] [--json PATH] [--png PATH] [--text PATH]
 
 See bench/README.md for what each scenario does, the targets and the latest figures.
 """
@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import aiohttp
 import httpx
@@ -959,11 +959,12 @@ def machine(url: str | None) -> dict[str, Any]:
     return info
 
 
-def print_report(suite: Suite, targets: list[dict[str, Any]]) -> None:
+def print_report(suite: Suite, targets: list[dict[str, Any]], file: TextIO | None = None) -> None:
+    """The figures and targets as tables, on the terminal or, plain, into ``file``."""
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=150)
+    console = Console(width=150) if file is None else Console(width=150, file=file, color_system=None)
     table = Table(title=f"Workloom bench: figures over {suite.runs} run(s)")
     for column in ("scenario", "measure", "min", "median", "max", "unit"):
         table.add_column(column, justify="right" if column in ("min", "median", "max") else "left")
@@ -1036,6 +1037,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-peers", action="store_true", help="Workloom only (no pgqueuer, procrastinate, pgbench…)")
     parser.add_argument("--json", type=Path, default=None, help="write the figures, targets and machine as JSON")
     parser.add_argument("--png", type=Path, default=None, help="write a chart of the targets (needs matplotlib)")
+    parser.add_argument("--text", type=Path, default=None, help="write the printed tables as plain text")
     parser.add_argument(
         "--profile", type=Path, default=None, help="sample the server with py-spy during each scenario, into DIR"
     )
@@ -1101,4 +1103,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(report, indent=2, default=str))
     if args.png:
         write_png(args.png, targets)
+    if args.text:
+        with args.text.open("w") as out:
+            print_report(suite, targets, file=out)
     return 0
