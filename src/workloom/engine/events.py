@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,7 +12,7 @@ from workloom.domain.actors import Actor
 from workloom.domain.errors import NotFound
 from workloom.domain.models import Event
 from workloom.engine.principal import Principal
-from workloom.engine.signals import Signals, events_key
+from workloom.engine.signals import Signals, Waiter, events_key
 from workloom.engine.unit import Unit
 from workloom.store import events as store
 from workloom.store import tasks as task_store
@@ -52,6 +53,9 @@ async def record(
 
 # A writer left idle inside its transaction would hold every stream back; past this wait, deliver anyway.
 HORIZON_PATIENCE = timedelta(seconds=5)
+READ_BATCH = 500
+# Events a stream may have waiting for its client before it stops being handed more (it catches up later).
+SUBSCRIPTION_BUFFER = 1000
 
 
 _Batch = tuple[list[tuple[Event, int | None]], int | None]
@@ -65,6 +69,7 @@ class EventReader:
         self.signals = signals
         self.poll_seconds = poll_seconds
         self._reads: dict[tuple[str, int], asyncio.Future[_Batch]] = {}
+        self._tails: dict[str, _Tail] = {}
 
     async def timeline(
         self, principal: Principal, task_id: str, after_sequence: int = 0, limit: int = 1000
@@ -97,7 +102,7 @@ class EventReader:
                 if not batch:
                     await waiter.wait(self.poll_seconds)
 
-    async def follow(
+    def subscribe(
         self,
         principal: Principal,
         after: int,
@@ -105,38 +110,28 @@ class EventReader:
         types: list[str] | None = None,
         task_id: str | None = None,
         stop: asyncio.Event | None = None,
-    ) -> AsyncIterator[Event]:
+        buffer: int = SUBSCRIPTION_BUFFER,
+    ) -> Feed:
         """The workspace's events after global sequence ``after``, in order, never passing a row that an
-        earlier, still-uncommitted transaction could precede (so a resumed stream misses nothing)."""
-        cursor = after
-        waiting_on: int | None = None  # the oldest open transaction we are waiting for
-        waiting_since = datetime.now(UTC)
-        given_up_on: int | None = None  # one that stayed open past our patience: no longer waited for
-        with self.signals.waiter(events_key(principal.workspace_id)) as waiter:
-            while stop is None or not stop.is_set():
-                batch, horizon = await self._read_after(principal.workspace_id, cursor)
-                held = False
-                for event, commit_horizon in batch:
-                    if (
-                        horizon is not None
-                        and horizon != given_up_on
-                        and commit_horizon is not None
-                        and commit_horizon > horizon
-                    ):
-                        if waiting_on != horizon:
-                            waiting_on, waiting_since = horizon, datetime.now(UTC)
-                        if datetime.now(UTC) - waiting_since < HORIZON_PATIENCE:
-                            held = True
-                            break
-                        given_up_on = horizon
-                    cursor = event.sequence
-                    if (types and event.type not in types) or (task_id and event.task_id != task_id):
-                        continue
-                    yield event
-                if held:
-                    await asyncio.sleep(0.02)  # an in-flight transaction ends within milliseconds
-                elif len(batch) < 500:
-                    await waiter.wait(self.poll_seconds)
+        earlier, still-uncommitted transaction could precede (so a resumed stream misses nothing); taken
+        with ``await feed.next(timeout)`` and closed with ``feed.close()``."""
+        wanted = frozenset(types) if types else None
+
+        def accepts(event: Event) -> bool:
+            return (wanted is None or event.type in wanted) and (task_id is None or event.task_id == task_id)
+
+        return Feed(self, principal.workspace_id, after, accepts, stop, buffer)
+
+    async def close(self) -> None:
+        """End every feed and stop reading for them (the engine is stopping)."""
+        for tail in list(self._tails.values()):
+            await tail.close()
+
+    def _tail(self, workspace_id: str) -> _Tail:
+        tail = self._tails.get(workspace_id)
+        if tail is None:
+            tail = self._tails[workspace_id] = _Tail(self, workspace_id)
+        return tail
 
     async def _read_after(self, workspace_id: str, cursor: int) -> _Batch:
         """One database read shared by every stream of the workspace waiting at the same cursor: a new
@@ -151,6 +146,222 @@ class EventReader:
 
     async def _read_batch(self, workspace_id: str, cursor: int) -> _Batch:
         async with self.db.read() as conn:
-            batch = await store.event_list_after(conn, workspace_id, after=cursor, limit=500)
+            batch = await store.event_list_after(conn, workspace_id, after=cursor, limit=READ_BATCH)
             horizon = await store.event_stable_horizon(conn) if batch else None
         return batch, horizon
+
+
+class _Horizon:
+    """How far a batch read from the log may be handed out: up to the first row that a transaction still
+    open (and older than the row's own) could yet precede, unless that transaction has been waited for
+    longer than ``HORIZON_PATIENCE``."""
+
+    def __init__(self) -> None:
+        self._waiting_on: int | None = None  # the oldest open transaction we are waiting for
+        self._waiting_since = datetime.now(UTC)
+        self._given_up_on: int | None = None  # one that stayed open past our patience: no longer waited for
+
+    def deliverable(self, batch: list[tuple[Event, int | None]], horizon: int | None) -> tuple[int, bool]:
+        """How many rows of ``batch`` may go out, and whether the rest are held back."""
+        if horizon is None or horizon == self._given_up_on:
+            return len(batch), False
+        for index, (_event, commit_horizon) in enumerate(batch):
+            if commit_horizon is not None and commit_horizon > horizon:
+                if self._waiting_on != horizon:
+                    self._waiting_on, self._waiting_since = horizon, datetime.now(UTC)
+                if datetime.now(UTC) - self._waiting_since < HORIZON_PATIENCE:
+                    return index, True
+                self._given_up_on = horizon
+                return len(batch), False
+        return len(batch), False
+
+
+class Feed:
+    """One stream's way through a workspace's log. A stream far behind (a full batch still to read) reads
+    on its own until it is nearly level; then it joins the workspace's tail, which reads each change once
+    for every stream in this process and hands it to them (with a thousand streams, one read and a list
+    append each, rather than a thousand reads woken at once)."""
+
+    def __init__(
+        self,
+        reader: EventReader,
+        workspace_id: str,
+        after: int,
+        accepts: Callable[[Event], bool],
+        stop: asyncio.Event | None,
+        buffer: int,
+    ) -> None:
+        self._reader = reader
+        self._workspace_id = workspace_id
+        self._accepts = accepts
+        self._stop = stop
+        self._horizon = _Horizon()
+        self._subscription: Subscription | None = None
+        self._cursor = after
+        self._buffer = buffer
+
+    async def next(self, timeout: float) -> list[Event] | None:
+        """The events that arrived (waiting up to ``timeout`` for some: ``[]`` when none did), or None once
+        the stream is stopped."""
+        while self._subscription is None:
+            if self._stop is not None and self._stop.is_set():
+                return None
+            batch, horizon = await self._reader._read_after(self._workspace_id, self._cursor)
+            count, held = self._horizon.deliverable(batch, horizon)
+            if count:
+                self._cursor = batch[count - 1][0].sequence
+            if len(batch) < READ_BATCH or held:
+                self._subscription = self._reader._tail(self._workspace_id).add(
+                    self._cursor, self._accepts, self._stop, self._buffer
+                )
+            events = [event for event, _ in batch[:count] if self._accepts(event)]
+            if events:
+                return events
+        return await self._subscription.next(timeout)
+
+    def close(self) -> None:
+        if self._subscription is not None:
+            self._subscription.close()
+
+
+class Subscription:
+    """A stream at the end of the log: the tail offers it every event, it keeps the ones it wants until
+    its stream takes them. One whose stream stops taking them (a client not reading) holds at most
+    ``buffer``; past that the tail stops offering to it, and it rejoins from where it stopped once its
+    stream has caught up, so a slow client costs its own delay and nothing else."""
+
+    def __init__(self, tail: _Tail, cursor: int, accepts: Callable[[Event], bool], buffer: int) -> None:
+        self._tail = tail
+        self.cursor = cursor  # the last event offered: taken or passed over
+        self._accepts = accepts
+        self._buffer = buffer
+        self._events: list[Event] = []
+        self._ready: asyncio.Future[None] | None = None
+        self.overflowed = False
+        self.ended = False
+
+    def offer(self, event: Event) -> None:
+        if self.overflowed or event.sequence <= self.cursor:
+            return
+        if len(self._events) >= self._buffer:
+            self.overflowed = True
+            return
+        self.cursor = event.sequence
+        if self._accepts(event):
+            self._events.append(event)
+            self._wake()
+
+    def end(self) -> None:
+        self.ended = True
+        self._wake()
+
+    def _wake(self) -> None:
+        ready = self._ready
+        if ready is not None and not ready.done():
+            ready.set_result(None)
+
+    async def next(self, timeout: float) -> list[Event] | None:
+        if not self._events and not self.ended:
+            if self.overflowed:
+                self.overflowed = False
+                self._tail.kick()
+            loop = asyncio.get_running_loop()
+            self._ready = ready = loop.create_future()
+            timer = loop.call_later(max(timeout, 0.0), _settle, ready)
+            try:
+                await ready
+            finally:
+                timer.cancel()
+                self._ready = None
+        if not self._events:
+            return None if self.ended else []
+        events, self._events = self._events, []
+        return events
+
+    def close(self) -> None:
+        self.ended = True
+        self._tail.remove(self)
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class _Tail:
+    """The live end of one workspace's log in this process, read by one task while any stream follows it:
+    from the oldest cursor among them, on every wake-up for the workspace's events."""
+
+    def __init__(self, reader: EventReader, workspace_id: str) -> None:
+        self._reader = reader
+        self._workspace_id = workspace_id
+        self._subscriptions: dict[Subscription, None] = {}
+        self._stops: dict[asyncio.Event, asyncio.Future[bool]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._waiter: Waiter | None = None
+
+    def add(
+        self, cursor: int, accepts: Callable[[Event], bool], stop: asyncio.Event | None, buffer: int
+    ) -> Subscription:
+        subscription = Subscription(self, cursor, accepts, buffer)
+        self._subscriptions[subscription] = None
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._run())
+        else:
+            # It may be partway through a read from a later cursor: have it read again from this one.
+            self.kick()
+        if stop is not None and stop not in self._stops:
+            watcher = self._stops[stop] = asyncio.ensure_future(stop.wait())
+            watcher.add_done_callback(lambda _f: self._end_all())
+        return subscription
+
+    def remove(self, subscription: Subscription) -> None:
+        self._subscriptions.pop(subscription, None)
+
+    def kick(self) -> None:
+        if self._waiter is not None:
+            self._waiter.fire()
+
+    def _end_all(self) -> None:
+        if not self._stops or not any(stop.is_set() for stop in self._stops):
+            return  # a watcher cancelled with the task
+        for subscription in list(self._subscriptions):
+            subscription.end()
+
+    async def close(self) -> None:
+        for subscription in list(self._subscriptions):
+            subscription.end()
+        self._subscriptions.clear()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        reader, horizon_of = self._reader, _Horizon()
+        with reader.signals.waiter(events_key(self._workspace_id)) as waiter:
+            self._waiter = waiter
+            try:
+                while self._subscriptions:
+                    following = [s for s in self._subscriptions if not s.overflowed and not s.ended]
+                    if not following:
+                        await waiter.wait(reader.poll_seconds)
+                        continue
+                    cursor = min(s.cursor for s in following)
+                    # Shielded: a read cancelled mid-query (at shutdown) would lose its connection unclosed.
+                    batch, horizon = await asyncio.shield(reader._read_batch(self._workspace_id, cursor))
+                    count, held = horizon_of.deliverable(batch, horizon)
+                    for event, _ in batch[:count]:
+                        for subscription in following:
+                            subscription.offer(event)
+                    if held:
+                        await asyncio.sleep(0.02)  # an in-flight transaction ends within milliseconds
+                    elif len(batch) < READ_BATCH:
+                        await waiter.wait(reader.poll_seconds)
+            finally:
+                self._waiter = None
+                for watcher in self._stops.values():
+                    watcher.cancel()
+                self._stops.clear()
+                if self._reader._tails.get(self._workspace_id) is self and not self._subscriptions:
+                    del self._reader._tails[self._workspace_id]

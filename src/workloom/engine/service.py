@@ -70,6 +70,7 @@ class Workloom:
 
     async def stop(self) -> None:
         await self.ticker.stop()
+        await self.events.close()
         if self._listener is not None:
             await self._listener.stop()
         await self.runner.close()

@@ -13,6 +13,7 @@ from workloom.api.deps import engine, principal
 from workloom.domain.errors import FieldError, ValidationFailed
 from workloom.domain.models import Event
 from workloom.engine import tasks
+from workloom.engine.events import Feed
 from workloom.engine.principal import Principal
 from workloom.engine.service import Workloom
 
@@ -83,12 +84,21 @@ async def events_stream(
     wanted = [t.strip() for t in types.split(",") if t.strip()] if types else None
     resolved_task = (await wl.run(p, lambda u: tasks.get(u, task_id))).id if task_id else None
 
-    encoded: EncodedEvents = request.app.state.encoded_events
+    feed = wl.events.subscribe(p, start, types=wanted, task_id=resolved_task, stop=request.app.state.stopping)
+    chunks = _EncodedFeed(feed, request.app.state.encoded_events)
+    return sse.stream(request, chunks, request.app.state.settings.keepalive_seconds, start_id=start)
 
-    async def source() -> AsyncIterator[bytes]:
-        async for event in wl.events.follow(
-            p, start, types=wanted, task_id=resolved_task, stop=request.app.state.stopping
-        ):
-            yield encoded.message(event)
 
-    return sse.stream(request, source(), request.app.state.settings.keepalive_seconds, start_id=start)
+class _EncodedFeed:
+    """A workspace feed as SSE messages (``sse.Chunks``), each event encoded once for every stream."""
+
+    def __init__(self, feed: Feed, encoded: EncodedEvents) -> None:
+        self._feed = feed
+        self._encoded = encoded
+
+    async def next(self, timeout: float) -> list[bytes] | None:
+        events = await self._feed.next(timeout)
+        return None if events is None else [self._encoded.message(event) for event in events]
+
+    async def aclose(self) -> None:
+        self._feed.close()
