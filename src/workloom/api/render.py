@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +13,10 @@ from workloom.domain.triage import Inbox, InboxItem, TriageState
 from workloom.engine.tasks import TreeNode
 
 
+@functools.lru_cache(maxsize=4096)
 def when(value: datetime | None) -> str | None:
+    # Cached: the rows of one response share a handful of instants (the unit's "now" above all), and a
+    # batch of claims renders a dozen per task.
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 

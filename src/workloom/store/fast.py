@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -36,6 +36,12 @@ class _Compiled:
     binds: tuple[Processor, ...]
     columns: tuple[tuple[str, Processor], ...]
     bulk: _Bulk | None = None
+    _keys: tuple[str, ...] = field(init=False)
+    _processed: tuple[tuple[str, Callable[[Any], Any]], ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_keys", tuple(key for key, _ in self.columns))
+        object.__setattr__(self, "_processed", tuple((k, p) for k, p in self.columns if p is not None))
 
     def args(self, params: Mapping[str, Any]) -> list[Any]:
         out = []
@@ -67,10 +73,13 @@ class _Compiled:
         return None
 
     def row(self, record: asyncpg.Record) -> dict[str, Any]:
-        return {
-            key: process(value) if process is not None and value is not None else value
-            for (key, process), value in zip(self.columns, record, strict=True)
-        }
+        # Most columns come as the driver gives them: zip those in C, then convert the few that need it.
+        found = dict(zip(self._keys, record, strict=True))
+        for key, process in self._processed:
+            value = found[key]
+            if value is not None:
+                found[key] = process(value)
+        return found
 
 
 def _compile(stmt: Executable, dialect: Dialect) -> _Compiled:

@@ -23,6 +23,9 @@ from workloom.store.fast import Statement
 from workloom.store.schema import inline, queues, runs, task_dependencies, tasks
 
 _TASK_PREFIX = "t_"
+# The task's columns in a row that also holds its run's: (label in the row, the task's column).
+_TASK_KEYS = tuple((_TASK_PREFIX + c.name, c.name) for c in tasks.c)
+_TASK_KEYS_AND_QUEUE = (*_TASK_KEYS, (_TASK_PREFIX + "queue_name", "queue_name"))
 _task_queue = queues.alias("task_queue")
 
 
@@ -53,11 +56,11 @@ async def run_with_task(conn: AsyncConnection, workspace_id: str, run_id: str) -
     row = await _READ.first(conn, {"workspace_id": workspace_id, "run_id": run_id})
     if row is None:
         return None
-    return rows.run(row), rows.task(_task_part(row))
+    return rows.run(row), rows.task(_task_part(row, _TASK_KEYS_AND_QUEUE))
 
 
-def _task_part(row: dict[str, Any]) -> dict[str, Any]:
-    return {key[len(_TASK_PREFIX) :]: value for key, value in row.items() if key.startswith(_TASK_PREFIX)}
+def _task_part(row: dict[str, Any], keys: tuple[tuple[str, str], ...] = _TASK_KEYS) -> dict[str, Any]:
+    return {name: row[key] for key, name in keys}
 
 
 def _complete_one() -> sa.Select[Any]:
