@@ -1,11 +1,17 @@
-"""Secrets are matched only against their hash; ids name their kind and sort by creation time."""
+"""Secrets are matched only against their hash; stored answers are sealed; ids name their kind and sort by
+creation time."""
 
 from __future__ import annotations
 
 import re
 
+import orjson
+import pytest
+from cryptography.exceptions import InvalidTag
+
 from workloom.domain import ids
 from workloom.domain.secrets import hash_secret, matches, new_secret
+from workloom.engine.sealing import open_sealed, seal
 
 
 def test_new_secrets_are_prefixed_and_unguessable():
@@ -49,3 +55,19 @@ def test_an_id_is_its_milliseconds_then_its_random_bits_in_crockford_base32(monk
         monkeypatch.setattr(ids.time, "time", lambda m=millis: (m + 0.5) / 1000)
         monkeypatch.setattr(ids.os, "urandom", lambda n, r=random: r[:n])
         assert ids.new_id("run") == "run_" + spelled(millis, 10) + spelled(int.from_bytes(random, "big"), 16)
+
+
+def test_a_sealed_answer_opens_only_with_its_key_and_a_large_one_is_stored_compressed() -> None:
+    claims = {
+        "items": [{"run_id": f"run_{i:04}", "status": "completed"} for i in range(100)],
+        "claims": [{"claim_token": f"wlct_{i:040}", "task": {"title": f"job {i}"}} for i in range(100)],
+    }
+    large = orjson.dumps(claims)
+    sealed = seal("key-1", large)
+    assert open_sealed("key-1", sealed) == large
+    assert len(sealed) < len(large) / 4  # a batch of claims is stored in a fraction of its size
+    assert b"wlct_" not in sealed  # the tokens are not readable in what is stored
+    small = b'{"status":"completed"}'
+    assert open_sealed("key-1", seal("key-1", small)) == small
+    with pytest.raises(InvalidTag):
+        open_sealed("key-2", sealed)
