@@ -321,8 +321,18 @@ class RoundTrips:
         self.sent: list[str] = []
         self.on = False
         connection = asyncpg.connection.Connection
-        for name in ("_execute", "execute"):
+        for name in ("_execute", "execute", "executemany"):
             monkeypatch.setattr(connection, name, self._counting(name, getattr(connection, name)))
+        # What SQLAlchemy sends goes through statements it prepared (and keeps) on the connection.
+        prepared = asyncpg.prepared_stmt.PreparedStatement
+        fetch = prepared.fetch
+
+        async def fetch_counted(statement: Any, *args: Any, **kwargs: Any) -> Any:
+            if self.on:
+                self.sent.append(statement.get_query().split(None, 1)[0].upper())
+            return await fetch(statement, *args, **kwargs)
+
+        monkeypatch.setattr(prepared, "fetch", fetch_counted)
 
     def _counting(self, name: str, method: Any) -> Any:
         async def counted(conn: Any, query: str, *args: Any, **kwargs: Any) -> Any:
@@ -367,19 +377,21 @@ async def test_a_completion_that_claims_the_next_task_is_six_round_trips_on_post
 
 
 @POSTGRES_ONLY
-async def test_creating_a_task_writes_it_its_run_and_its_events_in_one_round_trip_on_postgres(
+async def test_creating_a_task_is_one_statement_on_its_connection_on_postgres(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await h.create("warms the queue cache", queue="inbox")
+    await h.create("creates the queue", queue="inbox")
+    await h.create("reads the queue into the cache", queue="inbox")
     trips = RoundTrips(monkeypatch)
 
     trips.on = True
     task = await h.create("one more", queue="inbox", data={"n": 1})
     trips.on = False
 
-    # Begin; the number reserved (on a connection of its own); task, run and three events; commit.
-    assert trips.sent == ["BEGIN", "UPDATE", "WITH", "COMMIT"]
-    assert task.status == "ready" and task.number == 2
+    # The number reserved (on a connection of its own); task, run and three events in one statement,
+    # which is the whole transaction: sent without BEGIN, it needs no COMMIT.
+    assert trips.sent == ["UPDATE", "WITH"]
+    assert task.status == "ready" and task.number == 3
     assert [e.type for e in await h.wl.events.timeline(h.principal, task.id)] == [
         "task.created",
         "task.ready",
@@ -489,3 +501,27 @@ async def test_a_one_run_claim_runs_on_postgres_cached_plan_after_its_first_few(
     # PostgreSQL plans a prepared statement for its parameters five times, then keeps the cached plan if it
     # costs no more; a claim whose limit was a parameter was planned afresh every time.
     assert found is not None and (found["custom_plans"], found["generic_plans"]) == (5, 3)
+
+
+async def test_a_use_case_that_creates_then_reads_flushes_first_or_is_refused_whole(h: Harness) -> None:
+    """A created task's rows wait for the end of the unit (to go in one statement with its events); a use
+    case that goes on to use the database must flush them first. Forgetting is refused at once, on every
+    backend and every run, and the refused unit leaves nothing behind."""
+    await h.queue("inbox")
+
+    async def forgets(u: Unit) -> Task:
+        created = await tasks.create(u, NewTask(title="forgotten", queue="inbox"))
+        return await tasks.get(u, created.id)
+
+    with pytest.raises(RuntimeError, match="flush"):
+        await h.do(forgets)
+    assert (await h.list(ListQuery())).items == []
+
+    async def flushes(u: Unit) -> Task:
+        created = await tasks.create(u, NewTask(title="kept", queue="inbox"))
+        await u.flush()
+        return await tasks.get(u, created.id)
+
+    found = await h.do(flushes)
+    assert found.title == "kept" and found.status == "ready"
+    assert [t.title for t in (await h.list(ListQuery())).items] == ["kept"]

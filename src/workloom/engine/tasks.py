@@ -177,8 +177,8 @@ async def _create_simple(u: Unit, many: list[NewTask]) -> list[Task]:
         for number, (kind, run_id, payload) in enumerate(events, start=1):
             await record(u, kind, task_id=task.id, run_id=run_id, payload=payload, task_sequence=number)
         created.append(task)
-    # The rows and their events in one round trip (PostgreSQL), the events as they would have been later.
-    await u.flush([*store.task_inserts(created), *run_store.run_inserts(new_runs)])
+    # The rows go with their events, in one round trip (PostgreSQL) at the unit's end.
+    u.write_later([*store.task_inserts(created), *run_store.run_inserts(new_runs)])
     return created
 
 

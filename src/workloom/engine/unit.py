@@ -42,7 +42,7 @@ log = logging.getLogger("workloom.engine")
 
 @dataclass(slots=True)
 class Unit:
-    conn: AsyncConnection
+    connection: AsyncConnection
     principal: Principal
     now: datetime
     wakeups: set[str] = field(default_factory=set)
@@ -56,10 +56,26 @@ class Unit:
     # this transaction. Units made without them read and number inside the transaction.
     queue_cache: QueueCache | None = None
     numbers: TaskNumbers | None = None
+    # Rows to be written with the unit's events (``write_later``), not before.
+    held: list[Write] = field(default_factory=list)
 
     @property
     def workspace_id(self) -> str:
         return self.principal.workspace_id
+
+    @property
+    def conn(self) -> AsyncConnection:
+        """The unit's transaction, for what it reads and writes now. Refused while rows are held back for
+        the end (``write_later``): whatever ran next could need them, so ``flush`` first."""
+        if self.held:
+            raise RuntimeError("this unit holds rows back for its end; await u.flush() before using its connection")
+        return self.connection
+
+    def write_later(self, writes: Sequence[Write]) -> None:
+        """Write these rows with the unit's events, at its end unless something flushes sooner. A unit whose
+        only writes these are then takes one statement on PostgreSQL: sent without BEGIN and COMMIT, it is
+        a transaction on its own (a create: one round trip where it was three)."""
+        self.held.extend(writes)
 
     def wake(self, key: str) -> None:
         self.wakeups.add(key)
@@ -72,13 +88,16 @@ class Unit:
         """Commit what was written (e.g. the record of a refused late result), then raise ``error``."""
         self.deferred_error = error
 
-    async def flush(self, writes: Sequence[Write] = ()) -> None:
-        """Write the events recorded so far: one sequence bump per task and one insert for all of them.
+    async def flush(self, writes: Sequence[Write] = (), *, final: bool = False) -> None:
+        """Write the rows held back and the events recorded so far: one sequence bump per task and one
+        insert for all of them.
 
         ``writes`` (rows the events are about, say) are written first, in the same round trip as the
-        events where nothing has to run between them."""
+        events where nothing has to run between them. ``final``: nothing else runs in this transaction."""
+        writes = [*self.held, *writes]
+        self.held = []
         if not self.events:
-            await write_all(self.conn, writes)
+            await write_all(self.conn, writes, final=final)
             return
         # An event numbered already (a task created in this unit, its row written with its count) is not bumped.
         per_task = Counter(e["task_id"] for e in self.events if e["task_id"] is not None and e["task_sequence"] is None)
@@ -92,7 +111,7 @@ class Unit:
             if task_id is not None and event["task_sequence"] is None:
                 event["task_sequence"] = next_number[task_id]
                 next_number[task_id] += 1
-        await write_all(self.conn, [*writes, *event_store.event_inserts(self.events)])
+        await write_all(self.conn, [*writes, *event_store.event_inserts(self.events)], final=final)
         self.events = []
 
 
@@ -122,7 +141,11 @@ class Runner:
 
     def unit(self, conn: AsyncConnection, principal: Principal) -> Unit:
         return Unit(
-            conn=conn, principal=principal, now=self.clock.now(), queue_cache=self.queue_cache, numbers=self.numbers
+            connection=conn,
+            principal=principal,
+            now=self.clock.now(),
+            queue_cache=self.queue_cache,
+            numbers=self.numbers,
         )
 
     async def run(self, principal: Principal, op: Callable[[Unit], Awaitable[T]]) -> T:
@@ -131,7 +154,7 @@ class Runner:
                 async with self.db.transaction() as conn:
                     unit = self.unit(conn, principal)
                     result = await op(unit)
-                    await unit.flush()
+                    await unit.flush(final=True)
             except Exception as exc:
                 if attempt < TRANSIENT_RETRIES and is_transient(exc):
                     log.info("transaction retried after a transient conflict", extra={"attempt": attempt})
@@ -177,6 +200,7 @@ class Runner:
             result = await op(u)
             status, body = render(result)
             if u.deferred_error is None and keep(result):
+                await u.flush()
                 sealed = seal(key, orjson.dumps(body))
                 await store.idempotency_insert(
                     u.conn,

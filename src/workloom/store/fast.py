@@ -151,16 +151,18 @@ def _driver_error(error: asyncpg.PostgresError, sql: str) -> sa.exc.DBAPIError:
     return kind(sql, None, error)
 
 
-async def driver(conn: AsyncConnection) -> asyncpg.Connection:
+async def driver(conn: AsyncConnection, *, begin: bool = True) -> asyncpg.Connection:
     """The asyncpg connection under ``conn``, inside the transaction SQLAlchemy has begun on it.
 
     SQLAlchemy's asyncpg adapter sends BEGIN lazily, with its first statement; a statement sent around
-    it must begin that transaction first, or it would run (and commit) on its own.
+    it must begin that transaction first, or it would run (and commit) on its own — which is what
+    ``begin=False`` is for: the one statement of a transaction that has no other (nothing has begun it,
+    and SQLAlchemy's COMMIT then finds nothing to commit).
     """
     adapted: Any = conn.sync_connection.connection.dbapi_connection if conn.sync_connection else None
     if adapted is None:
         raise RuntimeError("no connection")
-    if adapted._transaction is None and adapted.isolation_level != "autocommit":
+    if begin and adapted._transaction is None and adapted.isolation_level != "autocommit":
         async with adapted._execute_mutex:
             if adapted._transaction is None:
                 await adapted._start_transaction()
@@ -281,13 +283,16 @@ def _renumbered(sql: str, offset: int) -> str:
     return _PLACEHOLDER.sub(lambda m: f"${int(m.group(1)) + offset}", sql)
 
 
-async def write_all(conn: AsyncConnection, writes: Sequence[Write]) -> None:
+async def write_all(conn: AsyncConnection, writes: Sequence[Write], *, final: bool = False) -> None:
     """Run the writes in order; on PostgreSQL in one round trip, as one statement in which each write but
     the last is a data-modifying ``WITH`` part. Foreign keys are checked when that statement ends, so a
-    write may refer to rows an earlier one inserts. Writes with no one-statement form are run one by one."""
+    write may refer to rows an earlier one inserts. Writes with no one-statement form are run one by one.
+
+    ``final``: nothing else runs in this transaction. If nothing ran before either, the statement is sent
+    without BEGIN (and so needs no COMMIT): one statement is a transaction of its own."""
     writes = [w for w in writes if w.rows]
     shaped = [w.statement._pg(conn).shaped(w.rows) for w in writes] if conn.dialect.name == "postgresql" else []
-    if len(writes) < 2 or not shaped or any(s is None for s in shaped):
+    if not shaped or any(s is None for s in shaped) or (len(writes) < 2 and not final):
         for write in writes:
             await write.statement.many(conn, write.rows)
         return
@@ -296,8 +301,12 @@ async def write_all(conn: AsyncConnection, writes: Sequence[Write]) -> None:
     for sql, values in (s for s in shaped if s is not None):
         parts.append(_renumbered(sql, len(args)))
         args.extend(values)
-    text = "WITH " + ", ".join(f"w{i} AS ({part})" for i, part in enumerate(parts[:-1])) + " " + parts[-1]
-    raw = await driver(conn)
+    text = (
+        parts[0]
+        if len(parts) == 1
+        else ("WITH " + ", ".join(f"w{i} AS ({part})" for i, part in enumerate(parts[:-1])) + " " + parts[-1])
+    )
+    raw = await driver(conn, begin=not final)
     try:
         await raw.execute(text, *args)
     except asyncpg.PostgresError as error:

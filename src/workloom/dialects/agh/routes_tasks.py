@@ -77,6 +77,7 @@ def run_and_task(found: tuple[Task, Run | None, shapes.Facts]) -> tuple[int, dic
 
 
 async def recorded(u: Unit, task: Task) -> tuple[Task, shapes.Facts]:
+    await u.flush()  # a task just created has its rows held for the unit's end; its facts are read now
     return task, await reads.gather(u, [task], edges=False)
 
 
