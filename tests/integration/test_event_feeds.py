@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
+import pytest
 from harness import Harness
 
 from workloom.domain.models import Event
@@ -129,3 +131,29 @@ async def test_feeds_of_two_workspaces_see_only_their_own(h: Harness) -> None:
     assert await ours.next(0.3) == []
     ours.close()
     theirs.close()
+
+
+async def test_feeds_go_on_after_the_log_could_not_be_read_for_a_moment(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await h.queue("q")
+    start = await h.wl.events.last_sequence(h.principal)
+    feed = h.wl.events.subscribe(h.principal, start)
+    assert await feed.next(0.05) == []
+    read = h.wl.events._read_batch
+    failures = 0
+
+    async def failing_twice(workspace_id: str, cursor: int) -> Any:
+        nonlocal failures
+        if failures < 2:
+            failures += 1
+            raise ConnectionError("database went away")
+        return await read(workspace_id, cursor)
+
+    monkeypatch.setattr(h.wl.events, "_read_batch", failing_twice)
+    monkeypatch.setattr(h.wl.events, "poll_seconds", 0.05)
+    await h.create("after the outage", queue="q")
+    log = await log_after(h, start)
+    assert [e.sequence for e in await take(feed, len(log))] == [e.sequence for e in log]
+    assert failures == 2
+    feed.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -50,6 +51,8 @@ async def record(
     )
     u.wake(events_key(u.workspace_id))
 
+
+log = logging.getLogger("workloom.events")
 
 # A writer left idle inside its transaction would hold every stream back; past this wait, deliver anyway.
 HORIZON_PATIENCE = timedelta(seconds=5)
@@ -348,8 +351,13 @@ class _Tail:
                         await waiter.wait(reader.poll_seconds)
                         continue
                     cursor = min(s.cursor for s in following)
-                    # Shielded: a read cancelled mid-query (at shutdown) would lose its connection unclosed.
-                    batch, horizon = await asyncio.shield(reader._read_batch(self._workspace_id, cursor))
+                    try:
+                        # Shielded: a read cancelled mid-query (at shutdown) would lose its connection unclosed.
+                        batch, horizon = await asyncio.shield(reader._read_batch(self._workspace_id, cursor))
+                    except Exception:  # the database away for a moment: the streams wait, then go on
+                        log.warning("reading the event log for streams failed; trying again", exc_info=True)
+                        await waiter.wait(reader.poll_seconds)
+                        continue
                     count, held = horizon_of.deliverable(batch, horizon)
                     for event, _ in batch[:count]:
                         for subscription in following:
