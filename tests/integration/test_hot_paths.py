@@ -525,3 +525,25 @@ async def test_a_use_case_that_creates_then_reads_flushes_first_or_is_refused_wh
     found = await h.do(flushes)
     assert found.title == "kept" and found.status == "ready"
     assert [t.title for t in (await h.list(ListQuery())).items] == ["kept"]
+
+
+@POSTGRES_ONLY
+async def test_a_read_outside_a_unit_is_its_statements_alone_on_postgres(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task = await h.create("read about", queue="inbox")
+    trips = RoundTrips(monkeypatch)
+
+    trips.on = True
+    last = await h.wl.events.last_sequence(h.principal)
+    timeline = await h.wl.events.timeline(h.principal, task.id)
+    trips.on = False
+
+    assert trips.sent == ["SELECT", "SELECT", "SELECT"]  # no BEGIN, no ROLLBACK
+    assert timeline[-1].sequence == last
+    # The connection goes back to the pool as it came: the next unit of work is a transaction again.
+    trips.sent.clear()
+    trips.on = True
+    await h.do(lambda u: tasks.cancel(u, task.id))
+    trips.on = False
+    assert trips.sent[0] == "BEGIN" and trips.sent[-1] == "COMMIT"

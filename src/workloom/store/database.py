@@ -58,7 +58,12 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
+        """Reads outside any unit of work. On PostgreSQL they run without BEGIN and ROLLBACK: at READ
+        COMMITTED every statement takes its own snapshot, in a transaction or not, so a transaction would
+        give a read nothing but two more round trips."""
         async with self.engine.connect() as conn:
+            if self.is_postgres:
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
             await conn.rollback()
 
