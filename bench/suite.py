@@ -792,7 +792,10 @@ def run_postgres(url: str, wanted: list[str], suite: Suite, python: Path | None)
                     on_api(lambda a: wl_enqueue_one(a, f"enq-{tag}", sizes.enqueue_one), "enqueue_one"),  # noqa: B023
                     "tasks/s",
                 )
-                batch = on_api(lambda a: wl_enqueue_batch(a, f"enqb-{tag}", sizes.enqueue_batch, sizes.batch_chunk))  # noqa: B023
+                batch = on_api(
+                    lambda a: wl_enqueue_batch(a, f"enqb-{tag}", sizes.enqueue_batch, sizes.batch_chunk),  # noqa: B023
+                    "enqueue_batch",
+                )
                 if batch is None:
                     suite.note("enqueue: the server has no POST /v1/tasks/batch, so there is no Workloom batch figure")
                 suite.record("enqueue", "workloom_batch", batch, "tasks/s")
@@ -862,8 +865,10 @@ def run_sqlite(suite: Suite) -> None:
                 async def go(run: int = run) -> tuple[float, float]:
                     api = Api(wl.base, token)
                     try:
-                        drain = await wl_drain(wl.base, token, api, f"sq-drain-{run}", suite.sizes, suite)
-                        single = await wl_single(api, f"sq-single-{run}", suite.sizes.single, True)
+                        with sampled(suite, wl.process.pid, f"sqlite_drain-{run}"):
+                            drain = await wl_drain(wl.base, token, api, f"sq-drain-{run}", suite.sizes, suite)
+                        with sampled(suite, wl.process.pid, f"sqlite_single-{run}"):
+                            single = await wl_single(api, f"sq-single-{run}", suite.sizes.single, True)
                         return drain, single
                     finally:
                         await api.close()

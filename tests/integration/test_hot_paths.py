@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
+import aiosqlite
 import asyncpg
 import pytest
 import sqlalchemy as sa
@@ -15,7 +16,7 @@ from harness import Harness
 from workloom.domain.actors import Actor
 from workloom.domain.clock import ManualClock
 from workloom.domain.errors import NotFound
-from workloom.domain.models import Task
+from workloom.domain.models import Claim, Run, Task
 from workloom.domain.queries import ListQuery
 from workloom.engine import queues, runs, tasks
 from workloom.engine.caches import QUEUE_TTL_SECONDS, QueueCache
@@ -26,13 +27,14 @@ from workloom.engine.tasks import NewTask
 from workloom.engine.unit import Unit
 from workloom.store import held
 from workloom.store import tasks as task_store
-from workloom.store.fast import Statement, driver, one_of
+from workloom.store.fast import Statement, driver, on_sqlite_thread, one_of
 from workloom.store.notify import Listener, Notifier
 from workloom.store.schema import tasks as tasks_table
 
 POSTGRES_ONLY = pytest.mark.parametrize(
     "backend", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
 )
+SQLITE_ONLY = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 # An upper bound on waiting for a wake-up to cross PostgreSQL; the tests end as soon as it arrives.
 DELIVERY_TIMEOUT = 10.0
 
@@ -344,20 +346,29 @@ class RoundTrips:
         return counted
 
 
-@POSTGRES_ONLY
-async def test_a_completion_that_claims_the_next_task_is_six_round_trips_on_postgres(
-    h: Harness, monkeypatch: pytest.MonkeyPatch
-) -> None:
+class Counter(Protocol):
+    on: bool
+
+
+async def _complete_and_claim_counted(h: Harness, trips: Counter) -> tuple[Claim, Run, list[Claim]]:
+    """Two tasks queued, the first claimed; then, counted by ``trips``, its completion claiming the second."""
     await h.create("first", queue="loop")
     await h.create("second", queue="loop")
     claim = await h.claim_one("loop")
-    trips = RoundTrips(monkeypatch)
-
     trips.on = True
     done, claimed = await h.do(
         lambda u: runs.complete_and_claim(u, claim.run.id, claim.claim_token, {"ok": 1}, None, 1, None)
     )
     trips.on = False
+    return claim, done, claimed
+
+
+@POSTGRES_ONLY
+async def test_a_completion_that_claims_the_next_task_is_six_round_trips_on_postgres(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trips = RoundTrips(monkeypatch)
+    claim, done, claimed = await _complete_and_claim_counted(h, trips)
 
     # Begin; the run and its task read and locked; both completed, with whether anything depends on the
     # task; the next run claimed with its task moved to in progress; the four events; commit.
@@ -374,6 +385,55 @@ async def test_a_completion_that_claims_the_next_task_is_six_round_trips_on_post
         "run.claimed",
         "task.in_progress",
     ]
+
+
+class HandOvers:
+    """What goes to aiosqlite's thread while ``on``: a statement's first word, or the name of the call."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.sent: list[str] = []
+        self.on = False
+        execute = aiosqlite.Connection._execute
+
+        async def counted(conn: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+            if self.on:
+                sql = next((a for a in (*args, *getattr(fn, "args", ())) if isinstance(a, str)), None)
+                self.sent.append(sql.split(None, 1)[0].upper() if sql else getattr(fn, "__name__", "?"))
+            return await execute(conn, fn, *args, **kwargs)
+
+        monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+
+
+@SQLITE_ONLY
+async def test_a_completion_that_claims_the_next_task_is_one_hand_over_per_statement_on_sqlite(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trips = HandOvers(monkeypatch)
+    claim, done, claimed = await _complete_and_claim_counted(h, trips)
+
+    # Through SQLAlchemy's adapter each statement took four (cursor, execute, fetch, close), and the pool's
+    # rollback after COMMIT one more; straight through the driver each statement is one, and a connection
+    # taken back after its commit is not rolled back. (BEGIN IMMEDIATE still goes through SQLAlchemy.)
+    sent = " ".join(trips.sent)
+    assert trips.sent[:3] == ["cursor", "BEGIN", "close"] and trips.sent[-1] == "commit", sent
+    assert all(s in {"SELECT", "UPDATE", "INSERT", "WITH"} for s in trips.sent[3:-1]), sent
+    assert done.status == "completed" and [c.task.title for c in claimed] == ["second"]
+    assert (await h.task(claim.task.id)).status == "completed"
+    assert claimed[0].task.status == "in_progress" and claimed[0].run.status == "claimed"
+
+
+@SQLITE_ONLY
+async def test_a_connection_given_back_in_the_middle_of_a_transaction_is_rolled_back_on_sqlite(h: Harness) -> None:
+    # The pool no longer rolls back every connection it takes back: one left inside a transaction that
+    # SQLAlchemy did not see begin (its own it ends itself) still is, or the next unit could not begin.
+    task = await h.create("kept")
+    async with h.wl.db.engine.connect() as conn:
+        adapted = (await conn.get_raw_connection()).dbapi_connection
+        await on_sqlite_thread(adapted, "BEGIN IMMEDIATE")
+        await on_sqlite_thread(adapted, "UPDATE tasks SET title = 'abandoned'")
+        assert not conn.in_transaction()
+    await h.create("next")
+    assert (await h.task(task.id)).title == "kept"
 
 
 @POSTGRES_ONLY

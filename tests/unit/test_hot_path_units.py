@@ -1,10 +1,13 @@
-"""Pieces of the hot paths that need no database: NOTIFY payloads, SSE encodings kept per app, the queue cache."""
+"""Pieces of the hot paths that need no database: NOTIFY payloads, SSE encodings kept per app, the queue cache,
+instants as SQLite stores them."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
 
 from workloom.api.routers.events import EncodedEvents
 from workloom.domain.actors import Actor
@@ -12,6 +15,7 @@ from workloom.domain.models import Event, Queue
 from workloom.engine.caches import QueueCache
 from workloom.engine.signals import queues_changed_key
 from workloom.store.notify import payloads
+from workloom.store.types import UtcDateTime
 
 # PostgreSQL refuses a NOTIFY payload of 8000 bytes or more; ours stay under 7000.
 LIMIT = 7000
@@ -168,3 +172,31 @@ def test_payloads_are_measured_in_bytes_not_characters() -> None:
     found = payloads(keys)
     assert all(len(p.encode()) < 7000 for p in found)
     assert sorted(k for p in found for k in p.split(" ")) == sorted(keys)
+
+
+# -- instants on SQLite -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "instant",
+    [
+        datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        datetime(2026, 1, 2, 3, 4, 5, 123, tzinfo=timezone(timedelta(hours=2))),
+        datetime(5, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+    ],
+)
+def test_an_instant_is_stored_on_sqlite_as_the_text_sqlalchemy_would_store(instant: datetime) -> None:
+    # Rows written before the one-step conversion, and any written through SQLAlchemy's own type, must
+    # compare with new ones as text in time order.
+    dialect = sqlite.dialect()
+    theirs = sa.DateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert theirs is not None
+    ours = UtcDateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert ours(instant) == theirs(instant.astimezone(UTC).replace(tzinfo=None))
+
+
+def test_a_naive_instant_is_refused_on_sqlite() -> None:
+    dialect = sqlite.dialect()
+    with pytest.raises(ValueError, match="naive"):
+        UtcDateTime().dialect_impl(dialect).bind_processor(dialect)(datetime(2026, 1, 1))

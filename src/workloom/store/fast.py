@@ -1,17 +1,19 @@
-"""The hot statements, built once and run on PostgreSQL straight through the driver.
+"""The hot statements, built once and run straight through the driver.
 
 Building a SQLAlchemy statement, finding its compiled form and adapting its result costs far more than
 the database takes to run it (measured on a claim's candidate query: 1.6 ms of Python through
-SQLAlchemy, 0.3 ms through asyncpg). A ``Statement`` is built once per dialect, compiled once, and on
-PostgreSQL executed with asyncpg on the same connection and transaction SQLAlchemy holds, so it uses
-asyncpg's own prepared statements; the bind and result conversions are still SQLAlchemy's (taken from
-the compiled form), so values look exactly as they do through ``conn.execute``. On SQLite it simply is
-``conn.execute``: the file is the bottleneck there, not Python.
+SQLAlchemy, 0.3 ms through asyncpg). A ``Statement`` is built once per dialect, compiled once, and
+executed with the driver on the same connection and transaction SQLAlchemy holds: on PostgreSQL with
+asyncpg (and its own prepared statements), on SQLite with one call into aiosqlite's thread (SQLAlchemy's
+adapter makes four: cursor, execute, fetch, close; and a drain spent a fifth of the server in its bind
+processing). The bind and result conversions are still SQLAlchemy's (taken from the compiled form), so
+values look exactly as they do through ``conn.execute``.
 """
 
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -72,7 +74,7 @@ class _Compiled:
             return bulk.sql, self.bulk_args(bulk, params)
         return None
 
-    def row(self, record: asyncpg.Record) -> dict[str, Any]:
+    def row(self, record: Sequence[Any]) -> dict[str, Any]:
         # Most columns come as the driver gives them: zip those in C, then convert the few that need it.
         found = dict(zip(self._keys, record, strict=True))
         for key, process in self._processed:
@@ -145,10 +147,43 @@ def _bulk(sql: str, names: tuple[str, ...], fixed: dict[str, Any], compiled: Any
     return None
 
 
-def _driver_error(error: asyncpg.PostgresError, sql: str) -> sa.exc.DBAPIError:
+def _driver_error(error: asyncpg.PostgresError | sqlite3.Error, sql: str) -> sa.exc.DBAPIError:
     """What SQLAlchemy would have raised, so callers catch ``IntegrityError`` and retry transient ones alike."""
-    kind = sa.exc.IntegrityError if isinstance(error, asyncpg.IntegrityConstraintViolationError) else sa.exc.DBAPIError
+    integrity = isinstance(error, asyncpg.IntegrityConstraintViolationError | sqlite3.IntegrityError)
+    kind = sa.exc.IntegrityError if integrity else sa.exc.DBAPIError
     return kind(sql, None, error)
+
+
+def _sqlite_run(
+    connection: sqlite3.Connection, sql: str, args: Sequence[Any] | list[Sequence[Any]], many: bool
+) -> tuple[list[Any], int]:
+    # Runs on aiosqlite's thread: the statement, its rows and its count in one hand-over.
+    cursor = connection.executemany(sql, args) if many else connection.execute(sql, args)
+    try:
+        return (cursor.fetchall() if cursor.description else []), cursor.rowcount
+    finally:
+        cursor.close()
+
+
+async def on_sqlite_thread(
+    adapted: Any, sql: str, args: Sequence[Any] | list[Sequence[Any]] = (), *, many: bool = False
+) -> tuple[list[Any], int]:
+    """Run ``sql`` on the SQLite connection SQLAlchemy's adapter ``adapted`` wraps, in one hand-over to its
+    thread: its rows and the count of rows it changed."""
+    threaded = adapted._connection  # aiosqlite's Connection: one queue to its thread
+    try:
+        result: tuple[list[Any], int] = await threaded._execute(_sqlite_run, threaded._conn, sql, args, many)
+    except sqlite3.Error as error:
+        raise _driver_error(error, sql) from error
+    return result
+
+
+async def _on_sqlite(conn: AsyncConnection, sql: str, args: Any, *, many: bool = False) -> tuple[list[Any], int]:
+    """Run ``sql`` inside the transaction ``conn`` holds (BEGIN IMMEDIATE was sent when the unit began)."""
+    adapted: Any = conn.sync_connection.connection.dbapi_connection if conn.sync_connection else None
+    if adapted is None:
+        raise RuntimeError("no connection")
+    return await on_sqlite_thread(adapted, sql, args, many=many)
 
 
 async def driver(conn: AsyncConnection, *, begin: bool = True) -> asyncpg.Connection:
@@ -171,10 +206,13 @@ async def driver(conn: AsyncConnection, *, begin: bool = True) -> asyncpg.Connec
 
 
 def one_of(column: sa.ColumnElement[Any], name: str, dialect: str) -> sa.ColumnElement[bool]:
-    """``column IN (:name…)``: an array parameter on PostgreSQL (one statement text whatever the length)."""
+    """``column IN (:name…)`` with one statement text whatever the length: an array parameter on PostgreSQL,
+    a JSON array read by ``json_each`` on SQLite (whose planner still looks each value up by index). The
+    values must be JSON's own: text or numbers."""
     if dialect == "postgresql":
         return column == sa.any_(sa.bindparam(name, type_=ARRAY(column.type)))
-    return column.in_(sa.bindparam(name, expanding=True))
+    listed = sa.func.json_each(sa.bindparam(name, type_=sa.JSON())).table_valued("value")
+    return column.in_(sa.select(listed.c.value))
 
 
 def workspace_filter(column: sa.ColumnElement[Any], name: str) -> sa.ColumnElement[bool]:
@@ -203,6 +241,7 @@ class Statement:
         self._build: Build = build if callable(build) else _constant(build)
         self._built: dict[str, Executable] = {}
         self._compiled: _Compiled | None = None
+        self._sqlite: _Compiled | bool | None = False  # False: not compiled yet; None: no driver form
 
     def statement(self, dialect_name: str) -> Executable:
         stmt = self._built.get(dialect_name)
@@ -215,11 +254,29 @@ class Statement:
             self._compiled = _compile(self.statement("postgresql"), conn.dialect)
         return self._compiled
 
+    def _lite(self, conn: AsyncConnection) -> _Compiled | None:
+        """The SQLite form, when this connection may take it: inside a transaction (outside one, SQLAlchemy
+        would begin it), and for a statement without expanding parameters (``IN`` lists: their text varies
+        with the length, which SQLAlchemy renders per call)."""
+        if not conn.in_transaction():
+            return None
+        if self._sqlite is False:
+            try:
+                self._sqlite = _compile(self.statement("sqlite"), conn.dialect)
+            except ValueError:
+                self._sqlite = None
+        assert not isinstance(self._sqlite, bool)
+        return self._sqlite
+
     async def rows(self, conn: AsyncConnection, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         params = params or {}
         if conn.dialect.name != "postgresql":
-            result = await conn.execute(self.statement(conn.dialect.name), dict(params))
-            return [dict(row) for row in result.mappings()]
+            lite = self._lite(conn)
+            if lite is None:
+                result = await conn.execute(self.statement(conn.dialect.name), dict(params))
+                return [dict(row) for row in result.mappings()]
+            found, _ = await _on_sqlite(conn, lite.sql, lite.args(params))
+            return [lite.row(row) for row in found]
         compiled = self._pg(conn)
         raw = await driver(conn)
         try:
@@ -236,8 +293,12 @@ class Statement:
         """Run it; the number of rows it changed."""
         params = params or {}
         if conn.dialect.name != "postgresql":
-            result = await conn.execute(self.statement(conn.dialect.name), dict(params))
-            return int(result.rowcount)
+            lite = self._lite(conn)
+            if lite is None:
+                result = await conn.execute(self.statement(conn.dialect.name), dict(params))
+                return int(result.rowcount)
+            _, count = await _on_sqlite(conn, lite.sql, lite.args(params))
+            return count
         compiled = self._pg(conn)
         raw = await driver(conn)
         try:
@@ -253,7 +314,11 @@ class Statement:
         if not params:
             return
         if conn.dialect.name != "postgresql":
-            await conn.execute(self.statement(conn.dialect.name), [dict(p) for p in params])
+            lite = self._lite(conn)
+            if lite is None:
+                await conn.execute(self.statement(conn.dialect.name), [dict(p) for p in params])
+            else:
+                await _on_sqlite(conn, lite.sql, [lite.args(p) for p in params], many=True)
             return
         compiled = self._pg(conn)
         raw = await driver(conn)
