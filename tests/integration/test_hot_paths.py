@@ -607,3 +607,40 @@ async def test_a_read_outside_a_unit_is_its_statements_alone_on_postgres(
     await h.do(lambda u: tasks.cancel(u, task.id))
     trips.on = False
     assert trips.sent[0] == "BEGIN" and trips.sent[-1] == "COMMIT"
+
+
+# -- rows written many at a time -----------------------------------------------------------------------------
+
+AWKWARD = ['quote " and \\ backslash', "é ✓ 日本 — \n tab\t", "{not, an, array}", "NULL", ""]
+
+
+async def test_a_batch_writes_every_value_as_one_at_a_time_would(h: Harness) -> None:
+    # On PostgreSQL a batch's rows go as one JSON document: text that looks like JSON, arrays or NULL,
+    # JSON nulls, numbers, flags and instants must all come back as they were given.
+    given = [
+        NewTask(title=AWKWARD[0], queue="bulk", data=None, metadata={"k": None}, priority="high"),
+        NewTask(title=AWKWARD[1], queue="bulk", data={"texts": AWKWARD, "n": 2**53, "x": 1.5, "ok": False}),
+        NewTask(title=AWKWARD[2], queue="bulk", data=[None, {"deep": [AWKWARD[3]]}], description=AWKWARD[4]),
+        NewTask(title="drafted", queue="bulk", data="plain text", draft=True),
+    ]
+    made = await h.do(lambda u: tasks.create_many(u, given))
+    for new, task in zip(given, made, strict=True):
+        stored = await h.task(task.id)
+        assert stored == task
+        assert (stored.title, stored.data, stored.metadata, stored.description, stored.priority, stored.draft) == (
+            new.title,
+            new.data,
+            new.metadata,
+            new.description,
+            new.priority,
+            new.draft,
+        )
+
+    claims = await h.claim("bulk", limit=3)
+    results: list[Any] = [None, {"echo": AWKWARD}, [1, None, "two"]]
+    items = [(c.run.id, c.claim_token, r) for c, r in zip(claims, results, strict=True)]
+    outcomes = await h.do(lambda u: runs.complete_many(u, items))
+    assert [o.status for o in outcomes if isinstance(o, Run)] == ["completed"] * 3
+    for claim, result in zip(claims, results, strict=True):
+        task = await h.task(claim.task.id)
+        assert (task.status, task.output, task.closed_at) == ("completed", result, h.clock.now())

@@ -3,6 +3,7 @@ creation time."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import orjson
@@ -53,7 +54,7 @@ def test_an_id_is_its_milliseconds_then_its_random_bits_in_crockford_base32(monk
 
     for millis, random in [(0, bytes(10)), (1_700_000_000_123, bytes(range(10))), ((1 << 48) - 1, b"\xff" * 10)]:
         monkeypatch.setattr(ids.time, "time", lambda m=millis: (m + 0.5) / 1000)
-        monkeypatch.setattr(ids.os, "urandom", lambda n, r=random: r[:n])
+        monkeypatch.setattr(ids.random, "getrandbits", lambda k, r=random: int.from_bytes(r, "big") >> (80 - k))
         assert ids.new_id("run") == "run_" + spelled(millis, 10) + spelled(int.from_bytes(random, "big"), 16)
 
 
@@ -71,3 +72,19 @@ def test_a_sealed_answer_opens_only_with_its_key_and_a_large_one_is_stored_compr
     assert open_sealed("key-1", seal("key-1", small)) == small
     with pytest.raises(InvalidTag):
         open_sealed("key-2", sealed)
+
+
+def test_a_forked_child_makes_ids_other_than_its_parents() -> None:
+    # The random part comes from the standard generator, which a forked child must not share with its
+    # parent (server workers are forked): the two would otherwise make the same ids in the same millisecond.
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write, " ".join(ids.new_id("t")[-16:] for _ in range(20)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as child:
+        theirs = set(child.read().split())
+    ours = {ids.new_id("t")[-16:] for _ in range(20)}
+    assert len(theirs) == 20 and not theirs & ours

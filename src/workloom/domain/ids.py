@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import random
 import time
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
@@ -17,6 +17,9 @@ def new_id(prefix: str) -> str:
 
     The 26 characters are the 130-bit number ``millis << 80 | random`` in base32, most significant first
     (its two top bits are always zero)."""
-    value = (int(time.time() * 1000) & _MILLIS) << 80 | int.from_bytes(os.urandom(10), "big")
+    # Ids name things, they guard nothing (keys and claim tokens come from ``secrets``), so the random part
+    # is the standard generator's, seeded from the OS and reseeded in a forked child: a tenth of the
+    # cost of a getrandom system call per id, which was a seventh of the server's time in a batch create.
+    value = (int(time.time() * 1000) & _MILLIS) << 80 | random.getrandbits(80)
     pairs = _PAIRS
     return prefix + "_" + "".join([pairs[value >> shift & 1023] for shift in _SHIFTS])

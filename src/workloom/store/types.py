@@ -22,7 +22,8 @@ class UtcDateTime(sa.types.TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to the store; use an aware UTC datetime")
-        value = value.astimezone(UTC)
+        if value.tzinfo is not UTC:  # the engine's clock gives UTC already: no new object for those
+            value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def bind_processor(self, dialect: Dialect) -> Any:

@@ -35,7 +35,8 @@ class TaskCreate(Strict):
     max_attempts: Attempts | None = None
     draft: StrictBool = False
     parent_task_id: TaskRef | None = None
-    depends_on: Annotated[list[TaskRef], Field(max_length=100)] = []
+    # A factory, not ``[]``: pydantic deep-copies a mutable default for every task of a batch.
+    depends_on: Annotated[list[TaskRef], Field(max_length=100, default_factory=list)]
     approval_policy: Literal["none", "required"] = "none"
     due_at: AwareDatetime | None = None
     owner: ActorIn | None = None
