@@ -60,7 +60,8 @@ class Sizes:
     single: int = 3_000
     enqueue_one: int = 3_000
     enqueue_batch: int = 20_000
-    batch_chunk: int = 500
+    enqueue_chunk: int = 1_000  # as procrastinate's and pgqueuer's batches (bench/peers), and the API's most
+    batch_chunk: int = 500  # loading the other scenarios' queues
     latency: int = 1_000
     latency_rate: float = 200.0
     backlog: tuple[int, ...] = (10_000, 100_000)
@@ -77,6 +78,7 @@ class Sizes:
             single=150,
             enqueue_one=150,
             enqueue_batch=500,
+            enqueue_chunk=100,
             batch_chunk=100,
             latency=60,
             backlog=(500,),
@@ -793,7 +795,7 @@ def run_postgres(url: str, wanted: list[str], suite: Suite, python: Path | None)
                     "tasks/s",
                 )
                 batch = on_api(
-                    lambda a: wl_enqueue_batch(a, f"enqb-{tag}", sizes.enqueue_batch, sizes.batch_chunk),  # noqa: B023
+                    lambda a: wl_enqueue_batch(a, f"enqb-{tag}", sizes.enqueue_batch, sizes.enqueue_chunk),  # noqa: B023
                     "enqueue_batch",
                 )
                 if batch is None:

@@ -27,13 +27,28 @@ def _expression_index_names() -> set[str]:
     }
 
 
+# Foreign keys migration 0004 drops on PostgreSQL alone (SQLite would have to rebuild ``tasks``).
+KEPT_ON_SQLITE = {
+    "fk_tasks_workspace_id_workspaces",
+    "fk_tasks_queue_id_queues",
+    "fk_runs_workspace_id_workspaces",
+    "fk_runs_queue_id_queues",
+}
+
+
 def _schema_diffs(connection: sa.Connection) -> list[object]:
     context = MigrationContext.configure(connection, opts={"compare_type": True, "compare_server_default": True})
     diffs = compare_metadata(context, metadata)
     if connection.dialect.name == "sqlite":
         unreadable = _expression_index_names()
         diffs = [d for d in diffs if not (d[0] in ("add_index", "remove_index") and d[1].name in unreadable)]
+        diffs = [d for d in diffs if not (d[0] == "remove_fk" and d[1].name in KEPT_ON_SQLITE)]
     return diffs
+
+
+def _foreign_keys(connection: sa.Connection) -> set[str]:
+    inspector = sa.inspect(connection)
+    return {fk["name"] for table in ("tasks", "runs") for fk in inspector.get_foreign_keys(table) if fk["name"]}
 
 
 async def _diffs_and_revision(wl: Workloom) -> tuple[list[object], str | None]:
@@ -127,6 +142,33 @@ async def test_0003_keeps_the_event_log_both_ways(database_url):
         async with wl.db.read() as conn:
             assert (await conn.execute(count)).scalar_one() == events
             assert await conn.run_sync(lambda c: sa.inspect(c).get_foreign_keys("events")) == []
+    finally:
+        await wl.stop()
+
+
+async def test_0004_drops_the_shared_parent_keys_on_postgres_only_and_downgrades_with_the_rows(database_url):
+    wl = Workloom.from_url(database_url)
+    try:
+        await wl.migrate()
+        key = await wl.access.create_key("acme", "admin")
+        principal = await wl.access.authenticate(key.secret)
+        await wl.run(principal, lambda u: tasks.create(u, NewTask(title="kept", queue="q")))
+        postgres = wl.db.is_postgres
+        async with wl.db.read() as conn:
+            assert await conn.run_sync(_foreign_keys) == (
+                {"fk_runs_task_id_tasks", "fk_tasks_parent_task_id_tasks"} | (set() if postgres else KEPT_ON_SQLITE)
+            )
+
+        async with wl.db.transaction() as conn:
+            await conn.run_sync(lambda c: _downgrade(c, "0003"))
+        async with wl.db.read() as conn:
+            assert await conn.run_sync(_foreign_keys) >= KEPT_ON_SQLITE  # back, and the rows satisfy them
+            assert (await conn.execute(sa.text("SELECT count(*) FROM runs"))).scalar_one() == 1
+
+        await wl.migrate()
+        assert await _diffs_and_revision(wl) == ([], migrate.head_revision())
+        async with wl.db.read() as conn:
+            assert (await conn.run_sync(_foreign_keys) & KEPT_ON_SQLITE) == (set() if postgres else KEPT_ON_SQLITE)
     finally:
         await wl.stop()
 
