@@ -644,3 +644,38 @@ async def test_a_batch_writes_every_value_as_one_at_a_time_would(h: Harness) -> 
     for claim, result in zip(claims, results, strict=True):
         task = await h.task(claim.task.id)
         assert (task.status, task.output, task.closed_at) == ("completed", result, h.clock.now())
+
+
+# -- the owner index ---------------------------------------------------------------------------------------
+
+OWNED_BY = (
+    "SELECT id FROM tasks {hint} WHERE workspace_id = :ws AND owner_kind = :kind AND owner_ref = :ref "
+    "AND status = 'ready'"
+)
+INDEX_PREDICATE = {
+    "postgresql": "SELECT pg_get_expr(indpred, indrelid) FROM pg_index "
+    "WHERE indexrelid = 'ix_tasks_workspace_owner'::regclass",
+    "sqlite": "SELECT sql FROM sqlite_master WHERE name = 'ix_tasks_workspace_owner'",
+}
+
+
+async def test_the_owner_index_holds_owned_tasks_only_and_still_serves_a_list_by_owner(h: Harness) -> None:
+    # Partial, so an unowned task's claim and completion write nothing to it; and a list by owner can
+    # still use it, since an equality on the owner implies it is not NULL.
+    ann = Actor("human", "ann")
+    mine = [await h.create(f"mine {i}", queue="owned", owner=ann) for i in range(3)]
+    for i in range(5):
+        await h.create(f"nobody's {i}", queue="owned")
+    params = {"ws": h.principal.workspace_id, "kind": "human", "ref": "ann"}
+    async with h.wl.db.transaction() as conn:
+        predicate = (await conn.execute(sa.text(INDEX_PREDICATE[conn.dialect.name]))).scalar_one()
+        assert "owner_ref IS NOT NULL" in predicate
+        if h.wl.db.is_postgres:
+            await conn.execute(sa.text("SET LOCAL enable_seqscan = off"))
+            explained = await conn.execute(sa.text("EXPLAIN " + OWNED_BY.format(hint="")), params)
+            plan = "\n".join(explained.scalars())
+            assert "ix_tasks_workspace_owner" in plan, plan
+        # SQLite refuses to prepare a query INDEXED BY an index that cannot serve it.
+        hint = "" if h.wl.db.is_postgres else "INDEXED BY ix_tasks_workspace_owner"
+        found = (await conn.execute(sa.text(OWNED_BY.format(hint=hint)), params)).scalars().all()
+    assert sorted(found) == sorted(t.id for t in mine)

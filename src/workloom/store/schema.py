@@ -139,7 +139,17 @@ tasks = sa.Table(
     # The dashboard's grouped counts read only this index.
     sa.Index("ix_tasks_workspace_status_reason", "workspace_id", "status", "blocked_reason", "approval_state"),
     sa.Index("ix_tasks_workspace_activity", "workspace_id", "last_activity_at"),
-    sa.Index("ix_tasks_workspace_owner", "workspace_id", "owner_kind", "owner_ref", "status", "id"),
+    # Lists by owner always name one; an unowned task's updates write nothing here (migration 0005).
+    sa.Index(
+        "ix_tasks_workspace_owner",
+        "workspace_id",
+        "owner_kind",
+        "owner_ref",
+        "status",
+        "id",
+        postgresql_where=sa.text("owner_ref IS NOT NULL"),
+        sqlite_where=sa.text("owner_ref IS NOT NULL"),
+    ),
     sa.Index(
         "ix_tasks_approval_pending",
         "workspace_id",
