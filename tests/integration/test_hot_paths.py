@@ -364,15 +364,16 @@ async def _complete_and_claim_counted(h: Harness, trips: Counter) -> tuple[Claim
 
 
 @POSTGRES_ONLY
-async def test_a_completion_that_claims_the_next_task_is_six_round_trips_on_postgres(
+async def test_a_completion_that_claims_the_next_task_is_five_round_trips_on_postgres(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     trips = RoundTrips(monkeypatch)
     claim, done, claimed = await _complete_and_claim_counted(h, trips)
 
-    # Begin; the run and its task read and locked; both completed, with whether anything depends on the
-    # task; the next run claimed with its task moved to in progress; the four events; commit.
-    assert trips.sent == ["BEGIN", "SELECT", "WITH", "WITH", "INSERT", "COMMIT"]
+    # Begin; the run and its task read and locked; in one statement both completed, with whether anything
+    # depends on the task, and the next run claimed with its task moved to in progress; the four events;
+    # commit.
+    assert trips.sent == ["BEGIN", "SELECT", "WITH", "INSERT", "COMMIT"]
     assert done.status == "completed" and [c.task.title for c in claimed] == ["second"]
     assert claimed[0].task.status == "in_progress" and claimed[0].run.status == "claimed"
     first = await h.task(claim.task.id)
@@ -540,8 +541,7 @@ async def test_a_one_run_claim_runs_on_postgres_cached_plan_after_its_first_few(
     async with h.wl.db.transaction() as conn:  # one session: prepared statements are per connection
         await conn.execute(sa.text("ANALYZE runs"))
         for _ in range(8):
-            claimed, _moved = await held.claim(
-                conn,
+            spec = held.ClaimSpec(
                 workspace_id=h.principal.workspace_id,
                 queue_id=queue.id,
                 queue_name="loop",
@@ -554,6 +554,7 @@ async def test_a_one_run_claim_runs_on_postgres_cached_plan_after_its_first_few(
                 task_status="in_progress",
                 task_events=2,
             )
+            claimed, _moved = await held.claim(conn, spec)
             assert len(claimed) == 1
         found = await (await driver(conn)).fetchrow(
             "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE 'WITH claimed AS%'"
@@ -679,3 +680,54 @@ async def test_the_owner_index_holds_owned_tasks_only_and_still_serves_a_list_by
         hint = "" if h.wl.db.is_postgres else "INDEXED BY ix_tasks_workspace_owner"
         found = (await conn.execute(sa.text(OWNED_BY.format(hint=hint)), params)).scalars().all()
     assert sorted(found) == sorted(t.id for t in mine)
+
+
+# -- a worker's loop over dependent tasks -------------------------------------------------------------------
+
+
+async def test_a_completion_that_releases_a_dependent_claims_it_next_when_nothing_else_is_waiting(h: Harness) -> None:
+    # Completing and claiming are one statement, which cannot see the dependent it releases: the claim is
+    # then asked again, so a chain of tasks still runs without a wait between its links.
+    first = await h.create("first", queue="chain")
+    second = await h.create("second", queue="chain", depends_on=[first.id])
+    claim = await h.claim_one("chain")
+    assert claim.task.id == first.id
+
+    done, claimed = await h.do(
+        lambda u: runs.complete_and_claim(u, claim.run.id, claim.claim_token, {"ok": 1}, None, 1, None)
+    )
+    assert done.status == "completed"
+    assert [c.task.id for c in claimed] == [second.id] and claimed[0].task.status == "in_progress"
+
+
+async def test_a_completion_that_releases_a_dependent_and_claims_another_leaves_the_dependent_ready(
+    h: Harness,
+) -> None:
+    first = await h.create("first", queue="chain")
+    waiting = await h.create("waiting", queue="chain", depends_on=[first.id])
+    other = await h.create("other", queue="chain")
+    claim = await h.claim_one("chain")
+    assert claim.task.id == first.id
+
+    done, claimed = await h.do(
+        lambda u: runs.complete_and_claim(u, claim.run.id, claim.claim_token, None, None, 1, None)
+    )
+    assert done.status == "completed" and [c.task.id for c in claimed] == [other.id]
+    assert (await h.task(waiting.id)).status == "ready"
+    assert (await h.task(first.id)).status == "completed"
+    assert [c.task.id for c in await h.claim("chain")] == [waiting.id]
+
+
+async def test_a_completion_with_nothing_left_to_claim_is_still_written(h: Harness) -> None:
+    only = await h.create("only", queue="alone")
+    claim = await h.claim_one("alone")
+    done, claimed = await h.do(
+        lambda u: runs.complete_and_claim(u, claim.run.id, claim.claim_token, {"n": 1}, None, 1, None)
+    )
+    assert (done.status, claimed) == ("completed", [])
+    task = await h.task(only.id)
+    assert (task.status, task.output, task.attempts) == ("completed", {"n": 1}, 1)
+    assert [e.type for e in await h.wl.events.timeline(h.principal, only.id)][-2:] == [
+        "run.completed",
+        "task.completed",
+    ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -75,23 +75,25 @@ async def claim(u: Unit, queue_name: str, worker: Actor, limit: int, lease_secon
     """Claim up to ``limit`` runs; each is handed to exactly one claimer, with a token only it holds."""
     u.principal.require("runs.work")
     queue = await queues.get(u, queue_name, cached=True)
-    lease_until = u.now + timedelta(seconds=lease_seconds or queue.lease_seconds)
-    prefix = _token_prefix()
-    claimed, moved = await held_store.claim(
-        u.conn,
+    spec = _claim_spec(u, queue, worker, limit, lease_seconds)
+    claimed, moved = await held_store.claim(u.conn, spec)
+    return await _hand_over(u, queue, claimed, spec.token_prefix, worker, spec.lease_until, moved)
+
+
+def _claim_spec(u: Unit, queue: Queue, worker: Actor, limit: int, lease_seconds: int | None) -> held_store.ClaimSpec:
+    return held_store.ClaimSpec(
         workspace_id=u.workspace_id,
         queue_id=queue.id,
         queue_name=queue.name,
         now=u.now,
         limit=limit,
-        token_prefix=prefix,
-        lease_until=lease_until,
+        token_prefix=_token_prefix(),
+        lease_until=u.now + timedelta(seconds=lease_seconds or queue.lease_seconds),
         claimer=worker,
         idempotency_key=u.idempotency_key,
         task_status=task_states.apply("ready", "claim"),
         task_events=2,
     )
-    return await _hand_over(u, queue, claimed, prefix, worker, lease_until, moved)
 
 
 def _token_prefix() -> str:
@@ -390,10 +392,30 @@ async def complete_and_claim(
     the worker that held it: a worker's loop costs one request and one commit per task instead of two.
     Nothing is claimed when the completion is refused, or when what is claimable now is nothing (the
     worker then long-polls with an ordinary claim)."""
-    run = await complete(u, run_id, token, result, usage)
-    if u.deferred_error is not None or run.status != "completed" or run.claimed_by is None or run.queue is None:
-        return run, []
-    return run, await claim(u, run.queue, run.claimed_by, limit, lease_seconds)
+    u.principal.require("runs.work")
+    held = await _held(u, run_id, token, late={"action": "complete", "result": result})
+    if held is None:
+        return await get(u, run_id), []
+    run, task = held
+    if run.claimed_by is None or run.queue is None or limit != 1:
+        ((_, completed),) = await _complete_all(u, [(0, run, task, result, usage)])
+        if completed.claimed_by is None or completed.queue is None:
+            return completed, []
+        return completed, await claim(u, completed.queue, completed.claimed_by, limit, lease_seconds)
+    # A worker's loop: the completion and the next claim go as one statement.
+    completion = await _completion(u, [(0, run, task, result, usage)])
+    ((_, completed),) = completion.done
+    worker = run.claimed_by
+    queue = await queues.get(u, run.queue, cached=True)
+    spec = _claim_spec(u, queue, worker, 1, lease_seconds)
+    waiting, claimed, moved = await held_store.complete_and_claim_one(
+        u.conn, completion.run_rows[0], completion.task_rows[0], spec
+    )
+    await _release_dependents(u, completion.tasks, waiting)
+    claims = await _hand_over(u, queue, claimed, spec.token_prefix, worker, spec.lease_until, moved)
+    if not claims and waiting:  # a dependent released by this completion may be the next in line
+        claims = await claim(u, queue.name, worker, limit, lease_seconds)
+    return completed, claims
 
 
 async def complete_many_and_claim(
@@ -461,6 +483,24 @@ async def _complete_all(u: Unit, held: list[Held]) -> list[tuple[int, Run]]:
     next two numbers of its sequence, reserved by the same update."""
     if not held:
         return []
+    completion = await _completion(u, held)
+    waiting = await held_store.complete(u.conn, completion.run_rows, completion.task_rows)
+    await _release_dependents(u, completion.tasks, waiting)
+    return completion.done
+
+
+@dataclass
+class _Completion:
+    """What completing held runs writes (the rows), and what it made of them."""
+
+    run_rows: list[dict[str, Any]]
+    task_rows: list[dict[str, Any]]
+    done: list[tuple[int, Run]]  # index in the request, completed run
+    tasks: list[Task]  # the completed tasks
+
+
+async def _completion(u: Unit, held: list[Held]) -> _Completion:
+    """The rows completing ``held`` writes, its events recorded; nothing written yet."""
     run_target = run_states.apply("running", "complete")
     run_rows, task_rows, done, completed_tasks = [], [], [], []
     for i, run, task, result, usage in held:
@@ -503,11 +543,13 @@ async def _complete_all(u: Unit, held: list[Held]) -> list[tuple[int, Run]]:
         )
         done.append((i, replace(run, **run_values)))
         completed_tasks.append(replace(task, **task_values, event_sequence=task.event_sequence + 2))
-    waiting = await held_store.complete(u.conn, run_rows, task_rows)
-    for task in completed_tasks:
+    return _Completion(run_rows, task_rows, done, completed_tasks)
+
+
+async def _release_dependents(u: Unit, completed: list[Task], waiting: set[str]) -> None:
+    for task in completed:
         if task.id in waiting:
             await release_dependents(u, task)
-    return done
 
 
 async def fail(u: Unit, run_id: str, token: str | None, error: str, retryable: bool = True) -> Run:

@@ -8,6 +8,7 @@ completing one task per request the number of statements, not their work, sets t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -63,11 +64,9 @@ def _task_part(row: dict[str, Any], keys: tuple[tuple[str, str], ...] = _TASK_KE
     return {name: row[key] for key, name in keys}
 
 
-def _complete_one() -> sa.Select[Any]:
-    """One run and its task completed, and whether some task depends on that task, in one statement.
-
-    The dependents are read after the task's row lock was taken (by ``run_with_task``, in an earlier
-    statement, hence in a later snapshot): a dependency being added waits on that lock, so none is missed."""
+def _completion(events: str) -> tuple[sa.CTE, sa.CTE, sa.Label[bool]]:
+    """One run and its task completed (two data-modifying parts), and whether some task depends on that
+    task. ``events``: the name of the parameter counting the event numbers the task update reserves."""
     done_run = (
         sa.update(runs)
         .where(runs.c.id == sa.bindparam("run_id"))
@@ -92,16 +91,35 @@ def _complete_one() -> sa.Select[Any]:
             blocked_reason=sa.bindparam("blocked_reason", type_=tasks.c.blocked_reason.type),
             closed_at=sa.bindparam("closed_at", type_=tasks.c.closed_at.type),
             last_activity_at=sa.bindparam("last_activity_at", type_=tasks.c.last_activity_at.type),
-            event_sequence=tasks.c.event_sequence + sa.bindparam("events", type_=sa.Integer),
+            event_sequence=tasks.c.event_sequence + sa.bindparam(events, type_=sa.Integer),
         )
         .returning(tasks.c.id)
         .cte("done_task")
     )
     waiting = sa.exists().where(task_dependencies.c.depends_on_task_id == sa.bindparam("task_id"))
-    return sa.select(waiting.label("has_dependents")).add_cte(done_run, done_task)
+    return done_run, done_task, waiting.label("has_dependents")
+
+
+def _complete_one() -> sa.Select[Any]:
+    """One run and its task completed, and whether some task depends on that task, in one statement.
+
+    The dependents are read after the task's row lock was taken (by ``run_with_task``, in an earlier
+    statement, hence in a later snapshot): a dependency being added waits on that lock, so none is missed."""
+    done_run, done_task, waiting = _completion("done_events")
+    return sa.select(waiting).add_cte(done_run, done_task)
 
 
 _COMPLETE_ONE = Statement(_complete_one())
+
+
+def _completion_params(run_row: dict[str, Any], task_row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **{k: v for k, v in run_row.items() if k != "status"},
+        **{k: v for k, v in task_row.items() if k not in ("status", "events")},
+        "done_events": task_row["events"],
+        "run_status": run_row["status"],
+        "task_status": task_row["status"],
+    }
 
 
 async def complete(conn: AsyncConnection, run_rows: list[dict[str, Any]], task_rows: list[dict[str, Any]]) -> set[str]:
@@ -110,15 +128,8 @@ async def complete(conn: AsyncConnection, run_rows: list[dict[str, Any]], task_r
 
     One statement for one run on PostgreSQL; otherwise one per table, and one for the dependents."""
     if len(run_rows) == 1 and len(task_rows) == 1 and conn.dialect.name == "postgresql":
-        (run_row,), (task_row,) = run_rows, task_rows
-        params = {
-            **{k: v for k, v in run_row.items() if k != "status"},
-            **{k: v for k, v in task_row.items() if k != "status"},
-            "run_status": run_row["status"],
-            "task_status": task_row["status"],
-        }
-        found = await _COMPLETE_ONE.first(conn, params)
-        return {task_row["task_id"]} if found and found["has_dependents"] else set()
+        found = await _COMPLETE_ONE.first(conn, _completion_params(run_rows[0], task_rows[0]))
+        return {task_rows[0]["task_id"]} if found and found["has_dependents"] else set()
     await run_store.run_complete_many(conn, run_rows)
     await task_store.task_complete_many(conn, task_rows)
     return await task_store.dependency_dependents_many(conn, [row["task_id"] for row in task_rows])
@@ -151,59 +162,100 @@ _CLAIM_MOVING_TASKS = Statement(_claim_moving_tasks())
 _CLAIM_ONE_MOVING_TASK = Statement(_claim_moving_tasks(limit=1))  # a worker's loop: see claim_statement
 
 
-async def claim(
-    conn: AsyncConnection,
-    *,
-    workspace_id: str,
-    queue_id: str,
-    queue_name: str,
-    now: datetime,
-    limit: int,
-    token_prefix: str,
-    lease_until: datetime,
-    claimer: Actor,
-    idempotency_key: str | None,
-    task_status: str,
-    task_events: int,
-) -> tuple[list[Run], dict[str, Task] | None]:
-    """Claim up to ``limit`` runs of the queue and, on PostgreSQL in the same statement, move their ready
-    tasks to ``task_status`` reserving ``task_events`` event numbers on each (as ``tasks.task_claim_ready``
-    does): the runs claimed, and the tasks moved by id (a task that was not ready is not among them).
-    Elsewhere the tasks are not moved here: None, and the caller moves them."""
+@dataclass(frozen=True, slots=True)
+class ClaimSpec:
+    """What one claim call asks for: up to ``limit`` runs of the queue for ``claimer``, with tokens
+    ``token_prefix + run id`` and leases until ``lease_until``, their ready tasks moved to ``task_status``
+    reserving ``task_events`` event numbers on each."""
+
+    workspace_id: str
+    queue_id: str
+    queue_name: str
+    now: datetime
+    limit: int
+    token_prefix: str
+    lease_until: datetime
+    claimer: Actor
+    idempotency_key: str | None
+    task_status: str
+    task_events: int
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "workspace_id": self.workspace_id,
+            "queue_id": self.queue_id,
+            "limit": self.limit,
+            "prefix": self.token_prefix,
+            "now": self.now,
+            "lease": self.lease_until,
+            "kind": self.claimer.kind,
+            "ref": self.claimer.ref,
+            "idempotency_key": self.idempotency_key,
+            "to_status": self.task_status,
+            "events": self.task_events,
+        }
+
+
+async def claim(conn: AsyncConnection, spec: ClaimSpec) -> tuple[list[Run], dict[str, Task] | None]:
+    """Claim up to ``spec.limit`` runs of the queue and, on PostgreSQL in the same statement, move their
+    ready tasks (as ``tasks.task_claim_ready`` does): the runs claimed, and the tasks moved by id (a task
+    that was not ready is not among them). Elsewhere the tasks are not moved here: None, and the caller
+    moves them."""
     if conn.dialect.name != "postgresql":
         claimed = await run_store.run_claim(
             conn,
-            workspace_id=workspace_id,
-            queue_id=queue_id,
-            now=now,
-            limit=limit,
-            token_prefix=token_prefix,
-            lease_until=lease_until,
-            claimer=claimer,
-            idempotency_key=idempotency_key,
+            workspace_id=spec.workspace_id,
+            queue_id=spec.queue_id,
+            now=spec.now,
+            limit=spec.limit,
+            token_prefix=spec.token_prefix,
+            lease_until=spec.lease_until,
+            claimer=spec.claimer,
+            idempotency_key=spec.idempotency_key,
         )
         return claimed, None
-    found = await (_CLAIM_ONE_MOVING_TASK if limit == 1 else _CLAIM_MOVING_TASKS).rows(
-        conn,
-        {
-            "workspace_id": workspace_id,
-            "queue_id": queue_id,
-            "limit": limit,
-            "prefix": token_prefix,
-            "now": now,
-            "lease": lease_until,
-            "kind": claimer.kind,
-            "ref": claimer.ref,
-            "idempotency_key": idempotency_key,
-            "to_status": task_status,
-            "events": task_events,
-        },
-    )
+    found = await (_CLAIM_ONE_MOVING_TASK if spec.limit == 1 else _CLAIM_MOVING_TASKS).rows(conn, spec.params())
+    return _claimed(found, spec.queue_name)
+
+
+def _claimed(found: list[dict[str, Any]], queue_name: str) -> tuple[list[Run], dict[str, Task]]:
     claimed_runs, moved_tasks = [], {}
     for row in found:
+        if row["id"] is None:  # the one row of a completion that claimed nothing
+            continue
         claimed_runs.append(rows.run(row))
         if row[_TASK_PREFIX + "id"] is not None:
             task = rows.task(_task_part(row), queue_name)
             moved_tasks[task.id] = task
     claimed_runs.sort(key=lambda r: (-r.priority_rank, r.available_at, r.id))
     return claimed_runs, moved_tasks
+
+
+def _complete_one_and_claim() -> sa.Select[Any]:
+    """``_complete_one`` and ``_claim_moving_tasks(limit=1)`` as one statement: a worker's loop completes its
+    run and claims its next in one round trip. One row even when nothing is claimed (its run columns NULL),
+    which says whether the completed task has dependents.
+
+    The two parts touch different rows: the completed run is not queued and its task not ready, so the
+    claim, which reads the snapshot the statement began with, could not take either."""
+    done_run, done_task, waiting = _completion("done_events")
+    claims = _claim_moving_tasks(limit=1).subquery("claims")
+    one = sa.select(sa.literal(1).label("one")).subquery("one")
+    return sa.select(waiting, *claims.c).select_from(one.outerjoin(claims, sa.true())).add_cte(done_run, done_task)
+
+
+_COMPLETE_ONE_AND_CLAIM = Statement(_complete_one_and_claim())
+
+
+async def complete_and_claim_one(
+    conn: AsyncConnection, run_row: dict[str, Any], task_row: dict[str, Any], spec: ClaimSpec
+) -> tuple[set[str], list[Run], dict[str, Task] | None]:
+    """``complete`` for one run, then ``claim`` of one more run (``spec.limit`` is 1): on PostgreSQL in one
+    statement. The ids of the completed tasks some task depends on, and what ``claim`` returns."""
+    assert spec.limit == 1
+    if conn.dialect.name != "postgresql":
+        waiting = await complete(conn, [run_row], [task_row])
+        return (waiting, *await claim(conn, spec))
+    found = await _COMPLETE_ONE_AND_CLAIM.rows(conn, {**_completion_params(run_row, task_row), **spec.params()})
+    waiting = {task_row["task_id"]} if found and found[0]["has_dependents"] else set()
+    return (waiting, *_claimed(found, spec.queue_name))
