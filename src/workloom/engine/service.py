@@ -20,6 +20,7 @@ from workloom.engine.access import Access
 from workloom.engine.events import EventReader
 from workloom.engine.metrics import Metrics
 from workloom.engine.principal import Principal
+from workloom.engine.shared import SharedCommits
 from workloom.engine.signals import Signals, queue_key, work_key
 from workloom.engine.ticker import Ticker
 from workloom.engine.unit import IdempotencyKey, Rendered, Runner, Unit
@@ -32,6 +33,9 @@ T = TypeVar("T")
 # Wake-ups are the fast path; this poll only bounds how long a missed one (a retry whose backoff ran
 # out between ticks, a dropped LISTEN connection) can delay a waiting claimer.
 CLAIM_POLL_SECONDS = 1.0
+# Shared commits open at once on PostgreSQL: enough to keep the database busy while one group commits.
+# SQLite has one writer (and one pooled connection): one group at a time, taking every call waiting.
+SHARED_GROUPS = 3
 
 
 def _local_only(_keys: set[str]) -> None:
@@ -39,7 +43,14 @@ def _local_only(_keys: set[str]) -> None:
 
 
 class Workloom:
-    def __init__(self, db: Database, clock: Clock | None = None, *, tick_interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock | None = None,
+        *,
+        tick_interval: float = 0.5,
+        shared_groups: int | None = None,
+    ) -> None:
         self.db = db
         self.clock = clock or SystemClock()
         self.signals = Signals()
@@ -48,6 +59,9 @@ class Workloom:
         self.runner = Runner(
             db, self.clock, self.signals, self._notifier.send if self._notifier else _local_only, self.metrics.count
         )
+        groups = shared_groups if shared_groups is not None else (SHARED_GROUPS if db.is_postgres else 1)
+        if groups > 0:
+            self.runner.shared = SharedCommits(self.runner, groups=groups)
         self.access = Access(db, self.clock)
         self.events = EventReader(db, self.signals)
         self.ticker = Ticker(self.runner, self.clock, interval=tick_interval)
@@ -87,8 +101,10 @@ class Workloom:
 
     # -- running use cases -------------------------------------------------------------------------------
 
-    async def run(self, principal: Principal, op: Callable[[Unit], Awaitable[T]]) -> T:
-        return await self.runner.run(principal, op)
+    async def run(self, principal: Principal, op: Callable[[Unit], Awaitable[T]], *, shared: bool = False) -> T:
+        """Run the use case ``op`` as one unit of work. ``shared``: a short call of a hot path (a worker's
+        completion, a create), which may commit together with others arriving at the same time."""
+        return await self.runner.run(principal, op, shared=shared)
 
     async def respond(
         self,
@@ -96,8 +112,10 @@ class Workloom:
         op: Callable[[Unit], Awaitable[T]],
         render: Callable[[T], Rendered],
         idempotency: IdempotencyKey | None = None,
+        *,
+        shared: bool = False,
     ) -> Rendered:
-        return await self.runner.respond(principal, op, render, idempotency)
+        return await self.runner.respond(principal, op, render, idempotency, shared=shared)
 
     async def respond_claiming(
         self,
@@ -105,6 +123,8 @@ class Workloom:
         op: Callable[[Unit], Awaitable[tuple[T, list[Claim]]]],
         render: Callable[[tuple[T, list[Claim]]], Rendered],
         idempotency: IdempotencyKey | None = None,
+        *,
+        shared: bool = False,
     ) -> Rendered:
         """``respond`` for a call that also claims runs (a completion that claims the next), counted as claims."""
         claimed: list[Claim] = []
@@ -114,7 +134,7 @@ class Workloom:
             claimed[:] = claims
             return outcome, claims
 
-        rendered = await self.runner.respond(principal, op_counting, render, idempotency)
+        rendered = await self.runner.respond(principal, op_counting, render, idempotency, shared=shared)
         if claimed:
             self.metrics.claims.labels(claimed[0].run.queue or "").inc(len(claimed))
         return rendered
@@ -156,6 +176,7 @@ class Workloom:
                         render,
                         idempotency,
                         keep=_keep_claims(final),
+                        shared=True,
                     )
                 except _CallerGone:
                     return render([])
@@ -208,6 +229,7 @@ class Workloom:
                         render,
                         idempotency,
                         keep=_keep_claim(final),
+                        shared=True,
                     )
                 except _CallerGone:
                     return render(None)

@@ -18,11 +18,10 @@ from workloom.domain.readiness import settle as decide
 from workloom.engine import queues
 from workloom.engine.events import record
 from workloom.engine.lifecycle import move_run, move_task, new_run, settle, wake_claimers
-from workloom.engine.unit import Unit
+from workloom.engine.unit import Unit, reserve_numbers
 from workloom.store import runs as run_store
 from workloom.store import tasks as store
 from workloom.store import timers as timer_store
-from workloom.store import workspaces as workspace_store
 from workloom.store.timers import Timer
 
 
@@ -133,18 +132,17 @@ def _simple(new: NewTask) -> bool:
 
 
 async def _create_simple(u: Unit, many: list[NewTask]) -> list[Task]:
-    """Tasks that settle on facts known up front: their numbers reserved in one statement, and the rows
-    inserted in their settled state (with their event count), their runs, and the events the step-by-step
-    path would have recorded (task.created, task.ready or task.blocked, run.queued) in one more."""
+    """Tasks that settle on facts known up front: their rows inserted in their settled state (with their
+    event count), their runs, and the events the step-by-step path would have recorded (task.created,
+    task.ready or task.blocked, run.queued), all at the unit's end, where their numbers are reserved too:
+    one reservation and one write for every create that commits with this one."""
     names = list(dict.fromkeys(new.queue for new in many if new.queue))
     by_name = {name: await queues.ensure(u, name) for name in names}
-    last = await _reserve_numbers(u, len(many))
-    first = last - len(many) + 1
     created: list[Task] = []
     new_runs = []
-    for i, new in enumerate(many):
+    for new in many:
         queue = by_name[new.queue] if new.queue else None
-        task = _new_task(u, new, first + i, queue)
+        task = _new_task(u, new, 0, queue)  # numbered at the unit's end
         events: list[tuple[str, str | None, dict[str, Any]]] = [("task.created", None, _created_payload(task, []))]
         if not new.draft:
             outcome = decide(
@@ -178,7 +176,7 @@ async def _create_simple(u: Unit, many: list[NewTask]) -> list[Task]:
             await record(u, kind, task_id=task.id, run_id=run_id, payload=payload, task_sequence=number)
         created.append(task)
     # The rows go with their events, in one round trip (PostgreSQL) at the unit's end.
-    u.write_later([*store.task_inserts(created), *run_store.run_inserts(new_runs)])
+    u.create_later(created, run_store.run_inserts(new_runs))
     return created
 
 
@@ -258,15 +256,9 @@ async def _create_one(u: Unit, new: NewTask) -> Task:
 
 
 async def _next_number(u: Unit) -> int:
-    return await _reserve_numbers(u, 1)
-
-
-async def _reserve_numbers(u: Unit, count: int) -> int:
-    """Reserve ``count`` task numbers; returns the last. Called as late as possible in a create: inside
-    the transaction (SQLite) the workspace row stays locked until commit."""
-    if u.numbers is not None:
-        return await u.numbers.reserve(u.workspace_id, count)
-    return await workspace_store.workspace_next_task_numbers(u.conn, u.workspace_id, count)
+    """Called as late as possible in a create: inside the transaction (SQLite) the workspace row stays
+    locked until commit."""
+    return await reserve_numbers(u, u.workspace_id, 1)
 
 
 async def _existing(u: Unit, task_id: str, field_name: str) -> Task:

@@ -12,13 +12,14 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workloom.domain.clock import Clock
 from workloom.domain.errors import IdempotencyMismatch, WorkloomError
+from workloom.domain.models import Task
 from workloom.engine.caches import QueueCache
 from workloom.engine.principal import Principal
 from workloom.engine.sealing import open_sealed, seal
@@ -26,9 +27,13 @@ from workloom.engine.signals import Signals
 from workloom.store import events as event_store
 from workloom.store import idempotency as store
 from workloom.store import tasks as task_store
+from workloom.store import workspaces as workspace_store
 from workloom.store.database import Database, is_transient
 from workloom.store.fast import Write, write_all
 from workloom.store.numbers import TaskNumbers
+
+if TYPE_CHECKING:
+    from workloom.engine.shared import SharedCommits
 
 T = TypeVar("T")
 Rendered = tuple[int, Any]
@@ -58,6 +63,10 @@ class Unit:
     numbers: TaskNumbers | None = None
     # Rows to be written with the unit's events (``write_later``), not before.
     held: list[Write] = field(default_factory=list)
+    # New tasks to be numbered and written at the unit's end (``create_later``).
+    unnumbered: list[Task] = field(default_factory=list)
+    # Whether the unit's connection was used: a call that failed without touching it wrote nothing.
+    touched: bool = False
 
     @property
     def workspace_id(self) -> str:
@@ -69,12 +78,20 @@ class Unit:
         the end (``write_later``): whatever ran next could need them, so ``flush`` first."""
         if self.held:
             raise RuntimeError("this unit holds rows back for its end; await u.flush() before using its connection")
+        self.touched = True
         return self.connection
 
     def write_later(self, writes: Sequence[Write]) -> None:
         """Write these rows with the unit's events, at its end unless something flushes sooner. A unit whose
         only writes these are then takes one statement on PostgreSQL: sent without BEGIN and COMMIT, it is
         a transaction on its own (a create: one round trip where it was three)."""
+        self.held.extend(writes)
+
+    def create_later(self, new_tasks: Sequence[Task], writes: Sequence[Write] = ()) -> None:
+        """Number these new tasks and write them (then ``writes``, their runs say) with the unit's events,
+        as ``write_later``. Their numbers are reserved then, for every unit flushing together in one
+        reservation, and set on these ``Task`` objects: read a new task's number only after the flush."""
+        self.unnumbered.extend(new_tasks)
         self.held.extend(writes)
 
     def wake(self, key: str) -> None:
@@ -94,25 +111,58 @@ class Unit:
 
         ``writes`` (rows the events are about, say) are written first, in the same round trip as the
         events where nothing has to run between them. ``final``: nothing else runs in this transaction."""
-        writes = [*self.held, *writes]
-        self.held = []
-        if not self.events:
-            await write_all(self.conn, writes, final=final)
-            return
-        # An event numbered already (a task created in this unit, its row written with its count) is not bumped.
-        per_task = Counter(e["task_id"] for e in self.events if e["task_id"] is not None and e["task_sequence"] is None)
-        if per_task and writes:
-            await write_all(self.conn, writes)  # the bump below may be of a task these write
-            writes = ()
-        last = await task_store.task_advance_sequences(self.conn, per_task, self.now) if per_task else {}
-        next_number = {task_id: last[task_id] - count + 1 for task_id, count in per_task.items()}
-        for event in self.events:
-            task_id = event["task_id"]
-            if task_id is not None and event["task_sequence"] is None:
-                event["task_sequence"] = next_number[task_id]
-                next_number[task_id] += 1
-        await write_all(self.conn, [*writes, *event_store.event_inserts(self.events)], final=final)
-        self.events = []
+        await flush_together([self], writes, final=final)
+
+
+async def flush_together(units: Sequence[Unit], writes: Sequence[Write] = (), *, final: bool = False) -> None:
+    """``Unit.flush`` for units that share one transaction (``SharedCommits``): what they hold and the
+    events they recorded, in their order, go in one write (one round trip on PostgreSQL)."""
+    new_tasks = [t for u in units for t in u.unnumbered]
+    held = [w for u in units for w in u.held]
+    events = [e for u in units for e in u.events]
+    for u in units:
+        u.held, u.events, u.unnumbered = [], [], []
+        u.touched = u.touched or bool(new_tasks or held or events or writes)
+    last_unit = units[-1]
+    conn, now = last_unit.connection, last_unit.now
+    if new_tasks:
+        await _number(last_unit, new_tasks)
+    writes = [*task_store.task_inserts(new_tasks), *held, *writes]
+    if not events:
+        await write_all(conn, writes, final=final)
+        return
+    # An event numbered already (a task created in this unit, its row written with its count) is not bumped.
+    per_task = Counter(e["task_id"] for e in events if e["task_id"] is not None and e["task_sequence"] is None)
+    if per_task and writes:
+        await write_all(conn, writes)  # the bump below may be of a task these write
+        writes = []
+    last = await task_store.task_advance_sequences(conn, per_task, now) if per_task else {}
+    next_number = {task_id: last[task_id] - count + 1 for task_id, count in per_task.items()}
+    for event in events:
+        task_id = event["task_id"]
+        if task_id is not None and event["task_sequence"] is None:
+            event["task_sequence"] = next_number[task_id]
+            next_number[task_id] += 1
+    await write_all(conn, [*writes, *event_store.event_inserts(events)], final=final)
+
+
+async def reserve_numbers(u: Unit, workspace_id: str, count: int) -> int:
+    """Reserve ``count`` task numbers of the workspace; returns the last. On PostgreSQL outside the unit's
+    transaction (``TaskNumbers``); elsewhere inside it, the workspace row then locked until commit."""
+    if u.numbers is not None:
+        return await u.numbers.reserve(workspace_id, count)
+    return await workspace_store.workspace_next_task_numbers(u.conn, workspace_id, count)
+
+
+async def _number(u: Unit, new_tasks: list[Task]) -> None:
+    """Number new tasks in their order, one reservation per workspace."""
+    counts = Counter(t.workspace_id for t in new_tasks)
+    next_number = {}
+    for workspace_id, count in counts.items():
+        next_number[workspace_id] = await reserve_numbers(u, workspace_id, count) - count + 1
+    for task in new_tasks:
+        task.number = next_number[task.workspace_id]
+        next_number[task.workspace_id] += 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +188,8 @@ class Runner:
         self.queue_cache = QueueCache()
         signals.observe(self.queue_cache.on_keys)
         self.numbers = TaskNumbers(db.url) if db.is_postgres else None
+        # Set by the engine: where ``shared`` calls go (without it, each runs on its own).
+        self.shared: SharedCommits | None = None
 
     def unit(self, conn: AsyncConnection, principal: Principal) -> Unit:
         return Unit(
@@ -148,7 +200,11 @@ class Runner:
             numbers=self.numbers,
         )
 
-    async def run(self, principal: Principal, op: Callable[[Unit], Awaitable[T]]) -> T:
+    async def run(self, principal: Principal, op: Callable[[Unit], Awaitable[T]], *, shared: bool = False) -> T:
+        """Run ``op`` in a transaction of its own; ``shared``: in one it may share with other calls that
+        arrive while it waits (``SharedCommits``), for short calls on the hot paths."""
+        if shared and self.shared is not None:
+            return await self.shared.run(principal, op)
         for attempt in range(1, TRANSIENT_RETRIES + 1):
             try:
                 async with self.db.transaction() as conn:
@@ -172,13 +228,14 @@ class Runner:
         idempotency: IdempotencyKey | None,
         *,
         keep: Callable[[T], bool] = lambda _: True,
+        shared: bool = False,
     ) -> Rendered:
         """Run ``op`` and render its answer; under an idempotency key, a repeat gets the first answer.
 
         ``keep`` decides whether an answer is final enough to store (an empty long-poll is not).
         """
         if idempotency is None:
-            return render(await self.run(principal, op))
+            return render(await self.run(principal, op, shared=shared))
         key = idempotency.key
         key_hash = hashlib.sha256(key.encode()).hexdigest()
         request_hash = hashlib.sha256(idempotency.request).hexdigest()
@@ -198,9 +255,9 @@ class Runner:
                 answers.append((stored[1], orjson.loads(open_sealed(key, stored[2]))))
                 return
             result = await op(u)
+            await u.flush()  # what it created is numbered then, and the answer may show the numbers
             status, body = render(result)
             if u.deferred_error is None and keep(result):
-                await u.flush()
                 sealed = seal(key, orjson.dumps(body))
                 await store.idempotency_insert(
                     u.conn,
@@ -213,7 +270,7 @@ class Runner:
                 )
             answers.append((status, body))
 
-        await self.run(principal, guarded)
+        await self.run(principal, guarded, shared=shared)
         return answers[0]
 
     def _after_commit(self, unit: Unit) -> None:
@@ -223,7 +280,17 @@ class Runner:
         if unit.deferred_error is not None:
             raise unit.deferred_error
 
+    def after_commit_together(self, units: list[Unit]) -> None:
+        """``_after_commit`` for the units of one shared commit: their wake-ups sent once, errors left to the caller."""
+        wakeups = set().union(*(unit.wakeups for unit in units))
+        self.publish(wakeups)
+        self.signals.notify(wakeups)
+        for unit in units:
+            self.on_commit(unit)
+
     async def close(self) -> None:
+        if self.shared is not None:
+            await self.shared.close()
         if self.numbers is not None:
             await self.numbers.close()
 

@@ -7,12 +7,13 @@ from starlette.responses import Response
 
 from workloom.api import render
 from workloom.api.deps import abandoned, engine, idempotency, json, principal
+from workloom.api.lean import LeanRoute
 from workloom.api.schemas.runs import ClaimNext
 from workloom.engine.principal import Principal
 from workloom.engine.service import Workloom
 from workloom.engine.unit import IdempotencyKey
 
-router = APIRouter(prefix="/v1/claims", tags=["runs"])
+router = APIRouter(prefix="/v1/claims", tags=["runs"], route_class=LeanRoute)
 
 
 @router.post("/next")

@@ -9,12 +9,13 @@ from starlette.responses import Response
 
 from workloom.api import render
 from workloom.api.deps import engine, json, principal
+from workloom.api.lean import LeanRoute
 from workloom.domain.dashboard import DashboardFilters, DashboardSettings
 from workloom.engine import dashboard
 from workloom.engine.principal import Principal
 from workloom.engine.service import Workloom
 
-router = APIRouter(tags=["dashboard"])
+router = APIRouter(tags=["dashboard"], route_class=LeanRoute)
 
 ActorKind = Literal["human", "agent_session", "automation", "extension", "network_peer", "pool"]
 OriginKind = Literal["cli", "web", "uds", "http", "automation", "extension", "network", "agent_session", "daemon"]

@@ -10,6 +10,7 @@ from starlette.responses import StreamingResponse
 
 from workloom.api import render, sse
 from workloom.api.deps import engine, principal
+from workloom.api.lean import LeanRoute
 from workloom.domain.errors import FieldError, ValidationFailed
 from workloom.domain.models import Event
 from workloom.engine import tasks
@@ -17,7 +18,7 @@ from workloom.engine.events import Feed
 from workloom.engine.principal import Principal
 from workloom.engine.service import Workloom
 
-router = APIRouter(tags=["events"])
+router = APIRouter(tags=["events"], route_class=LeanRoute)
 
 RECENT_MESSAGES = 4096
 

@@ -9,12 +9,13 @@ from starlette.responses import Response
 
 from workloom.api import render
 from workloom.api.deps import engine, json, principal
+from workloom.api.lean import LeanRoute
 from workloom.domain.triage import InboxFilters, Lane, TriageAction
 from workloom.engine import triage
 from workloom.engine.principal import Principal
 from workloom.engine.service import Workloom
 
-router = APIRouter(tags=["inbox"])
+router = APIRouter(tags=["inbox"], route_class=LeanRoute)
 
 ActorKind = Literal["human", "agent_session", "automation", "extension", "network_peer", "pool"]
 

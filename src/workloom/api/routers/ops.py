@@ -7,9 +7,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
 from workloom.api.deps import engine, json
+from workloom.api.lean import LeanRoute
 from workloom.engine.service import Workloom
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=LeanRoute)
 
 
 @router.get("/healthz")

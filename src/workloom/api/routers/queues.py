@@ -7,13 +7,14 @@ from starlette.responses import Response
 
 from workloom.api import render
 from workloom.api.deps import abandoned, engine, idempotency, json, principal
+from workloom.api.lean import LeanRoute
 from workloom.api.schemas.queues import ClaimRequest, QueueCreate, QueueFields
 from workloom.engine import queues
 from workloom.engine.principal import Principal
 from workloom.engine.service import Workloom
 from workloom.engine.unit import IdempotencyKey
 
-router = APIRouter(prefix="/v1/queues", tags=["queues"])
+router = APIRouter(prefix="/v1/queues", tags=["queues"], route_class=LeanRoute)
 QueueName = Path(min_length=1, max_length=200)
 
 

@@ -8,6 +8,7 @@ from starlette.responses import Response
 
 from workloom.api import render
 from workloom.api.deps import engine, idempotency, json, principal
+from workloom.api.lean import LeanRoute
 from workloom.api.problems import problem_fields
 from workloom.api.schemas.runs import (
     AttachSession,
@@ -27,7 +28,7 @@ from workloom.engine.principal import Principal
 from workloom.engine.service import Workloom
 from workloom.engine.unit import IdempotencyKey
 
-router = APIRouter(prefix="/v1/runs", tags=["runs"])
+router = APIRouter(prefix="/v1/runs", tags=["runs"], route_class=LeanRoute)
 
 
 def _ok(run: Run) -> tuple[int, dict[str, object]]:
@@ -57,7 +58,7 @@ async def complete_runs(
 
     after = body.claim_next
     if after is None:
-        status, data = await wl.respond(p, lambda u: runs.complete_many(u, items), rendered, idem)
+        status, data = await wl.respond(p, lambda u: runs.complete_many(u, items), rendered, idem, shared=True)
         return json(data, status)
 
     def rendered_claiming(done: tuple[list[Run | WorkloomError], list[Claim]]) -> tuple[int, dict[str, object]]:
@@ -70,6 +71,7 @@ async def complete_runs(
         lambda u: runs.complete_many_and_claim(u, items, after.queue, worker, after.limit, after.lease_seconds),
         rendered_claiming,
         idem,
+        shared=True,
     )
     return json(data, status)
 
@@ -87,7 +89,7 @@ async def start_run(
     wl: Workloom = Depends(engine),
     idem: IdempotencyKey | None = Depends(idempotency),
 ) -> Response:
-    status, data = await wl.respond(p, lambda u: runs.start(u, run_id, body.claim_token), _ok, idem)
+    status, data = await wl.respond(p, lambda u: runs.start(u, run_id, body.claim_token), _ok, idem, shared=True)
     return json(data, status)
 
 
@@ -96,7 +98,9 @@ async def heartbeat(
     run_id: str, body: Heartbeat, p: Principal = Depends(principal), wl: Workloom = Depends(engine)
 ) -> Response:
     run = await wl.run(
-        p, lambda u: runs.heartbeat(u, run_id, body.claim_token, body.extend_seconds, body.progress, body.usage)
+        p,
+        lambda u: runs.heartbeat(u, run_id, body.claim_token, body.extend_seconds, body.progress, body.usage),
+        shared=True,
     )
     return json(render.run(run))
 
@@ -112,7 +116,7 @@ async def complete_run(
     after = body.claim_next
     if after is None:
         status, data = await wl.respond(
-            p, lambda u: runs.complete(u, run_id, body.claim_token, body.result, body.usage), _ok, idem
+            p, lambda u: runs.complete(u, run_id, body.claim_token, body.result, body.usage), _ok, idem, shared=True
         )
         return json(data, status)
     status, data = await wl.respond_claiming(
@@ -122,6 +126,7 @@ async def complete_run(
         ),
         _completed_and_claimed,
         idem,
+        shared=True,
     )
     return json(data, status)
 
@@ -140,7 +145,7 @@ async def fail_run(
     idem: IdempotencyKey | None = Depends(idempotency),
 ) -> Response:
     status, data = await wl.respond(
-        p, lambda u: runs.fail(u, run_id, body.claim_token, body.error, body.retryable), _ok, idem
+        p, lambda u: runs.fail(u, run_id, body.claim_token, body.error, body.retryable), _ok, idem, shared=True
     )
     return json(data, status)
 

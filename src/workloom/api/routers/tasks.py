@@ -7,6 +7,7 @@ from starlette.responses import Response
 
 from workloom.api import render
 from workloom.api.deps import engine, idempotency, json, principal
+from workloom.api.lean import LeanRoute
 from workloom.api.listing import task_query
 from workloom.api.schemas.tasks import Comment, DependenciesAdd, ReasonBody, TaskBatch, TaskCreate, TaskPatch
 from workloom.domain.models import Task
@@ -15,7 +16,7 @@ from workloom.engine.principal import Principal
 from workloom.engine.service import Workloom
 from workloom.engine.unit import IdempotencyKey, Unit
 
-router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+router = APIRouter(prefix="/v1/tasks", tags=["tasks"], route_class=LeanRoute)
 
 
 def _ok(task: Task) -> tuple[int, dict[str, object]]:
@@ -33,7 +34,7 @@ async def create_task(
     wl: Workloom = Depends(engine),
     idem: IdempotencyKey | None = Depends(idempotency),
 ) -> Response:
-    status, data = await wl.respond(p, lambda u: tasks.create(u, body.to_new()), _created, idem)
+    status, data = await wl.respond(p, lambda u: tasks.create(u, body.to_new()), _created, idem, shared=True)
     return json(data, status)
 
 

@@ -1,0 +1,160 @@
+"""Shared commits: short calls that arrive together run one after another in one transaction and commit once.
+
+Under load a worker's call costs mostly per transaction, not per row: BEGIN, COMMIT and the events'
+insert are round trips of their own, and a round trip to PostgreSQL costs both sides CPU whatever the
+statement does (~0.3 ms each here). A call that arrives while others are in flight waits for the next
+group and shares its transaction: it still runs its own use case on its own ``Unit``, in arrival
+order, and its answer is given only after the group has committed, so it is as durable as alone. What
+the units of a group hold back and the events they record go in one write at the end. A group starts
+as soon as a slot is free, whatever its size: nothing waits for company, so a call on an idle server
+costs what it did before.
+
+Each call stays atomic. One that fails without having used the connection wrote nothing: it leaves the
+group with its error, and the others commit. One that fails after using it may have written something:
+the whole group is rolled back and every call in it runs again in a transaction of its own, exactly as
+an ungrouped call would (a transient conflict is retried there too). The group runs its calls in
+sequence in one transaction, which is one serial order of them, so a call sees the effects of those
+before it as it would have after their commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from workloom.domain.errors import WorkloomError
+from workloom.engine.principal import Principal
+from workloom.engine.unit import Unit, flush_together
+
+if TYPE_CHECKING:
+    from workloom.engine.unit import Runner
+
+T = TypeVar("T")
+log = logging.getLogger("workloom.engine")
+
+# A group's calls run one after another; past this many, the rest wait for the next group rather than
+# hold the first of them back any longer.
+MOST_PER_GROUP = 64
+
+
+@dataclass(slots=True)
+class _Call:
+    principal: Principal
+    op: Callable[[Unit], Awaitable[Any]]
+    done: asyncio.Future[Any]
+
+
+@dataclass(slots=True)
+class _Ran:
+    call: _Call
+    unit: Unit | None  # None: the call failed without writing, and is not part of the commit
+    result: Any = None
+    error: BaseException | None = None
+
+
+class _RollBack(Exception):
+    """A call of the group failed after using the connection: nothing of the group may commit."""
+
+
+class SharedCommits:
+    """Runs calls through ``runner`` in shared transactions, at most ``groups`` at once."""
+
+    def __init__(self, runner: Runner, *, groups: int, most: int = MOST_PER_GROUP) -> None:
+        self._runner = runner
+        self._groups = groups
+        self._most = most
+        self._waiting: list[_Call] = []
+        self._open = 0
+        self._drainers: set[asyncio.Task[None]] = set()
+        self.grouped = 0  # calls that committed in a group of more than one (for tests and metrics)
+
+    async def run(self, principal: Principal, op: Callable[[Unit], Awaitable[T]]) -> T:
+        loop = asyncio.get_running_loop()
+        call = _Call(principal, op, loop.create_future())
+        self._waiting.append(call)
+        if self._open < self._groups:
+            self._open += 1
+            drainer = loop.create_task(self._drain())
+            self._drainers.add(drainer)
+            drainer.add_done_callback(self._drainers.discard)
+        result: T = await call.done
+        return result
+
+    async def close(self) -> None:
+        for drainer in list(self._drainers):
+            drainer.cancel()
+        for call in self._waiting:
+            call.done.cancel()
+        self._waiting.clear()
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                group = [call for call in self._waiting[: self._most] if not call.done.done()]
+                del self._waiting[: self._most]
+                if not group:
+                    continue  # their callers left before their turn
+                try:
+                    await self._commit(group)
+                except BaseException:
+                    for call in group:
+                        if not call.done.done():
+                            call.done.cancel()
+                    raise
+        finally:
+            self._open -= 1
+
+    async def _commit(self, group: list[_Call]) -> None:
+        if len(group) == 1:
+            await self._alone(group[0])
+            return
+        try:
+            ran = await self._together(group)
+        except Exception as exc:
+            if not isinstance(exc, _RollBack):
+                log.info("a shared commit failed; its calls run again one by one", extra={"error": repr(exc)})
+            await asyncio.gather(*(self._alone(call) for call in group))
+            return
+        units = [r.unit for r in ran if r.unit is not None]
+        self._runner.after_commit_together(units)
+        self.grouped += len(units)
+        for r in ran:
+            error = r.error or (r.unit.deferred_error if r.unit is not None else None)
+            _settle(r.call, r.result, error)
+
+    async def _together(self, group: list[_Call]) -> list[_Ran]:
+        runner = self._runner
+        ran: list[_Ran] = []
+        async with runner.db.transaction() as conn:
+            for call in group:
+                unit = runner.unit(conn, call.principal)
+                try:
+                    ran.append(_Ran(call, unit, await call.op(unit)))
+                except Exception as exc:
+                    if unit.touched or not isinstance(exc, WorkloomError):
+                        raise _RollBack from exc
+                    ran.append(_Ran(call, None, error=exc))
+            await flush_together([r.unit for r in ran if r.unit is not None], final=True)
+        return ran
+
+    async def _alone(self, call: _Call) -> None:
+        if call.done.done():
+            return
+        try:
+            result = await self._runner.run(call.principal, call.op)
+        except Exception as exc:
+            _settle(call, None, exc)
+        else:
+            _settle(call, result, None)
+
+
+def _settle(call: _Call, result: Any, error: BaseException | None) -> None:
+    if call.done.done():
+        return  # the caller left; what it asked for was done (or refused) all the same
+    if error is not None:
+        call.done.set_exception(error)
+    else:
+        call.done.set_result(result)

@@ -1,0 +1,168 @@
+"""Shared commits: calls of the hot paths that arrive together share one transaction, and each stays atomic.
+
+Calls started in the same turn of the event loop all wait for the first group, so a ``gather`` of them
+is one group (the first drainer takes everyone waiting)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+from harness import Harness
+from test_hot_paths import POSTGRES_ONLY, RoundTrips
+
+from workloom.domain.actors import Actor
+from workloom.domain.errors import Conflict, StaleClaim
+from workloom.domain.models import Claim, Run, Task
+from workloom.domain.queries import ListQuery
+from workloom.engine import runs, tasks
+from workloom.engine.tasks import NewTask
+from workloom.engine.unit import IdempotencyKey, Unit
+
+T = TypeVar("T")
+
+
+async def together(h: Harness, ops: list[Callable[[Unit], Awaitable[T]]]) -> list[T | BaseException]:
+    """Run ``ops`` as shared calls started at once; each one's result or error, in order."""
+    return await asyncio.gather(*(h.wl.run(h.principal, op, shared=True) for op in ops), return_exceptions=True)
+
+
+def create(title: str, **fields: Any) -> Callable[[Unit], Awaitable[Task]]:
+    return lambda u: tasks.create(u, NewTask(title=title, **fields))
+
+
+def grouped(h: Harness) -> int:
+    assert h.wl.runner.shared is not None
+    return h.wl.runner.shared.grouped
+
+
+async def test_creates_arriving_together_commit_once_numbered_in_arrival_order(h: Harness) -> None:
+    await h.create("before", queue="inbox")
+    made = await together(h, [create(f"t{i}", queue="inbox", data={"i": i}) for i in range(8)])
+
+    assert grouped(h) == 8
+    assert all(isinstance(t, Task) for t in made)
+    created = [t for t in made if isinstance(t, Task)]
+    assert [t.number for t in created] == list(range(2, 10))  # one reservation, in the order they came
+    for i, task in enumerate(created):
+        stored = await h.task(task.id)
+        assert (stored.title, stored.data, stored.number, stored.status) == (f"t{i}", {"i": i}, i + 2, "ready")
+        assert await h.event_types(task.id) == ["task.created", "task.ready", "run.queued"]
+    claimed = await h.claim("inbox", limit=10)
+    assert sorted(c.task.title for c in claimed) == sorted(["before", *(f"t{i}" for i in range(8))])
+
+
+@POSTGRES_ONLY
+async def test_creates_arriving_together_are_one_reservation_and_one_statement_on_postgres(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await h.create("creates the queue", queue="inbox")
+    await h.create("reads it into the cache", queue="inbox")
+    trips = RoundTrips(monkeypatch)
+
+    trips.on = True
+    made = await together(h, [create(f"t{i}", queue="inbox") for i in range(8)])
+    trips.on = False
+
+    # Eight numbers reserved at once (on a connection of its own), then eight tasks, their runs and their
+    # 24 events in one statement, which is the whole transaction (alone one create costs the same two).
+    assert trips.sent == ["UPDATE", "WITH"]
+    assert sorted(t.number for t in made if isinstance(t, Task)) == list(range(3, 11))
+
+
+async def _held(h: Harness, count: int) -> list[Claim]:
+    """``count`` runs claimed, each by a worker of its own, and ``count`` more tasks waiting behind them."""
+    for i in range(2 * count):
+        await h.create(f"job {i}", queue="loop")
+    return [await h.claim_one("loop", worker=Actor("agent_session", f"w{i}")) for i in range(count)]
+
+
+async def test_completions_arriving_together_each_complete_and_claim_their_next(h: Harness) -> None:
+    held = await _held(h, 6)
+
+    done = await together(
+        h,
+        [
+            (lambda u, c=c: runs.complete_and_claim(u, c.run.id, c.claim_token, {"by": c.run.id}, None, 1, None))
+            for c in held
+        ],
+    )
+
+    assert grouped(h) == 6
+    next_claims: list[Claim] = []
+    for claim, outcome in zip(held, done, strict=True):
+        assert isinstance(outcome, tuple), outcome
+        run, claimed = outcome
+        assert run.status == "completed" and len(claimed) == 1
+        assert claimed[0].run.claimed_by == claim.run.claimed_by  # the next one goes to the same worker
+        next_claims.extend(claimed)
+        task = await h.task(claim.task.id)
+        assert task.status == "completed" and task.output == {"by": claim.run.id}
+        assert (await h.event_types(task.id))[-2:] == ["run.completed", "task.completed"]
+    assert len({c.task.id for c in next_claims}) == 6  # six different tasks, none of them twice
+    for claim in next_claims:
+        assert (await h.task(claim.task.id)).status == "in_progress"
+        assert (await h.event_types(claim.task.id))[-2:] == ["run.claimed", "task.in_progress"]
+
+
+async def test_the_same_run_completed_twice_in_one_group_is_completed_once(h: Harness) -> None:
+    (claim,) = await _held(h, 1)
+    complete = lambda u: runs.complete(u, claim.run.id, claim.claim_token, {"n": 1})  # noqa: E731
+
+    first, second = await together(h, [complete, complete])
+
+    # One serial order: the second call finds the run completed by the first and is refused as a repeat.
+    assert isinstance(first, Run) and first.status == "completed"
+    assert isinstance(second, StaleClaim)
+    assert (await h.event_types(claim.task.id)).count("task.completed") == 1
+
+
+async def test_a_call_refused_before_it_used_the_database_leaves_the_others_to_commit(h: Harness) -> None:
+    async def refused(_u: Unit) -> Task:
+        raise Conflict("refused before anything was read or written")
+
+    made = await together(h, [create("a"), refused, create("b")])
+
+    assert isinstance(made[1], Conflict)
+    assert grouped(h) == 2  # the other two still committed together
+    assert [(await h.task(t.id)).title for t in made if isinstance(t, Task)] == ["a", "b"]
+
+
+async def test_a_call_that_fails_after_writing_takes_its_writes_back_and_the_others_commit(h: Harness) -> None:
+    async def fails_late(u: Unit) -> Task:
+        await tasks.create(u, NewTask(title="never"))
+        await u.flush()  # written, in the shared transaction
+        raise Conflict("refused after writing")
+
+    made = await together(h, [create("a"), fails_late, create("b")])
+
+    assert isinstance(made[1], Conflict)
+    # The group was rolled back and each call ran again on its own: none of it was grouped in the end.
+    assert grouped(h) == 0
+    titles = [t.title for t in (await h.list(_all())).items]
+    assert sorted(titles) == ["a", "b"]
+
+
+async def test_idempotent_calls_in_one_group_keep_their_own_answers(h: Harness) -> None:
+    def keyed(title: str, key: str) -> Awaitable[Any]:
+        return h.wl.respond(
+            h.principal,
+            create(title),
+            lambda t: (201, {"id": t.id, "number": t.number}),
+            IdempotencyKey(key, f"POST /v1/tasks {title}".encode()),
+            shared=True,
+        )
+
+    first = await asyncio.gather(keyed("a", "key-a"), keyed("b", "key-b"), keyed("c", "key-c"))
+    assert grouped(h) == 3
+    assert sorted(body["number"] for _, body in first) == [1, 2, 3]  # numbered before the answers were kept
+
+    again = await asyncio.gather(keyed("a", "key-a"), keyed("b", "key-b"), keyed("c", "key-c"))
+    assert again == first
+    assert (await h.list(_all())).total == 3
+
+
+def _all() -> ListQuery:
+    return ListQuery(count=True, limit=100)
