@@ -17,6 +17,7 @@ class Settings:
     keepalive_seconds: float = 15.0
     log_level: str = "info"
     db_pool_size: int = 20
+    shared_commits: int | None = None  # groups at once; None: the engine's default, 0: every call alone
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -30,6 +31,7 @@ class Settings:
             "keepalive_seconds": float(env.get("WORKLOOM_SSE_KEEPALIVE_SECONDS", 15)),
             "log_level": env.get("WORKLOOM_LOG_LEVEL", "info"),
             "db_pool_size": int(env.get("WORKLOOM_DB_POOL_SIZE", 20)),
+            "shared_commits": int(env["WORKLOOM_SHARED_COMMITS"]) if env.get("WORKLOOM_SHARED_COMMITS") else None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

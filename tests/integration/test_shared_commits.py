@@ -91,6 +91,12 @@ async def test_completions_arriving_together_each_complete_and_claim_their_next(
     )
 
     assert grouped(h) == 6
+    for claim in await _each_completed_with_its_next(h, held, done):
+        assert (await h.task(claim.task.id)).status == "in_progress"
+
+
+async def _each_completed_with_its_next(h: Harness, held: list[Claim], done: list[Any]) -> list[Claim]:
+    """Checks that each of ``held`` was completed and its worker given one next run; those next claims."""
     next_claims: list[Claim] = []
     for claim, outcome in zip(held, done, strict=True):
         assert isinstance(outcome, tuple), outcome
@@ -101,10 +107,10 @@ async def test_completions_arriving_together_each_complete_and_claim_their_next(
         task = await h.task(claim.task.id)
         assert task.status == "completed" and task.output == {"by": claim.run.id}
         assert (await h.event_types(task.id))[-2:] == ["run.completed", "task.completed"]
-    assert len({c.task.id for c in next_claims}) == 6  # six different tasks, none of them twice
+    assert len({c.task.id for c in next_claims}) == len(held)  # different tasks, none of them twice
     for claim in next_claims:
-        assert (await h.task(claim.task.id)).status == "in_progress"
         assert (await h.event_types(claim.task.id))[-2:] == ["run.claimed", "task.in_progress"]
+    return next_claims
 
 
 async def test_the_same_run_completed_twice_in_one_group_is_completed_once(h: Harness) -> None:
@@ -166,3 +172,87 @@ async def test_idempotent_calls_in_one_group_keep_their_own_answers(h: Harness) 
 
 def _all() -> ListQuery:
     return ListQuery(count=True, limit=100)
+
+
+# -- completions of one kind taken together (``Completion.each``) ----------------------------------------
+
+
+def completion(claim: Claim, claim_next: int = 1, token: str | None = None) -> runs.Completion:
+    return runs.Completion(claim.run.id, token or claim.claim_token, {"by": claim.run.id}, claim_next=claim_next)
+
+
+async def test_completions_arriving_together_run_as_one_and_hand_each_worker_its_own_next(h: Harness) -> None:
+    held = await _held(h, 6)
+
+    done = await together(h, [completion(c) for c in held])
+
+    assert grouped(h) == 6
+    next_claims = await _each_completed_with_its_next(h, held, done)
+    assert len({c.claim_token.split(".")[0] for c in next_claims}) == 6  # a secret of its own for each worker
+    for claim in next_claims:
+        stored = await h.run(claim.run.id)
+        assert stored.claimed_by == claim.run.claimed_by and stored.status == "claimed"
+        assert (await h.heartbeat(claim)).status == "claimed"  # its token holds its run
+    other = next_claims[1]
+    with pytest.raises(StaleClaim):  # and no other
+        await h.do(lambda u: runs.heartbeat(u, other.run.id, next_claims[0].claim_token, None))
+
+
+async def test_completions_together_with_fewer_runs_waiting_than_workers_claim_what_there_is(h: Harness) -> None:
+    for i in range(4):
+        await h.create(f"job {i}", queue="loop")
+    held = [await h.claim_one("loop", worker=Actor("agent_session", f"w{i}")) for i in range(3)]
+
+    done = await together(h, [completion(c) for c in held])
+
+    claimed = [outcome[1] for outcome in done if isinstance(outcome, tuple)]
+    assert sorted(len(c) for c in claimed) == [0, 0, 1]  # the one task left goes to the first in line
+    assert claimed[0][0].run.claimed_by == held[0].run.claimed_by
+
+
+async def test_one_refused_completion_among_others_is_refused_alone(h: Harness) -> None:
+    held = await _held(h, 3)
+    expiring = await h.claim_one("loop", lease_seconds=5, worker=Actor("agent_session", "slow"))
+    h.clock.advance(10)  # its lease ran out; the ticker has not noticed yet
+
+    done = await together(
+        h,
+        [completion(held[0]), completion(held[1], token="clm_wrong.token"), completion(expiring), completion(held[2])],
+    )
+
+    assert isinstance(done[1], StaleClaim) and isinstance(done[2], StaleClaim)
+    for outcome in (done[0], done[3]):
+        assert isinstance(outcome, tuple) and outcome[0].status == "completed" and len(outcome[1]) == 1
+    assert (await h.task(held[1].task.id)).status == "in_progress"  # the wrong token changed nothing
+    # The late result is kept and the run ended, as for a completion alone.
+    assert "run.late_result" in await h.event_types(expiring.task.id)
+    assert (await h.run(expiring.run.id)).end_reason == "lease_expired"
+
+
+async def test_completions_without_claim_next_are_taken_together_too(h: Harness) -> None:
+    held = await _held(h, 3)
+
+    done = await together(h, [completion(c, claim_next=0) for c in held])
+
+    assert [outcome[1] for outcome in done if isinstance(outcome, tuple)] == [[], [], []]
+    assert [(await h.task(c.task.id)).status for c in held] == ["completed"] * 3
+
+
+@POSTGRES_ONLY
+async def test_completions_together_cost_the_same_statements_however_many_there_are(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = await _held(h, 8)
+    trips = RoundTrips(monkeypatch)
+
+    trips.on = True
+    await together(h, [completion(c) for c in held[:2]])
+    two = list(trips.sent)
+    trips.sent.clear()
+    await together(h, [completion(c) for c in held[2:]])
+    six = list(trips.sent)
+    trips.on = False
+
+    # Begin; runs and tasks read and locked; all completed (with their dependents found); the next runs
+    # claimed, one for each worker, with their tasks moved; the events; commit.
+    assert two == six == ["BEGIN", "SELECT", "WITH", "WITH", "INSERT", "COMMIT"]

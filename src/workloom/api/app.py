@@ -30,7 +30,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         wl = Workloom.from_url(
-            settings.database_url, clock, pool_size=settings.db_pool_size, tick_interval=settings.tick_interval
+            settings.database_url,
+            clock,
+            pool_size=settings.db_pool_size,
+            tick_interval=settings.tick_interval,
+            shared_groups=settings.shared_commits,
         )
         await wl.migrate()
         issued = await wl.access.bootstrap(settings.bootstrap_token)
@@ -53,15 +57,16 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.stopping = asyncio.Event()
     app.state.encoded_events = events.EncodedEvents()
     problems.install(app)
+    # Routes are matched in order, one by one: the workers' calls first.
     for router in (
-        ops.router,
-        queues.router,
-        tasks.router,
         runs.router,
+        tasks.router,
+        queues.router,
         claims.router,
         events.router,
         inbox.router,
         dashboard.router,
+        ops.router,
     ):
         app.include_router(router)
     app.add_middleware(BodyGuard, limit=settings.max_body_bytes)

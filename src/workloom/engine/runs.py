@@ -426,6 +426,77 @@ async def complete_many_and_claim(
     return outcomes, await claim(u, queue_name, worker, limit, lease_seconds)
 
 
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A holder's completion of one run; ``claim_next``: then up to that many more runs of its queue for
+    the worker that held it (as ``complete_and_claim``)."""
+
+    run_id: str
+    token: str
+    result: Any = None
+    usage: dict[str, Any] | None = None
+    claim_next: int = 0
+    lease_seconds: int | None = None
+
+    async def __call__(self, u: Unit) -> tuple[Run, list[Claim]]:
+        if self.claim_next == 0:
+            return await complete(u, self.run_id, self.token, self.result, self.usage), []
+        return await complete_and_claim(
+            u, self.run_id, self.token, self.result, self.usage, self.claim_next, self.lease_seconds
+        )
+
+    @staticmethod
+    async def each(u: Unit, items: list[Completion]) -> list[tuple[Run, list[Claim]] | WorkloomError]:
+        """Many completions in one unit, each with what it would have had alone (its run and claims, or its
+        refusal): runs and tasks read in one statement and written in one, the next runs claimed for their
+        workers in one per queue. Used when completions arrive together (``SharedCommits``)."""
+        u.principal.require("runs.work")
+        done = await _complete_each(u, [(c.run_id, c.token, c.result, c.usage) for c in items])
+        claims: dict[int, list[Claim]] = {}
+        wanting: dict[tuple[str, int | None], list[tuple[int, Actor]]] = {}
+        for i, (item, run) in enumerate(zip(items, done, strict=True)):
+            if isinstance(run, Run) and item.claim_next > 0 and run.claimed_by is not None and run.queue is not None:
+                if item.claim_next == 1:
+                    wanting.setdefault((run.queue, item.lease_seconds), []).append((i, run.claimed_by))
+                else:
+                    claims[i] = await claim(u, run.queue, run.claimed_by, item.claim_next, item.lease_seconds)
+        for (queue_name, lease_seconds), workers in wanting.items():
+            found = await _claim_each(u, queue_name, [worker for _, worker in workers], lease_seconds)
+            for (i, _), got in zip(workers, found, strict=True):
+                claims[i] = got
+        return [run if isinstance(run, WorkloomError) else (run, claims.get(i, [])) for i, run in enumerate(done)]
+
+
+async def _claim_each(u: Unit, queue_name: str, workers: list[Actor], lease_seconds: int | None) -> list[list[Claim]]:
+    """One run of the queue for each of ``workers`` (in order, while there are runs), in one statement on
+    PostgreSQL; each with a token of its own (one claim call's runs share one secret, and these go to
+    several holders)."""
+    queue = await queues.get(u, queue_name, cached=True)
+    spec = _claim_spec(u, queue, workers[0], len(workers), lease_seconds)
+    claimers = [(worker, _token_prefix()) for worker in workers]
+    claimed, moved = await held_store.claim_each(u.conn, spec, claimers)
+    if moved is None and claimed:
+        moved = await task_store.task_claim_ready(
+            u.conn,
+            u.workspace_id,
+            [run.task_id for run in claimed],
+            status=spec.task_status,
+            queue_name=queue.name,
+            now=u.now,
+            events=spec.task_events,
+        )
+    out: list[list[Claim]] = []
+    for k, (worker, prefix) in enumerate(claimers):
+        if k >= len(claimed):
+            out.append([])
+            continue
+        run = claimed[k]
+        if run.claimed_by != worker or not matches(prefix + run.id, run.claim_token_hash):
+            raise AssertionError("a run claimed for several workers did not come back in claim order")
+        out.append(await _hand_over(u, queue, [run], prefix, worker, spec.lease_until, moved))
+    return out
+
+
 MAX_BATCH = 1000
 Held = tuple[int, Run, Task, Any, dict[str, Any] | None]  # index in the request, run, task, result, usage
 
@@ -433,29 +504,40 @@ Held = tuple[int, Run, Task, Any, dict[str, Any] | None]  # index in the request
 async def complete_many(u: Unit, items: list[tuple[str, str, Any]]) -> list[Run | WorkloomError]:
     """Complete many held runs, each on its own: a run whose token no longer holds it is refused (and a
     late result kept, as for one run) while the others complete. One unit of work; runs and tasks read
-    and locked two statements for the batch, in id order. Returns, per item, the run or its refusal."""
+    and locked in one statement for the batch, in run id order. Returns, per item, the run or its refusal."""
     u.principal.require("runs.work")
     if len(items) > MAX_BATCH:
         raise ValidationFailed(
             f"at most {MAX_BATCH} runs per batch", [FieldError("runs", f"at most {MAX_BATCH} items")]
         )
-    found = await store.run_get_many(u.conn, u.workspace_id, sorted({run_id for run_id, _, _ in items}), lock=True)
-    task_ids = sorted({run.task_id for run in found.values()})
-    tasks = {t.id: t for t in await task_store.task_get_many(u.conn, u.workspace_id, task_ids, lock=True)}
+    return await _complete_each(u, [(run_id, token, result, None) for run_id, token, result in items])
+
+
+async def _complete_each(
+    u: Unit, items: list[tuple[str, str | None, Any, dict[str, Any] | None]]
+) -> list[Run | WorkloomError]:
+    """``complete_many`` of (run id, token, result, usage) items."""
+    pairs = await held_store.runs_with_tasks(u.conn, u.workspace_id, [item[0] for item in items])
+    tasks = {task.id: task for _, task in pairs.values()}
     outcomes: dict[int, Run | WorkloomError] = {}
     held: list[Held] = []
     seen: set[str] = set()
     for i in sorted(range(len(items)), key=lambda i: items[i][0]):
-        run_id, token, result = items[i]
+        run_id, token, result, usage = items[i]
         if run_id in seen:  # the same run twice: the first item takes it, the repeat is refused as a repeat
             outcomes[i] = StaleClaim(
                 "this run is completed by an earlier item of the same batch", run_id=run_id, run_status="completed"
             )
             continue
         seen.add(run_id)
+        pair = pairs.get(run_id)
         try:
             found_held = await _held(
-                u, run_id, token, late={"action": "complete", "result": result}, prefetched=(found.get(run_id), tasks)
+                u,
+                run_id,
+                token,
+                late={"action": "complete", "result": result},
+                prefetched=(pair[0] if pair else None, tasks),
             )
         except WorkloomError as refused:  # raised before anything of this run was written
             outcomes[i] = refused
@@ -470,7 +552,7 @@ async def complete_many(u: Unit, items: list[tuple[str, str, Any]]) -> list[Run 
         except WorkloomError as refused:
             outcomes[i] = refused
             continue
-        held.append((i, *found_held, result, None))
+        held.append((i, *found_held, result, usage))
     for i, run in await _complete_all(u, held):
         outcomes[i] = run
     return [outcomes[i] for i in range(len(items))]

@@ -20,7 +20,7 @@ from workloom.engine.access import Access
 from workloom.engine.events import EventReader
 from workloom.engine.metrics import Metrics
 from workloom.engine.principal import Principal
-from workloom.engine.shared import SharedCommits
+from workloom.engine.shared import SharedCommits, small
 from workloom.engine.signals import Signals, queue_key, work_key
 from workloom.engine.ticker import Ticker
 from workloom.engine.unit import IdempotencyKey, Rendered, Runner, Unit
@@ -33,9 +33,10 @@ T = TypeVar("T")
 # Wake-ups are the fast path; this poll only bounds how long a missed one (a retry whose backoff ran
 # out between ticks, a dropped LISTEN connection) can delay a waiting claimer.
 CLAIM_POLL_SECONDS = 1.0
-# Shared commits open at once on PostgreSQL: enough to keep the database busy while one group commits.
+# Shared commits open at once on PostgreSQL: two, so that one group waiting on a row lock does not hold
+# back every call (one was as fast here; three made groups smaller and cost the database more per task).
 # SQLite has one writer (and one pooled connection): one group at a time, taking every call waiting.
-SHARED_GROUPS = 3
+SHARED_GROUPS = 2
 
 
 def _local_only(_keys: set[str]) -> None:
@@ -129,12 +130,11 @@ class Workloom:
         """``respond`` for a call that also claims runs (a completion that claims the next), counted as claims."""
         claimed: list[Claim] = []
 
-        async def op_counting(u: Unit) -> tuple[T, list[Claim]]:
-            outcome, claims = await op(u)
-            claimed[:] = claims
-            return outcome, claims
+        def render_counting(done: tuple[T, list[Claim]]) -> Rendered:
+            claimed[:] = done[1]  # a transaction run again sets it again
+            return render(done)
 
-        rendered = await self.runner.respond(principal, op_counting, render, idempotency, shared=shared)
+        rendered = await self.runner.respond(principal, op, render_counting, idempotency, shared=shared)
         if claimed:
             self.metrics.claims.labels(claimed[0].run.queue or "").inc(len(claimed))
         return rendered
@@ -176,7 +176,7 @@ class Workloom:
                         render,
                         idempotency,
                         keep=_keep_claims(final),
-                        shared=True,
+                        shared=small(limit),
                     )
                 except _CallerGone:
                     return render([])

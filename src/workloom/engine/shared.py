@@ -23,7 +23,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from workloom.domain.errors import WorkloomError
 from workloom.engine.principal import Principal
@@ -38,6 +38,14 @@ log = logging.getLogger("workloom.engine")
 # A group's calls run one after another; past this many, the rest wait for the next group rather than
 # hold the first of them back any longer.
 MOST_PER_GROUP = 64
+# A call about more items than this (a batch of a hundred completions, a claim of fifty) is worth a
+# transaction of its own: shared, it would hold back the small calls behind it for no saving.
+SMALL = 10
+
+
+def small(items: int) -> bool:
+    """Whether a call about ``items`` items is small enough to share a commit."""
+    return items <= SMALL
 
 
 @dataclass(slots=True)
@@ -50,9 +58,10 @@ class _Call:
 @dataclass(slots=True)
 class _Ran:
     call: _Call
-    unit: Unit | None  # None: the call failed without writing, and is not part of the commit
+    unit: Unit | None  # its own unit, whose refusal (if any) comes after commit; None: in a batch, or refused
     result: Any = None
     error: BaseException | None = None
+    committed: bool = True  # False: refused before it used the database, so not part of the commit
 
 
 class _RollBack(Exception):
@@ -112,33 +121,40 @@ class SharedCommits:
             await self._alone(group[0])
             return
         try:
-            ran = await self._together(group)
+            ran, units = await self._together(group)
         except Exception as exc:
             if not isinstance(exc, _RollBack):
                 log.info("a shared commit failed; its calls run again one by one", extra={"error": repr(exc)})
             await asyncio.gather(*(self._alone(call) for call in group))
             return
-        units = [r.unit for r in ran if r.unit is not None]
         self._runner.after_commit_together(units)
-        self.grouped += len(units)
+        self.grouped += sum(r.committed for r in ran)
         for r in ran:
             error = r.error or (r.unit.deferred_error if r.unit is not None else None)
             _settle(r.call, r.result, error)
 
-    async def _together(self, group: list[_Call]) -> list[_Ran]:
+    async def _together(self, group: list[_Call]) -> tuple[list[_Ran], list[Unit]]:
         runner = self._runner
         ran: list[_Ran] = []
+        units: list[Unit] = []
         async with runner.db.transaction() as conn:
-            for call in group:
-                unit = runner.unit(conn, call.principal)
+            for calls in _batches(group):
+                unit = runner.unit(conn, calls[0].principal)
+                if len(calls) > 1:
+                    ran.extend(await _each(unit, calls))
+                    units.append(unit)
+                    continue
+                call = calls[0]
                 try:
                     ran.append(_Ran(call, unit, await call.op(unit)))
                 except Exception as exc:
                     if unit.touched or not isinstance(exc, WorkloomError):
                         raise _RollBack from exc
-                    ran.append(_Ran(call, None, error=exc))
-            await flush_together([r.unit for r in ran if r.unit is not None], final=True)
-        return ran
+                    ran.append(_Ran(call, None, error=exc, committed=False))
+                    continue
+                units.append(unit)
+            await flush_together(units, final=True)
+        return ran, units
 
     async def _alone(self, call: _Call) -> None:
         if call.done.done():
@@ -149,6 +165,48 @@ class SharedCommits:
             _settle(call, None, exc)
         else:
             _settle(call, result, None)
+
+
+class Each(Protocol):
+    """A call that can run together with others of its kind as one use case: ``each`` gives every item what
+    it would have had alone, its result or its refusal (a refusal's writes, such as a late result kept,
+    committed all the same). It must not raise for one item's sake, nor leave a refusal for after commit."""
+
+    @staticmethod
+    async def each(u: Unit, items: list[Any]) -> list[Any]: ...
+
+
+def _batches(group: list[_Call]) -> list[list[_Call]]:
+    """The group's calls in the order they came, those of one kind (``Each``) by one caller taken together
+    where the first of them came."""
+    out: list[list[_Call]] = []
+    together: dict[tuple[type, Principal], list[_Call]] = {}
+    for call in group:
+        kind = type(call.op)
+        if getattr(kind, "each", None) is None:
+            out.append([call])
+            continue
+        key = (kind, call.principal)
+        if key in together:
+            together[key].append(call)
+        else:
+            together[key] = [call]
+            out.append(together[key])
+    return out
+
+
+async def _each(unit: Unit, calls: list[_Call]) -> list[_Ran]:
+    kind: Any = type(calls[0].op)
+    try:
+        outcomes = await kind.each(unit, [call.op for call in calls])
+    except Exception as exc:
+        raise _RollBack from exc
+    if unit.deferred_error is not None or len(outcomes) != len(calls):
+        raise _RollBack  # not what ``Each`` promises: take no chances with it
+    return [
+        _Ran(call, None, error=outcome) if isinstance(outcome, WorkloomError) else _Ran(call, None, result=outcome)
+        for call, outcome in zip(calls, outcomes, strict=True)
+    ]
 
 
 def _settle(call: _Call, result: Any, error: BaseException | None) -> None:

@@ -382,26 +382,68 @@ async def write_all(conn: AsyncConnection, writes: Sequence[Write], *, final: bo
     ``final``: nothing else runs in this transaction. If nothing ran before either, the statement is sent
     without BEGIN (and so needs no COMMIT): one statement is a transaction of its own."""
     writes = [w for w in writes if w.rows]
-    shaped = [w.statement._pg(conn).shaped(w.rows) for w in writes] if conn.dialect.name == "postgresql" else []
-    if not shaped or any(s is None for s in shaped) or (len(writes) < 2 and not final):
+    if not writes:
+        return
+    parts = _parts(conn, writes)
+    if parts is None or (len(writes) < 2 and not final):
         for write in writes:
             await write.statement.many(conn, write.rows)
         return
-    parts: list[str] = []
-    args: list[Any] = []
-    for sql, values in (s for s in shaped if s is not None):
-        parts.append(_renumbered(sql, len(args)))
-        args.extend(values)
-    text = (
-        parts[0]
-        if len(parts) == 1
-        else ("WITH " + ", ".join(f"w{i} AS ({part})" for i, part in enumerate(parts[:-1])) + " " + parts[-1])
-    )
+    sql, args = parts
+    text = _joined(sql)
     raw = await driver(conn, begin=not final)
     try:
         await raw.execute(text, *args)
     except asyncpg.PostgresError as error:
         raise _driver_error(error, text) from error
+
+
+async def rows_after(
+    conn: AsyncConnection, writes: Sequence[Write], statement: Statement, params: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """Run the writes, then ``statement``, and return its rows: on PostgreSQL one statement, the writes its
+    data-modifying ``WITH`` parts. ``statement`` reads the snapshot the statement began with, so it does not
+    see what the writes change (its rows must not depend on them)."""
+    writes = [w for w in writes if w.rows]
+    parts = _parts(conn, writes)
+    if parts is None or not writes:
+        for write in writes:
+            await write.statement.many(conn, write.rows)
+        return await statement.rows(conn, params)
+    sql, args = parts
+    compiled = statement._pg(conn)
+    sql.append(_renumbered(compiled.sql, len(args)))
+    args.extend(compiled.args(params))
+    text = _joined(sql)
+    raw = await driver(conn)
+    try:
+        records = await raw.fetch(text, *args)
+    except asyncpg.PostgresError as error:
+        raise _driver_error(error, text) from error
+    return [compiled.row(record) for record in records]
+
+
+def _parts(conn: AsyncConnection, writes: list[Write]) -> tuple[list[str], list[Any]] | None:
+    """Each write's one-statement form with its parameters numbered after the previous ones' (PostgreSQL);
+    None where some write has none, or elsewhere."""
+    if conn.dialect.name != "postgresql":
+        return None
+    shaped = [w.statement._pg(conn).shaped(w.rows) for w in writes]
+    if any(s is None for s in shaped):
+        return None
+    parts: list[str] = []
+    args: list[Any] = []
+    for sql, values in (s for s in shaped if s is not None):
+        parts.append(_renumbered(sql, len(args)))
+        args.extend(values)
+    return parts, args
+
+
+def _joined(parts: list[str]) -> str:
+    """Statements as one: each but the last a ``WITH`` part of the last."""
+    if len(parts) == 1:
+        return parts[0]
+    return "WITH " + ", ".join(f"w{i} AS ({part})" for i, part in enumerate(parts[:-1])) + " " + parts[-1]
 
 
 class Statements:

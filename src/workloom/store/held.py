@@ -8,7 +8,7 @@ completing one task per request the number of statements, not their work, sets t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -17,10 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workloom.domain.actors import Actor
 from workloom.domain.models import Run, Task
+from workloom.domain.secrets import hash_secret
 from workloom.store import rows
 from workloom.store import runs as run_store
 from workloom.store import tasks as task_store
-from workloom.store.fast import Statement
+from workloom.store.fast import Statement, one_of, workspace_filter
 from workloom.store.schema import inline, queues, runs, task_dependencies, tasks
 
 _TASK_PREFIX = "t_"
@@ -30,7 +31,9 @@ _TASK_KEYS_AND_QUEUE = (*_TASK_KEYS, (_TASK_PREFIX + "queue_name", "queue_name")
 _task_queue = queues.alias("task_queue")
 
 
-def _read() -> sa.Select[Any]:
+def _read(runs_wanted: sa.ColumnElement[bool] | None = None) -> sa.Select[Any]:
+    """The run ``:run_id`` (or the runs ``runs_wanted``, their workspace checked without an index) and its
+    task, both locked."""
     return (
         sa.select(
             runs,
@@ -43,7 +46,11 @@ def _read() -> sa.Select[Any]:
             .join(tasks, tasks.c.id == runs.c.task_id)
             .outerjoin(_task_queue, _task_queue.c.id == tasks.c.queue_id)
         )
-        .where(runs.c.workspace_id == sa.bindparam("workspace_id"), runs.c.id == sa.bindparam("run_id"))
+        .where(
+            sa.and_(runs.c.workspace_id == sa.bindparam("workspace_id"), runs.c.id == sa.bindparam("run_id"))
+            if runs_wanted is None
+            else sa.and_(workspace_filter(runs.c.workspace_id, "workspace_id"), runs_wanted)
+        )
         # Run before task, as every other path that locks both takes them.
         .with_for_update(of=[runs, tasks])
     )
@@ -52,11 +59,29 @@ def _read() -> sa.Select[Any]:
 _READ = Statement(_read())
 
 
+def _read_many(dialect: str) -> sa.Select[Any]:
+    # In run id order, as every batch locks them.
+    return _read(one_of(runs.c.id, "run_ids", dialect)).order_by(runs.c.id)
+
+
+_READ_MANY = Statement(_read_many)
+
+
 async def run_with_task(conn: AsyncConnection, workspace_id: str, run_id: str) -> tuple[Run, Task] | None:
     """The run and its task, both locked for the rest of the transaction; None if the run is not found."""
     row = await _READ.first(conn, {"workspace_id": workspace_id, "run_id": run_id})
     if row is None:
         return None
+    return _pair(row)
+
+
+async def runs_with_tasks(conn: AsyncConnection, workspace_id: str, run_ids: list[str]) -> dict[str, tuple[Run, Task]]:
+    """``run_with_task`` for many runs in one statement, locked in run id order: by run id, those found."""
+    found = await _READ_MANY.rows(conn, {"workspace_id": workspace_id, "run_ids": sorted(set(run_ids))})
+    return {row["id"]: _pair(row) for row in found}
+
+
+def _pair(row: dict[str, Any]) -> tuple[Run, Task]:
     return rows.run(row), rows.task(_task_part(row, _TASK_KEYS_AND_QUEUE))
 
 
@@ -126,19 +151,20 @@ async def complete(conn: AsyncConnection, run_rows: list[dict[str, Any]], task_r
     """Write completed runs and their tasks (both locked by the caller; the row formats of
     ``runs.run_complete_many`` and ``tasks.task_complete_many``); the ids of those tasks some task depends on.
 
-    One statement for one run on PostgreSQL; otherwise one per table, and one for the dependents."""
+    One statement on PostgreSQL (for many runs: the two updates as parts of the dependents' read, which
+    takes the snapshot from before them and reads no row they change); elsewhere three."""
     if len(run_rows) == 1 and len(task_rows) == 1 and conn.dialect.name == "postgresql":
         found = await _COMPLETE_ONE.first(conn, _completion_params(run_rows[0], task_rows[0]))
         return {task_rows[0]["task_id"]} if found and found["has_dependents"] else set()
-    await run_store.run_complete_many(conn, run_rows)
-    await task_store.task_complete_many(conn, task_rows)
-    return await task_store.dependency_dependents_many(conn, [row["task_id"] for row in task_rows])
+    writes = [run_store.run_complete_writes(run_rows), task_store.task_complete_writes(task_rows)]
+    return await task_store.dependency_dependents_after(conn, writes, [row["task_id"] for row in task_rows])
 
 
-def _claim_moving_tasks(limit: int | None = None) -> sa.Select[Any]:
-    """The one-statement claim of ``runs.claim_statement``, which also moves each claimed run's task from
-    ready to in progress (reserving its events' numbers): the runs claimed, each beside its task if it moved."""
-    claimed = run_store.claim_statement(limit).cte("claimed")
+def _claim_moving_tasks(limit: int | None = None, claim: sa.Update | None = None) -> sa.Select[Any]:
+    """The one-statement claim of ``runs.claim_statement`` (or ``claim``), which also moves each claimed
+    run's task from ready to in progress (reserving its events' numbers): the runs claimed, each beside its
+    task if it moved."""
+    claimed = (claim if claim is not None else run_store.claim_statement(limit)).cte("claimed")
     now = sa.bindparam("now", type_=tasks.c.updated_at.type)
     moved = (
         sa.update(tasks)
@@ -216,6 +242,40 @@ async def claim(conn: AsyncConnection, spec: ClaimSpec) -> tuple[list[Run], dict
         return claimed, None
     found = await (_CLAIM_ONE_MOVING_TASK if spec.limit == 1 else _CLAIM_MOVING_TASKS).rows(conn, spec.params())
     return _claimed(found, spec.queue_name)
+
+
+_CLAIM_EACH: dict[int, Statement] = {}
+
+
+async def claim_each(
+    conn: AsyncConnection, spec: ClaimSpec, claimers: list[tuple[Actor, str]]
+) -> tuple[list[Run], dict[str, Task] | None]:
+    """``claim`` of one run for each of ``claimers`` (actor, token prefix), in order while there are runs:
+    the runs claimed, the n-th for the n-th claimer with its token ``prefix + run id``, and the tasks moved
+    (None where the caller moves them, as for ``claim``). ``spec``'s claimer and prefix are not used. On
+    PostgreSQL one statement; elsewhere a claim for the first claimer, then each run handed on."""
+    if conn.dialect.name == "postgresql":
+        count = len(claimers)
+        statement = _CLAIM_EACH.get(count)
+        if statement is None:
+            statement = _CLAIM_EACH[count] = Statement(_claim_moving_tasks(claim=run_store.claim_each_statement(count)))
+        listed = [{"n": n, "kind": a.kind, "ref": a.ref, "prefix": p} for n, (a, p) in enumerate(claimers, start=1)]
+        found = await statement.rows(conn, {**spec.params(), "claimers": listed})
+        return _claimed(found, spec.queue_name)
+    first = replace(spec, claimer=claimers[0][0], token_prefix=claimers[0][1], limit=len(claimers))
+    claimed, _ = await claim(conn, first)
+    handed = [
+        replace(run, claimed_by=actor, claim_token_hash=hash_secret(prefix + run.id))
+        for run, (actor, prefix) in zip(claimed, claimers, strict=False)
+    ]
+    await run_store.run_hand_to(
+        conn,
+        [
+            {"run_id": run.id, "kind": actor.kind, "ref": actor.ref, "token_hash": run.claim_token_hash}
+            for run, (actor, _) in zip(handed, claimers, strict=False)
+        ],
+    )
+    return handed, None
 
 
 def _claimed(found: list[dict[str, Any]], queue_name: str) -> tuple[list[Run], dict[str, Task]]:

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workloom.domain.actors import Actor
@@ -170,6 +171,11 @@ async def run_complete_many(conn: AsyncConnection, rows_: list[dict[str, Any]]) 
     await _COMPLETE.many(conn, rows_)
 
 
+def run_complete_writes(rows_: list[dict[str, Any]]) -> Write:
+    """``run_complete_many`` as a write, to be sent with others (``fast.write_all``, ``fast.rows_after``)."""
+    return Write(_COMPLETE, rows_)
+
+
 async def run_claim(
     conn: AsyncConnection,
     *,
@@ -213,6 +219,25 @@ async def run_claim(
     ]
 
 
+def _locked_candidates(limit: sa.ColumnElement[int], *, ordered: bool = False) -> sa.Select[Any]:
+    """The ids of the queue's claimable runs a claim takes, best first, locked ``SKIP LOCKED``; ``ordered``:
+    with the columns they are ordered by."""
+    candidate = runs.alias("candidate")
+    columns = (candidate.c.id, candidate.c.priority, candidate.c.available_at) if ordered else (candidate.c.id,)
+    return (
+        sa.select(*columns)
+        .where(
+            candidate.c.workspace_id == sa.bindparam("workspace_id"),
+            candidate.c.queue_id == sa.bindparam("queue_id"),
+            candidate.c.status == inline("queued"),
+            candidate.c.available_at <= sa.bindparam("now", type_=runs.c.available_at.type),
+        )
+        .order_by(candidate.c.priority.desc(), candidate.c.available_at, candidate.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+
+
 def claim_statement(limit: int | None = None) -> sa.Update:
     """The claim as one statement (PostgreSQL): the candidates locked with ``SKIP LOCKED`` (concurrent
     claimers take disjoint rows without waiting on each other) and marked claimed where they stand, each
@@ -222,26 +247,48 @@ def claim_statement(limit: int | None = None) -> sa.Update:
     afresh at every execution (a cached plan would have to assume a tenth of the queue is taken, and sort),
     which is half of what a one-run claim costs it; with ``LIMIT 1`` in the text the cached plan is the
     right one."""
-    candidate = runs.alias("candidate")
-    picked = (
-        sa.select(candidate.c.id)
-        .where(
-            candidate.c.workspace_id == sa.bindparam("workspace_id"),
-            candidate.c.queue_id == sa.bindparam("queue_id"),
-            candidate.c.status == inline("queued"),
-            candidate.c.available_at <= sa.bindparam("now", type_=runs.c.available_at.type),
-        )
-        .order_by(candidate.c.priority.desc(), candidate.c.available_at, candidate.c.id)
-        .limit(sa.bindparam("limit", type_=sa.Integer) if limit is None else sa.literal(limit, literal_execute=True))
-        .with_for_update(skip_locked=True)
-        .subquery("picked")
-    )
+    picked = _locked_candidates(
+        limit=sa.bindparam("limit", type_=sa.Integer) if limit is None else sa.literal(limit, literal_execute=True)
+    ).subquery("picked")
     token = sa.bindparam("prefix", type_=sa.String) + runs.c.id
     token_hash = sa.func.encode(sa.func.sha256(sa.func.convert_to(token, "UTF8")), "hex")  # = hash_secret(token)
     return (
         sa.update(runs)
         .where(runs.c.id == picked.c.id)
         .values({**_MARKS, "claim_token_hash": token_hash})
+        .returning(*runs.c)
+    )
+
+
+def claim_each_statement(limit: int) -> sa.Update:
+    """``claim_statement`` for several claimers at once (PostgreSQL): as many runs as there are claimers in
+    ``:claimers`` (a JSON array of objects n, kind, ref, prefix; n counting from 1), the n-th run in claim
+    order going to the n-th claimer, its token ``prefix + run id`` (each claimer's a secret of its own)."""
+    locked = _locked_candidates(sa.literal(limit, literal_execute=True), ordered=True).subquery("locked")
+    order = (locked.c.priority.desc(), locked.c.available_at, locked.c.id)
+    ranked = sa.select(locked.c.id, sa.func.row_number().over(order_by=order).label("n")).subquery("ranked")
+    claimers = (
+        sa.func.jsonb_to_recordset(sa.bindparam("claimers", type_=JSONB))
+        .table_valued(
+            sa.column("n", sa.Integer),
+            sa.column("kind", sa.Text),
+            sa.column("ref", sa.Text),
+            sa.column("prefix", sa.Text),
+        )
+        .render_derived("claimer", with_types=True)
+    )
+    token_hash = sa.func.encode(sa.func.sha256(sa.func.convert_to(claimers.c.prefix + runs.c.id, "UTF8")), "hex")
+    return (
+        sa.update(runs)
+        .where(runs.c.id == ranked.c.id, claimers.c.n == ranked.c.n)
+        .values(
+            {
+                **_MARKS,
+                "claimed_by_kind": claimers.c.kind,
+                "claimed_by_ref": claimers.c.ref,
+                "claim_token_hash": token_hash,
+            }
+        )
         .returning(*runs.c)
     )
 
@@ -297,6 +344,23 @@ async def run_mark_claimed(conn: AsyncConnection, claims: list[dict[str, Any]]) 
     """Write many claims in one round trip; each dict has run_id, token hash, lease, claimer and the
     claim's idempotency key (None keeps the run's own)."""
     await _MARK_CLAIMED.many(conn, claims)
+
+
+_HAND_TO = Statement(
+    sa.update(runs)
+    .where(runs.c.id == sa.bindparam("run_id"))
+    .values(
+        claimed_by_kind=sa.bindparam("kind"),
+        claimed_by_ref=sa.bindparam("ref"),
+        claim_token_hash=sa.bindparam("token_hash"),
+    )
+)
+
+
+async def run_hand_to(conn: AsyncConnection, claims: list[dict[str, Any]]) -> None:
+    """Runs claimed in this transaction, each handed to its own claimer with its own token (run_id, kind,
+    ref, token_hash)."""
+    await _HAND_TO.many(conn, claims)
 
 
 # What marking a run claimed writes, but for its token hash.

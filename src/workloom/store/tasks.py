@@ -12,7 +12,7 @@ from workloom.domain.models import Task
 from workloom.domain.priority import RANK
 from workloom.domain.queries import ListQuery, Page, encode_cursor
 from workloom.store import rows
-from workloom.store.fast import ById, Statement, Statements, Write, one_of, workspace_filter
+from workloom.store.fast import ById, Statement, Statements, Write, one_of, rows_after, workspace_filter
 from workloom.store.schema import queues, runs, task_dependencies, tasks
 
 _WITH_QUEUE = sa.select(tasks, queues.c.name.label("queue_name")).select_from(
@@ -244,6 +244,11 @@ async def task_complete_many(conn: AsyncConnection, rows_: list[dict[str, Any]])
     await _COMPLETE.many(conn, rows_)
 
 
+def task_complete_writes(rows_: list[dict[str, Any]]) -> Write:
+    """``task_complete_many`` as a write, to be sent with others."""
+    return Write(_COMPLETE, rows_)
+
+
 async def task_delete(conn: AsyncConnection, task_id: str) -> None:
     await conn.execute(sa.delete(tasks).where(tasks.c.id == task_id))
 
@@ -438,6 +443,12 @@ async def dependency_dependents_many(conn: AsyncConnection, task_ids: list[str])
     if not task_ids:
         return set()
     return {row["depends_on_task_id"] for row in await _DEPENDED_ON.rows(conn, {"ids": task_ids})}
+
+
+async def dependency_dependents_after(conn: AsyncConnection, writes: list[Write], task_ids: list[str]) -> set[str]:
+    """``writes``, then ``dependency_dependents_many`` (which must not depend on them): one round trip."""
+    found = await rows_after(conn, writes, _DEPENDED_ON, {"ids": task_ids})
+    return {row["depends_on_task_id"] for row in found}
 
 
 _DEPENDED_ON = Statement(

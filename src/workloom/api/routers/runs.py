@@ -26,6 +26,7 @@ from workloom.domain.models import Claim, Run
 from workloom.engine import runs
 from workloom.engine.principal import Principal
 from workloom.engine.service import Workloom
+from workloom.engine.shared import small
 from workloom.engine.unit import IdempotencyKey
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"], route_class=LeanRoute)
@@ -58,7 +59,9 @@ async def complete_runs(
 
     after = body.claim_next
     if after is None:
-        status, data = await wl.respond(p, lambda u: runs.complete_many(u, items), rendered, idem, shared=True)
+        status, data = await wl.respond(
+            p, lambda u: runs.complete_many(u, items), rendered, idem, shared=small(len(items))
+        )
         return json(data, status)
 
     def rendered_claiming(done: tuple[list[Run | WorkloomError], list[Claim]]) -> tuple[int, dict[str, object]]:
@@ -71,9 +74,54 @@ async def complete_runs(
         lambda u: runs.complete_many_and_claim(u, items, after.queue, worker, after.limit, after.lease_seconds),
         rendered_claiming,
         idem,
-        shared=True,
+        shared=small(len(items)) and small(after.limit),
     )
     return json(data, status)
+
+
+@router.post("/{run_id}/complete")
+async def complete_run(
+    run_id: str,
+    body: Complete,
+    p: Principal = Depends(principal),
+    wl: Workloom = Depends(engine),
+    idem: IdempotencyKey | None = Depends(idempotency),
+) -> Response:
+    after = body.claim_next
+    completion = runs.Completion(
+        run_id,
+        body.claim_token,
+        body.result,
+        body.usage,
+        claim_next=after.limit if after else 0,
+        lease_seconds=after.lease_seconds if after else None,
+    )
+    if after is None:
+        status, data = await wl.respond(p, completion, _completed, idem, shared=True)
+    else:
+        status, data = await wl.respond_claiming(p, completion, _completed_and_claimed, idem, shared=True)
+    return json(data, status)
+
+
+def _completed(done: tuple[Run, list[Claim]]) -> tuple[int, dict[str, object]]:
+    return 200, render.run(done[0])
+
+
+def _completed_and_claimed(done: tuple[Run, list[Claim]]) -> tuple[int, dict[str, object]]:
+    """With ``claim_next``: the completed run and the runs claimed after it."""
+    return 200, {"run": render.run(done[0]), "claims": [render.claim(c) for c in done[1]]}
+
+
+@router.post("/{run_id}/heartbeat")
+async def heartbeat(
+    run_id: str, body: Heartbeat, p: Principal = Depends(principal), wl: Workloom = Depends(engine)
+) -> Response:
+    run = await wl.run(
+        p,
+        lambda u: runs.heartbeat(u, run_id, body.claim_token, body.extend_seconds, body.progress, body.usage),
+        shared=True,
+    )
+    return json(render.run(run))
 
 
 @router.get("/{run_id}")
@@ -91,49 +139,6 @@ async def start_run(
 ) -> Response:
     status, data = await wl.respond(p, lambda u: runs.start(u, run_id, body.claim_token), _ok, idem, shared=True)
     return json(data, status)
-
-
-@router.post("/{run_id}/heartbeat")
-async def heartbeat(
-    run_id: str, body: Heartbeat, p: Principal = Depends(principal), wl: Workloom = Depends(engine)
-) -> Response:
-    run = await wl.run(
-        p,
-        lambda u: runs.heartbeat(u, run_id, body.claim_token, body.extend_seconds, body.progress, body.usage),
-        shared=True,
-    )
-    return json(render.run(run))
-
-
-@router.post("/{run_id}/complete")
-async def complete_run(
-    run_id: str,
-    body: Complete,
-    p: Principal = Depends(principal),
-    wl: Workloom = Depends(engine),
-    idem: IdempotencyKey | None = Depends(idempotency),
-) -> Response:
-    after = body.claim_next
-    if after is None:
-        status, data = await wl.respond(
-            p, lambda u: runs.complete(u, run_id, body.claim_token, body.result, body.usage), _ok, idem, shared=True
-        )
-        return json(data, status)
-    status, data = await wl.respond_claiming(
-        p,
-        lambda u: runs.complete_and_claim(
-            u, run_id, body.claim_token, body.result, body.usage, after.limit, after.lease_seconds
-        ),
-        _completed_and_claimed,
-        idem,
-        shared=True,
-    )
-    return json(data, status)
-
-
-def _completed_and_claimed(done: tuple[Run, list[Claim]]) -> tuple[int, dict[str, object]]:
-    """With ``claim_next``: the completed run and the runs claimed after it."""
-    return 200, {"run": render.run(done[0]), "claims": [render.claim(c) for c in done[1]]}
 
 
 @router.post("/{run_id}/fail")
