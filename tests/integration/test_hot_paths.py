@@ -4,6 +4,7 @@ task numbers reserved outside the creating transaction, and wake-ups sent to oth
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -27,6 +28,7 @@ from workloom.engine.tasks import NewTask
 from workloom.engine.unit import Unit
 from workloom.store import held
 from workloom.store import tasks as task_store
+from workloom.store.database import plain_url
 from workloom.store.fast import Statement, driver, on_sqlite_thread, one_of
 from workloom.store.notify import Listener, Notifier
 from workloom.store.schema import tasks as tasks_table
@@ -284,6 +286,69 @@ async def test_only_committed_transactions_wake_other_processes(
         await listener.stop()
 
 
+def waking(key: str) -> Callable[[Unit], Awaitable[None]]:
+    async def op(u: Unit) -> None:
+        u.wake(key)
+
+    return op
+
+
+@POSTGRES_ONLY
+async def test_a_process_alone_sends_no_wake_ups_until_another_listener_says_hello(
+    h: Harness, migrated_url: str, clock: ManualClock
+) -> None:
+    # ``h.wl`` has no listener of its own: a second engine, started, is the process that writes.
+    writer = Workloom.from_url(migrated_url, clock)
+    await writer.start(ticker=False)
+    raw = await asyncpg.connect(plain_url(migrated_url))
+    heard: list[str] = []
+    await raw.add_listener("workloom", lambda *args: heard.append(args[-1]))
+    try:
+        second = Harness(writer, h.principal, clock)
+
+        async def wake(key: str) -> None:
+            await second.do(waking(key))
+
+        await wake("test:alone")
+        # A listener of another process: its hello reaches the writer, which sends from then on.
+        collected = Collected()
+        other = Listener(migrated_url, collected)
+        await other.start()
+        try:
+            await wake("test:heard")
+            await collected.until({"test:heard"})
+        finally:
+            await other.stop()
+        # Only "hello" and what followed it were ever on the channel: nothing was sent while alone.
+        assert "test:alone" not in " ".join(heard) and "test:alone" not in collected.keys
+    finally:
+        await raw.close()
+        await writer.stop()
+
+
+@POSTGRES_ONLY
+async def test_a_process_s_own_wake_ups_are_not_delivered_to_it_twice(
+    h: Harness, migrated_url: str, clock: ManualClock
+) -> None:
+    this = Workloom.from_url(migrated_url, clock)
+    that = Workloom.from_url(migrated_url, clock)
+    seen: list[str] = []
+    this.signals.observe(lambda keys: seen.extend(keys))
+    await this.start(ticker=False)
+    await that.start(ticker=False)  # another listener: ``this`` does send its wake-ups
+    try:
+        await Harness(this, h.principal, clock).do(waking("test:own"))
+        await Harness(that, h.principal, clock).do(waking("test:after"))
+        async with asyncio.timeout(DELIVERY_TIMEOUT):
+            while "test:after" not in seen:
+                await asyncio.sleep(0.01)
+        # Sent before "test:after" on the same channel, its echo would have arrived first.
+        assert seen.count("test:own") == 1
+    finally:
+        await this.stop()
+        await that.stop()
+
+
 # -- 7. one_of -----------------------------------------------------------------------------------------
 
 _BY_ID = Statement(lambda dialect: sa.select(tasks_table.c.id).where(one_of(tasks_table.c.id, "ids", dialect)))
@@ -317,7 +382,8 @@ async def test_one_of_matches_exactly_the_listed_rows_for_no_one_and_many(h: Har
 
 class RoundTrips:
     """What asyncpg sends to the server (each statement, BEGIN and COMMIT included) while ``on``, by first
-    word; the wake-ups (``pg_notify``, sent after commit on a connection of their own) left out."""
+    word; the wake-ups (``pg_notify``, and whether anyone else listens, sent after commit on a connection of
+    their own) left out."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.sent: list[str] = []
@@ -339,7 +405,8 @@ class RoundTrips:
     def _counting(self, name: str, method: Any) -> Any:
         async def counted(conn: Any, query: str, *args: Any, **kwargs: Any) -> Any:
             # ``execute`` with arguments goes on to ``_execute``: count it there, once.
-            if self.on and "pg_notify" not in query and not (name == "execute" and args):
+            wakeup = "pg_notify" in query or "pg_stat_activity" in query  # the notifier's, after commit
+            if self.on and not wakeup and not (name == "execute" and args):
                 self.sent.append(query.split(None, 1)[0].rstrip(";").upper())
             return await method(conn, query, *args, **kwargs)
 

@@ -56,7 +56,8 @@ class Workloom:
         self.clock = clock or SystemClock()
         self.signals = Signals()
         self.metrics = Metrics()
-        self._notifier = Notifier(db.url) if db.is_postgres else None
+        self._listener: Listener | None = None
+        self._notifier = Notifier(db.url, own_listener=self._listener_pid) if db.is_postgres else None
         self.runner = Runner(
             db, self.clock, self.signals, self._notifier.send if self._notifier else _local_only, self.metrics.count
         )
@@ -66,7 +67,6 @@ class Workloom:
         self.access = Access(db, self.clock)
         self.events = EventReader(db, self.signals)
         self.ticker = Ticker(self.runner, self.clock, interval=tick_interval)
-        self._listener: Listener | None = None
 
     @classmethod
     def from_url(cls, url: str, clock: Clock | None = None, *, pool_size: int = 20, **kwargs: Any) -> Workloom:
@@ -78,8 +78,13 @@ class Workloom:
     async def start(self, *, ticker: bool = True) -> None:
         """Begin background work: the LISTEN connection (PostgreSQL) and the ticker."""
         if self.db.is_postgres:
-            self._listener = Listener(self.db.url, self.signals.notify)
+            notifier = self._notifier
+            own = (lambda pid: pid == notifier.sender_pid) if notifier is not None else (lambda _pid: False)
+            on_hello = notifier.heard_from_another if notifier is not None else (lambda: None)
+            self._listener = Listener(self.db.url, self.signals.notify, own=own, on_hello=on_hello)
             await self._listener.start()
+            if notifier is not None:
+                await notifier.start()
         if ticker:
             await self.ticker.start()
 
@@ -92,6 +97,9 @@ class Workloom:
         if self._notifier is not None:
             await self._notifier.close()
         await self.db.dispose()
+
+    def _listener_pid(self) -> int | None:
+        return self._listener.pid if self._listener is not None else None
 
     async def ready(self) -> tuple[bool, str]:
         try:

@@ -16,7 +16,7 @@ import re
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from operator import itemgetter
 from typing import Any
 
@@ -369,8 +369,10 @@ class Write:
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
 
+@lru_cache(maxsize=512)
 def _renumbered(sql: str, offset: int) -> str:
-    """``sql`` with its parameters ``$n`` moved up by ``offset`` (it follows that many others)."""
+    """``sql`` with its parameters ``$n`` moved up by ``offset`` (it follows that many others). Cached: the
+    same few statements follow each other in the same order, write after write."""
     return _PLACEHOLDER.sub(lambda m: f"${int(m.group(1)) + offset}", sql)
 
 

@@ -1,5 +1,12 @@
 """Cross-process wake-ups on PostgreSQL: NOTIFY after the writing transaction commits, LISTEN on one connection.
 
+A process that hears nobody else sends nothing: every listener connection says who it is (its
+``application_name``), the notifier looks every few seconds whether one other than its own process's is
+connected, and a listener that connects says so at once on the channel (``HELLO``), which makes every
+notifier that hears it send again. A server on its own (the common case) so spends no NOTIFY per commit,
+and a second one starting misses none of the wake-ups it could have waited for: it looks at everything
+once it has connected.
+
 The NOTIFY is not sent inside the writing transaction: PostgreSQL serialises the commits of all
 transactions that notified on one lock held across their log flush, so every write would wait for the
 previous one's flush (measured here: ~150 writing requests/s in all, whatever the concurrency). The
@@ -13,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 
 import asyncpg
@@ -20,6 +28,13 @@ import asyncpg
 from workloom.store.database import plain_url
 
 CHANNEL = "workloom"
+LISTENER_NAME = "workloom-listener"
+HELLO = "listener:hello"  # a key no waiter watches: a listener announcing itself
+# How long a notifier trusts that no other process listens before it looks again.
+ALONE_SECONDS = 5.0
+_OTHER_LISTENERS = (
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1 AND pid <> $2"
+)
 log = logging.getLogger("workloom.store.notify")
 
 
@@ -46,19 +61,42 @@ def payloads(keys: set[str]) -> list[str]:
 class Notifier:
     """Sends the wake-up keys of committed transactions to every process, coalescing what piles up."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, own_listener: Callable[[], int | None] = lambda: None) -> None:
         self._url = plain_url(url)
+        self._own_listener = own_listener  # the server pid of this process's listener, if it has one
+        self._alone_until = 0.0  # until then, nobody else listens: nothing is sent
         self._pending: set[str] = set()
         self._wanted = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # The server process of the connection it sends from: this process's own wake-ups come back from
+        # there to its listener, and were delivered in this process already, at commit.
+        self.sender_pid: int | None = None
+        self._conn: asyncpg.Connection | None = None  # opened by ``start``, for the first wake-ups
+
+    def heard_from_another(self) -> None:
+        """Another process's listener has connected: send to it from now on."""
+        self._alone_until = 0.0
 
     def send(self, keys: set[str]) -> None:
-        if not keys:
+        if not keys or time.monotonic() < self._alone_until:
             return
         self._pending |= keys
         self._wanted.set()
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="workloom-notifier")
+
+    async def start(self) -> None:
+        """Look once, now, whether anybody else listens (else the first wake-ups would be sent to find out)."""
+        try:
+            self._conn = await self._connect()
+            await self._alone(self._conn)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("wake-ups will look for other processes when first sent", extra={"error": type(exc).__name__})
+
+    async def _connect(self) -> asyncpg.Connection:
+        conn = await asyncpg.connect(self._url, server_settings={"synchronous_commit": "off"})
+        self.sender_pid = conn.get_server_pid()
+        return conn
 
     async def close(self) -> None:
         if self._task is not None:
@@ -66,9 +104,12 @@ class Notifier:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._conn is not None:
+            self._conn.terminate()
+            self._conn = None
 
     async def _run(self) -> None:
-        conn: asyncpg.Connection | None = None
+        conn, self._conn = self._conn, None
         try:
             while True:
                 await self._wanted.wait()
@@ -76,7 +117,9 @@ class Notifier:
                 keys, self._pending = self._pending, set()
                 try:
                     if conn is None or conn.is_closed():
-                        conn = await asyncpg.connect(self._url, server_settings={"synchronous_commit": "off"})
+                        conn = await self._connect()
+                    if await self._alone(conn):
+                        continue
                     for payload in payloads(keys):
                         await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -89,13 +132,31 @@ class Notifier:
             if conn is not None:
                 conn.terminate()
 
+    async def _alone(self, conn: asyncpg.Connection) -> bool:
+        """Whether no other process listens (looked up now, and trusted for ``ALONE_SECONDS``)."""
+        others = await conn.fetchval(_OTHER_LISTENERS, LISTENER_NAME, self._own_listener() or 0)
+        if others:
+            return False
+        self._alone_until = time.monotonic() + ALONE_SECONDS
+        return True
+
 
 class Listener:
     """Holds one LISTEN connection and hands each notification's keys to ``on_keys``; reconnects if dropped."""
 
-    def __init__(self, url: str, on_keys: Callable[[list[str]], None]) -> None:
+    def __init__(
+        self,
+        url: str,
+        on_keys: Callable[[list[str]], None],
+        *,
+        own: Callable[[int], bool] = lambda _pid: False,
+        on_hello: Callable[[], None] = lambda: None,
+    ) -> None:
         self._url = plain_url(url)
         self._on_keys = on_keys
+        self._own = own
+        self._on_hello = on_hello
+        self.pid: int | None = None  # its connection's server process
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
 
@@ -113,7 +174,7 @@ class Listener:
     async def _run(self) -> None:
         while True:
             try:
-                conn = await asyncpg.connect(self._url)
+                conn = await asyncpg.connect(self._url, server_settings={"application_name": LISTENER_NAME})
             except (OSError, asyncpg.PostgresError) as exc:
                 log.warning("listener cannot connect, retrying", extra={"error": str(exc)})
                 await asyncio.sleep(1)
@@ -122,6 +183,8 @@ class Listener:
             try:
                 conn.add_termination_listener(_setter(lost))
                 await conn.add_listener(CHANNEL, self._deliver)
+                self.pid = conn.get_server_pid()
+                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, HELLO)
                 self.connected.set()
                 # Everything may have changed while disconnected: wake every waiter once.
                 self._on_keys(["*"])
@@ -131,8 +194,15 @@ class Listener:
                 with contextlib.suppress(Exception):
                     await conn.close()
 
-    def _deliver(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        self._on_keys(payload.split())
+    def _deliver(self, _conn: object, pid: int, _channel: str, payload: str) -> None:
+        if payload == HELLO:
+            if pid != self.pid:
+                self._on_hello()
+            return
+        # This process's own wake-ups woke its waiters at commit; handed over again, each would wake one
+        # more long-polling claimer for work already taken.
+        if not self._own(pid):
+            self._on_keys(payload.split())
 
 
 def _setter(event: asyncio.Event) -> Callable[[object], None]:
