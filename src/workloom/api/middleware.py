@@ -62,7 +62,6 @@ class RequestContext:
             )
             request_id.reset(token)
 
-
     def _next_id(self) -> str:
         return f"{self._prefix}{next(self._counter):016x}"
 
