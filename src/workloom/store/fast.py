@@ -169,8 +169,24 @@ def _bulk(sql: str, names: tuple[str, ...], fixed: dict[str, Any], compiled: Any
             return _Bulk(f"{head} SELECT {values[:-1]} FROM {source}", per_row, raw, scalar)
     if sql.startswith("UPDATE ") and sql.count(" WHERE ") == 1 and " RETURNING " not in sql:
         head, where = sql.split(" WHERE ")
-        return _Bulk(f"{head} FROM {source} WHERE {where}", per_row, raw, scalar)
+        return _Bulk(f"{head} FROM {source} WHERE {where}{_by_key(where)}", per_row, raw, scalar)
     return None
+
+
+_KEY = re.compile(r"\b(\w+)\.id = (\(u\.r->>\d+\)::[A-Z]+(?:\(\d+\))?)")
+
+
+def _by_key(where: str) -> str:
+    """For an update of rows by id: the ids again, as an array computed once, so that the rows are found
+    through the primary key. Joined to the JSON rows alone, PostgreSQL (which takes any set-returning
+    function to return 100 rows) hash-joined them to a scan of the whole table: 16 completions scanned
+    every run and every task, 6 ms with 4,000 of each."""
+    found = _KEY.search(where)
+    if found is None:
+        return ""
+    table, key = found.groups()
+    ids = key.replace("u.r", "k.r")
+    return f" AND {table}.id = ANY(ARRAY(SELECT {ids} FROM jsonb_array_elements($1::JSONB) AS k(r)))"
 
 
 def _driver_error(error: asyncpg.PostgresError | sqlite3.Error, sql: str) -> sa.exc.DBAPIError:
