@@ -536,11 +536,11 @@ async def test_creating_a_task_is_one_statement_on_its_connection_on_postgres(
     assert run.status == "queued" and (await h.claim_one("inbox")).task.id != task.id  # the older one first
 
 
-async def _claim_plan(h: Harness, queue_name: str) -> str:
+async def _claim_plan(h: Harness, queue_name: str, statement: Statement = held._CLAIM_MOVING_TASKS) -> str:
     """PostgreSQL's plan for claiming from ``queue_name`` (the claim statement explained, not run)."""
     queue = await h.do(lambda u: queues.get(u, queue_name))
     async with h.wl.db.transaction() as conn:
-        compiled = held._CLAIM_MOVING_TASKS._pg(conn)
+        compiled = statement._pg(conn)
         params = {
             "workspace_id": h.principal.workspace_id,
             "queue_id": queue.id,
@@ -553,6 +553,7 @@ async def _claim_plan(h: Harness, queue_name: str) -> str:
             "idempotency_key": None,
             "to_status": "in_progress",
             "events": 2,
+            "claimers": [{"n": n, "kind": "automation", "ref": f"w{n}", "prefix": "x"} for n in range(1, 9)],
         }
         found = await (await driver(conn)).fetch("EXPLAIN " + compiled.sql, *compiled.args(params))
     return "\n".join(row[0] for row in found)
@@ -578,6 +579,10 @@ async def test_a_queue_filled_in_a_burst_is_analysed_and_claimed_down_the_claim_
     # through the status index, sorting every queued run).
     plan = await _claim_plan(h, "burst")
     assert "Index Scan using ix_runs_claimable on runs" in plan and "Sort" not in plan, plan
+    # So are they when completions that arrived together claim one run each (their rank is sorted, of
+    # the few runs taken).
+    plan = await _claim_plan(h, "burst", held.claim_each_statement(8))
+    assert "Index Scan using ix_runs_claimable on runs" in plan and "ix_runs_claimable_any" not in plan, plan
     # Nothing has changed since: the next pass analyses nothing.
     assert await h.wl.ticker.keep_statistics() == []
 

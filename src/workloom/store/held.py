@@ -247,6 +247,14 @@ async def claim(conn: AsyncConnection, spec: ClaimSpec) -> tuple[list[Run], dict
 _CLAIM_EACH: dict[int, Statement] = {}
 
 
+def claim_each_statement(count: int) -> Statement:
+    """The statement ``claim_each`` runs for ``count`` claimers (PostgreSQL): one per count, compiled once."""
+    statement = _CLAIM_EACH.get(count)
+    if statement is None:
+        statement = _CLAIM_EACH[count] = Statement(_claim_moving_tasks(claim=run_store.claim_each_statement(count)))
+    return statement
+
+
 async def claim_each(
     conn: AsyncConnection, spec: ClaimSpec, claimers: list[tuple[Actor, str]]
 ) -> tuple[list[Run], dict[str, Task] | None]:
@@ -255,10 +263,7 @@ async def claim_each(
     (None where the caller moves them, as for ``claim``). ``spec``'s claimer and prefix are not used. On
     PostgreSQL one statement; elsewhere a claim for the first claimer, then each run handed on."""
     if conn.dialect.name == "postgresql":
-        count = len(claimers)
-        statement = _CLAIM_EACH.get(count)
-        if statement is None:
-            statement = _CLAIM_EACH[count] = Statement(_claim_moving_tasks(claim=run_store.claim_each_statement(count)))
+        statement = claim_each_statement(len(claimers))
         listed = [{"n": n, "kind": a.kind, "ref": a.ref, "prefix": p} for n, (a, p) in enumerate(claimers, start=1)]
         found = await statement.rows(conn, {**spec.params(), "claimers": listed})
         return _claimed(found, spec.queue_name)
