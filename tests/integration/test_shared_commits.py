@@ -256,3 +256,34 @@ async def test_completions_together_cost_the_same_statements_however_many_there_
     # Begin; runs and tasks read and locked; all completed (with their dependents found); the next runs
     # claimed, one for each worker, with their tasks moved; the events; commit.
     assert two == six == ["BEGIN", "SELECT", "WITH", "WITH", "INSERT", "COMMIT"]
+
+
+@POSTGRES_ONLY
+async def test_an_idempotent_create_keeps_its_answer_in_its_last_write_on_postgres(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await h.create("creates the queue", queue="inbox")
+    await h.create("reads it into the cache", queue="inbox")
+    trips = RoundTrips(monkeypatch)
+
+    trips.on = True
+    status, body = await h.wl.respond(
+        h.principal,
+        create("kept", queue="inbox"),
+        lambda t: (201, {"id": t.id, "number": t.number}),
+        IdempotencyKey("key-1", b"POST /v1/tasks kept"),
+        shared=True,
+    )
+    trips.on = False
+
+    # The key locked and looked up; the number reserved; task, run, events and the sealed answer in one
+    # statement (the answer was its own INSERT after the rows were written); commit.
+    assert trips.sent == ["BEGIN", "SELECT", "SELECT", "UPDATE", "WITH", "COMMIT"]
+    assert (status, body["number"]) == (201, 3)
+    again = await h.wl.respond(
+        h.principal,
+        create("kept", queue="inbox"),
+        lambda t: (201, {"id": t.id, "number": t.number}),
+        IdempotencyKey("key-1", b"POST /v1/tasks kept"),
+    )
+    assert again == (status, body)

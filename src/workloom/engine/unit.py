@@ -65,6 +65,8 @@ class Unit:
     held: list[Write] = field(default_factory=list)
     # New tasks to be numbered and written at the unit's end (``create_later``).
     unnumbered: list[Task] = field(default_factory=list)
+    # Called when the unit's last rows are written, for more to write with them (``finish_with``).
+    finishing: list[Callable[[], Sequence[Write]]] = field(default_factory=list)
     # Whether the unit's connection was used: a call that failed without touching it wrote nothing.
     touched: bool = False
 
@@ -94,6 +96,11 @@ class Unit:
         self.unnumbered.extend(new_tasks)
         self.held.extend(writes)
 
+    def finish_with(self, rows: Callable[[], Sequence[Write]]) -> None:
+        """Call ``rows`` when the unit's rows are written, after its new tasks are numbered, and write what
+        it returns with them (an idempotent answer, which shows the numbers)."""
+        self.finishing.append(rows)
+
     def wake(self, key: str) -> None:
         self.wakeups.add(key)
 
@@ -120,13 +127,16 @@ async def flush_together(units: Sequence[Unit], writes: Sequence[Write] = (), *,
     new_tasks = [t for u in units for t in u.unnumbered]
     held = [w for u in units for w in u.held]
     events = [e for u in units for e in u.events]
+    finishing = [finish for u in units for finish in u.finishing]
     for u in units:
-        u.held, u.events, u.unnumbered = [], [], []
-        u.touched = u.touched or bool(new_tasks or held or events or writes)
+        u.held, u.events, u.unnumbered, u.finishing = [], [], [], []
     last_unit = units[-1]
-    conn, now = last_unit.connection, last_unit.now
     if new_tasks:
         await _number(last_unit, new_tasks)
+    held += [w for finish in finishing for w in finish()]
+    for u in units:
+        u.touched = u.touched or bool(new_tasks or held or events or writes)
+    conn, now = last_unit.connection, last_unit.now
     writes = [*task_store.task_inserts(new_tasks), *held, *writes]
     if not events:
         await write_all(conn, writes, final=final)
@@ -255,20 +265,18 @@ class Runner:
                 answers.append((stored[1], orjson.loads(open_sealed(key, stored[2]))))
                 return
             result = await op(u)
-            await u.flush()  # what it created is numbered then, and the answer may show the numbers
-            status, body = render(result)
-            if u.deferred_error is None and keep(result):
+
+            def answer() -> list[Write]:
+                # Rendered once what the unit created is numbered (the answer may show the numbers); kept
+                # in the unit's last write.
+                status, body = render(result)
+                answers[:] = [(status, body)]
+                if u.deferred_error is not None or not keep(result):
+                    return []
                 sealed = seal(key, orjson.dumps(body))
-                await store.idempotency_insert(
-                    u.conn,
-                    workspace_id=u.workspace_id,
-                    key_hash=key_hash,
-                    request_hash=request_hash,
-                    status_code=status,
-                    response=sealed,
-                    now=u.now,
-                )
-            answers.append((status, body))
+                return [store.idempotency_write(u.workspace_id, key_hash, request_hash, status, sealed, u.now)]
+
+            u.finish_with(answer)
 
         await self.run(principal, guarded, shared=shared)
         return answers[0]

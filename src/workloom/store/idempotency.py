@@ -7,7 +7,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from workloom.store.fast import Statement
+from workloom.store.fast import Statement, Write
 from workloom.store.schema import idempotency_keys
 
 _COLUMNS = ("workspace_id", "key_hash", "request_hash", "status_code", "response", "created_at")
@@ -36,27 +36,19 @@ async def idempotency_get(
     return (row["request_hash"], row["status_code"], row["response"]) if row else None
 
 
-async def idempotency_insert(
-    conn: AsyncConnection,
-    *,
-    workspace_id: str,
-    key_hash: str,
-    request_hash: str,
-    status_code: int,
-    response: bytes,
-    now: datetime,
-) -> None:
-    await _INSERT.execute(
-        conn,
-        {
-            "workspace_id": workspace_id,
-            "key_hash": key_hash,
-            "request_hash": request_hash,
-            "status_code": status_code,
-            "response": response,
-            "created_at": now,
-        },
-    )
+def idempotency_write(
+    workspace_id: str, key_hash: str, request_hash: str, status_code: int, response: bytes, now: datetime
+) -> Write:
+    """A stored answer (sealed) under its key's hash, as a write to go with the unit's last rows."""
+    row = {
+        "workspace_id": workspace_id,
+        "key_hash": key_hash,
+        "request_hash": request_hash,
+        "status_code": status_code,
+        "response": response,
+        "created_at": now,
+    }
+    return Write(_INSERT, [row])
 
 
 async def idempotency_prune(conn: AsyncConnection, before: datetime) -> int:
