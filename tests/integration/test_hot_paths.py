@@ -420,6 +420,13 @@ class RoundTrips:
         return counted
 
 
+async def counting_after_a_warm_queue(h: Harness, monkeypatch: pytest.MonkeyPatch, queue: str) -> RoundTrips:
+    """Round trips counted (once turned on) after two creates in ``queue``: it exists and is in the cache."""
+    await h.create("creates the queue", queue=queue)
+    await h.create("reads it into the cache", queue=queue)
+    return RoundTrips(monkeypatch)
+
+
 class Counter(Protocol):
     on: bool
 
@@ -515,9 +522,7 @@ async def test_a_connection_given_back_in_the_middle_of_a_transaction_is_rolled_
 async def test_creating_a_task_is_one_statement_on_its_connection_on_postgres(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await h.create("creates the queue", queue="inbox")
-    await h.create("reads the queue into the cache", queue="inbox")
-    trips = RoundTrips(monkeypatch)
+    trips = await counting_after_a_warm_queue(h, monkeypatch, "inbox")
 
     trips.on = True
     task = await h.create("one more", queue="inbox", data={"n": 1})

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import pytest
 from harness import Harness
-from test_hot_paths import POSTGRES_ONLY, RoundTrips
+from test_hot_paths import POSTGRES_ONLY, RoundTrips, counting_after_a_warm_queue
 
 from workloom.domain.actors import Actor
 from workloom.domain.errors import Conflict, StaleClaim
@@ -58,9 +58,7 @@ async def test_creates_arriving_together_commit_once_numbered_in_arrival_order(h
 async def test_creates_arriving_together_are_one_reservation_and_one_statement_on_postgres(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await h.create("creates the queue", queue="inbox")
-    await h.create("reads it into the cache", queue="inbox")
-    trips = RoundTrips(monkeypatch)
+    trips = await counting_after_a_warm_queue(h, monkeypatch, "inbox")
 
     trips.on = True
     made = await together(h, [create(f"t{i}", queue="inbox") for i in range(8)])
@@ -262,9 +260,7 @@ async def test_completions_together_cost_the_same_statements_however_many_there_
 async def test_an_idempotent_create_keeps_its_answer_in_its_last_write_on_postgres(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await h.create("creates the queue", queue="inbox")
-    await h.create("reads it into the cache", queue="inbox")
-    trips = RoundTrips(monkeypatch)
+    trips = await counting_after_a_warm_queue(h, monkeypatch, "inbox")
 
     trips.on = True
     status, body = await h.wl.respond(
