@@ -1050,6 +1050,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 run, peers only if already installed")
     parser.add_argument("--full", action="store_true", help="also the 1M-task backlog")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the task counts (not the backlogs)")
+    parser.add_argument(
+        "--latency-rate",
+        type=float,
+        default=None,
+        help="tasks/s offered in the latency scenario (default 200, the issue's; a slower machine than the "
+        "targets were set on saturates there, and the figure is then its queue)",
+    )
     parser.add_argument("--no-peers", action="store_true", help="Workloom only (no pgqueuer, procrastinate, pgbench…)")
     parser.add_argument("--json", type=Path, default=None, help="write the figures, targets and machine as JSON")
     parser.add_argument("--png", type=Path, default=None, help="write a chart of the targets (needs matplotlib)")
@@ -1067,6 +1074,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.scale != 1.0:
         for name in ("drain", "drain_procrastinate", "single", "enqueue_one", "enqueue_batch", "latency"):
             setattr(sizes, name, max(10, int(getattr(sizes, name) * args.scale)))
+    if args.latency_rate is not None:
+        sizes.latency_rate = args.latency_rate
     if args.full and not args.quick:
         sizes.backlog = (*sizes.backlog, 1_000_000)
     suite = Suite(runs=args.runs or (1 if args.quick else 3), sizes=sizes, peers=not args.no_peers, quick=args.quick)

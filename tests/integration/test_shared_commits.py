@@ -43,6 +43,8 @@ async def test_creates_arriving_together_commit_once_numbered_in_arrival_order(h
     made = await together(h, [create(f"t{i}", queue="inbox", data={"i": i}) for i in range(8)])
 
     assert grouped(h) == 8
+    observed = h.wl.metrics.registry.get_sample_value
+    assert (observed("workloom_shared_commit_calls_count"), observed("workloom_shared_commit_calls_sum")) == (1, 8)
     assert all(isinstance(t, Task) for t in made)
     created = [t for t in made if isinstance(t, Task)]
     assert [t.number for t in created] == list(range(2, 10))  # one reservation, in the order they came

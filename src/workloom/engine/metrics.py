@@ -33,6 +33,12 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=r,
         )
+        self.shared_commits = Histogram(
+            "workloom_shared_commit_calls",
+            "Calls that committed together in one shared transaction (groups of more than one)",
+            buckets=(2, 4, 8, 16, 32, 64),
+            registry=r,
+        )
         self._tallied = {
             "completions": self.completions,
             "failures": self.failures,

@@ -63,7 +63,7 @@ class Workloom:
         )
         groups = shared_groups if shared_groups is not None else (SHARED_GROUPS if db.is_postgres else 1)
         if groups > 0:
-            self.runner.shared = SharedCommits(self.runner, groups=groups)
+            self.runner.shared = SharedCommits(self.runner, groups=groups, on_group=self.metrics.shared_commits.observe)
         self.access = Access(db, self.clock)
         self.events = EventReader(db, self.signals)
         self.ticker = Ticker(self.runner, self.clock, interval=tick_interval)

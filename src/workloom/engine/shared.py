@@ -71,8 +71,16 @@ class _RollBack(Exception):
 class SharedCommits:
     """Runs calls through ``runner`` in shared transactions, at most ``groups`` at once."""
 
-    def __init__(self, runner: Runner, *, groups: int, most: int = MOST_PER_GROUP) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        *,
+        groups: int,
+        most: int = MOST_PER_GROUP,
+        on_group: Callable[[int], None] = lambda _size: None,
+    ) -> None:
         self._runner = runner
+        self._on_group = on_group
         self._groups = groups
         self._most = most
         self._waiting: list[_Call] = []
@@ -128,7 +136,9 @@ class SharedCommits:
             await asyncio.gather(*(self._alone(call) for call in group))
             return
         self._runner.after_commit_together(units)
-        self.grouped += sum(r.committed for r in ran)
+        committed = sum(r.committed for r in ran)
+        self.grouped += committed
+        self._on_group(committed)
         for r in ran:
             error = r.error or (r.unit.deferred_error if r.unit is not None else None)
             _settle(r.call, r.result, error)
