@@ -4,6 +4,7 @@ task numbers reserved outside the creating transaction, and wake-ups sent to oth
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
 from typing import Any, Protocol
@@ -316,8 +317,12 @@ async def test_a_process_alone_sends_no_wake_ups_until_another_listener_says_hel
         other = Listener(migrated_url, collected)
         await other.start()
         try:
-            await wake("test:heard")
-            await collected.until({"test:heard"})
+            # Its hello reaches the writer a moment after it connects; wake-ups sent from then on arrive.
+            async with asyncio.timeout(DELIVERY_TIMEOUT):
+                while "test:heard" not in collected.keys:
+                    await wake("test:heard")
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(collected.until({"test:heard"}), 0.1)
         finally:
             await other.stop()
         # Only "hello" and what followed it were ever on the channel: nothing was sent while alone.
@@ -559,6 +564,12 @@ async def _claim_plan(h: Harness, queue_name: str, statement: Statement = held._
             "to_status": "in_progress",
             "events": 2,
             "claimers": [{"n": n, "kind": "automation", "ref": f"w{n}", "prefix": "x"} for n in range(1, 9)],
+            "origin_kind": "automation",
+            "origin_ref": "plan",
+            "run_event": "run.claimed",
+            "run_payload": {},
+            "task_event": "task.in_progress",
+            "task_payload": {},
         }
         found = await (await driver(conn)).fetch("EXPLAIN " + compiled.sql, *compiled.args(params))
     return "\n".join(row[0] for row in found)
@@ -583,7 +594,8 @@ async def test_a_queue_filled_in_a_burst_is_analysed_and_claimed_down_the_claim_
     # Without, the planner went through the workspace-wide index, past the other queue's whole backlog (or
     # through the status index, sorting every queued run).
     plan = await _claim_plan(h, "burst")
-    assert "Index Scan using ix_runs_claimable on runs" in plan and "Sort" not in plan, plan
+    claiming = plan.split("CTE moved")[0]  # (its events are written in claim order: that sort is of a few rows)
+    assert "Index Scan using ix_runs_claimable on runs" in claiming and "Sort" not in claiming, plan
     # So are they when completions that arrived together claim one run each (their rank is sorted, of
     # the few runs taken).
     plan = await _claim_plan(h, "burst", held.claim_each_statement(8))
@@ -637,6 +649,11 @@ async def test_a_one_run_claim_runs_on_postgres_cached_plan_after_its_first_few(
                 idempotency_key=None,
                 task_status="in_progress",
                 task_events=2,
+                origin=claimer,
+                run_event="run.claimed",
+                run_payload={},
+                task_event="task.in_progress",
+                task_payload={},
             )
             claimed, _moved = await held.claim(conn, spec)
             assert len(claimed) == 1
@@ -837,3 +854,45 @@ async def test_a_batch_updated_by_id_finds_its_rows_through_the_primary_key(h: H
         await conn.rollback()
     assert "Seq Scan on runs" not in plan, plan
     assert "pk_runs" in plan, plan
+
+
+async def test_a_claim_records_its_two_events_as_they_always_were(h: Harness) -> None:
+    await h.create("earlier", queue="events")
+    task = await h.create("claimed", queue="events", priority="urgent")
+    worker = Actor("agent_session", "claimer-7")
+
+    claim = await h.claim_one("events", worker=worker, lease_seconds=90)
+
+    assert claim.task.id == task.id and claim.task.status == "in_progress"
+    timeline = await h.timeline(task.id)
+    claimed, in_progress = timeline[-2:]
+    assert [e.task_sequence for e in timeline] == list(range(1, len(timeline) + 1))
+    assert (claimed.type, in_progress.type) == ("run.claimed", "task.in_progress")
+    assert claimed.payload == {
+        "from_status": "queued",
+        "status": "claimed",
+        "attempt": 1,
+        "lease_until": claim.lease_until.isoformat(),
+    }
+    assert in_progress.payload == {"from_status": "ready", "status": "in_progress"}
+    for event in (claimed, in_progress):
+        assert event.actor == worker and event.origin == h.principal.origin
+        assert event.run_id == claim.run.id and event.created_at == h.clock.now()
+    assert claimed.sequence < in_progress.sequence
+
+
+@POSTGRES_ONLY
+async def test_a_claim_is_one_statement_between_begin_and_commit_on_postgres(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trips = await counting_after_a_warm_queue(h, monkeypatch, "one")
+    await h.claim("one", limit=2)  # the queue's id is cached once a claim has looked it up
+
+    await h.create("third", queue="one")
+    trips.on = True
+    (claim,) = await h.claim("one")
+    trips.on = False
+
+    # The runs claimed, their tasks moved and both events of each written by the claiming statement.
+    assert trips.sent == ["BEGIN", "WITH", "COMMIT"]
+    assert (await h.event_types(claim.task.id))[-2:] == ["run.claimed", "task.in_progress"]

@@ -31,6 +31,7 @@ from workloom.engine.lifecycle import (
     schedule_retry,
     task_queue,
 )
+from workloom.engine.signals import events_key
 from workloom.engine.unit import Unit
 from workloom.store import held as held_store
 from workloom.store import queues as queue_store
@@ -77,10 +78,13 @@ async def claim(u: Unit, queue_name: str, worker: Actor, limit: int, lease_secon
     queue = await queues.get(u, queue_name, cached=True)
     spec = _claim_spec(u, queue, worker, limit, lease_seconds)
     claimed, moved = await held_store.claim(u.conn, spec)
-    return await _hand_over(u, queue, claimed, spec.token_prefix, worker, spec.lease_until, moved)
+    return await _hand_over(
+        u, queue, claimed, spec.token_prefix, worker, spec.lease_until, moved, written=moved is not None
+    )
 
 
 def _claim_spec(u: Unit, queue: Queue, worker: Actor, limit: int, lease_seconds: int | None) -> held_store.ClaimSpec:
+    lease_until = u.now + timedelta(seconds=lease_seconds or queue.lease_seconds)
     return held_store.ClaimSpec(
         workspace_id=u.workspace_id,
         queue_id=queue.id,
@@ -88,12 +92,28 @@ def _claim_spec(u: Unit, queue: Queue, worker: Actor, limit: int, lease_seconds:
         now=u.now,
         limit=limit,
         token_prefix=_token_prefix(),
-        lease_until=u.now + timedelta(seconds=lease_seconds or queue.lease_seconds),
+        lease_until=lease_until,
         claimer=worker,
         idempotency_key=u.idempotency_key,
         task_status=task_states.apply("ready", "claim"),
         task_events=2,
+        origin=u.principal.origin,
+        run_event="run.claimed",
+        run_payload=_claimed_payload(lease_until),
+        task_event="task.in_progress",
+        task_payload=_in_progress_payload(),
     )
+
+
+def _claimed_payload(lease_until: datetime, attempt: int | None = None) -> dict[str, Any]:
+    """A run.claimed event's payload; without ``attempt``, what the claiming statement adds it to."""
+    payload: dict[str, Any] = {"from_status": "queued", "status": "claimed", "lease_until": lease_until.isoformat()}
+    return payload if attempt is None else {**payload, "attempt": attempt}
+
+
+def _in_progress_payload() -> dict[str, Any]:
+    """The task.in_progress event's payload of a ready task a claim moves."""
+    return {"from_status": "ready", "status": task_states.apply("ready", "claim")}
 
 
 def _token_prefix() -> str:
@@ -186,9 +206,12 @@ async def _hand_over(
     worker: Actor,
     lease_until: datetime,
     moved: dict[str, Task] | None = None,
+    *,
+    written: bool = False,
 ) -> list[Claim]:
     """The rest of a claim, once its runs are marked claimed (tokens ``prefix + run id``): their tasks in
-    progress, the events. ``moved``: the ready tasks the claiming statement moved to in progress already."""
+    progress, the events. ``moved``: the ready tasks the claiming statement moved to in progress already;
+    ``written``: and it wrote their events too (PostgreSQL)."""
     if not claimed:
         return []
     claims = []
@@ -210,31 +233,29 @@ async def _hand_over(
     for run in claimed:
         task = moved.get(run.task_id) or tasks[run.task_id]
         numbered = run.task_id in moved
-        await record(
-            u,
-            "run.claimed",
-            task_id=run.task_id,
-            run_id=run.id,
-            actor=worker,
-            payload={
-                "from_status": "queued",
-                "status": "claimed",
-                "attempt": run.attempt,
-                "lease_until": lease_until.isoformat(),
-            },
-            task_sequence=task.event_sequence - 1 if numbered else None,
-        )
-        if numbered:
+        if numbered and written:
+            u.wake(events_key(u.workspace_id))
+        else:
+            await record(
+                u,
+                "run.claimed",
+                task_id=run.task_id,
+                run_id=run.id,
+                actor=worker,
+                payload=_claimed_payload(lease_until, run.attempt),
+                task_sequence=task.event_sequence - 1 if numbered else None,
+            )
+        if numbered and not written:
             await record(
                 u,
                 "task.in_progress",
                 task_id=task.id,
                 run_id=run.id,
                 actor=worker,
-                payload={"from_status": "ready", "status": target},
+                payload=_in_progress_payload(),
                 task_sequence=task.event_sequence,
             )
-        elif task.status == "scheduled":
+        elif not numbered and task.status == "scheduled":
             await timer_store.timer_delete_for_task(u.conn, task.id, "retry")
             task = await move_task(u, task, "fire", event="task.ready", actor=worker)
             task = await move_task(u, task, "claim", event="task.in_progress", run_id=run.id, actor=worker)
@@ -412,7 +433,9 @@ async def complete_and_claim(
         u.conn, completion.run_rows[0], completion.task_rows[0], spec
     )
     await _release_dependents(u, completion.tasks, waiting)
-    claims = await _hand_over(u, queue, claimed, spec.token_prefix, worker, spec.lease_until, moved)
+    claims = await _hand_over(
+        u, queue, claimed, spec.token_prefix, worker, spec.lease_until, moved, written=moved is not None
+    )
     if not claims and waiting:  # a dependent released by this completion may be the next in line
         claims = await claim(u, queue.name, worker, limit, lease_seconds)
     return completed, claims
@@ -475,6 +498,7 @@ async def _claim_each(u: Unit, queue_name: str, workers: list[Actor], lease_seco
     spec = _claim_spec(u, queue, workers[0], len(workers), lease_seconds)
     claimers = [(worker, _token_prefix()) for worker in workers]
     claimed, moved = await held_store.claim_each(u.conn, spec, claimers)
+    written = moved is not None
     if moved is None and claimed:
         moved = await task_store.task_claim_ready(
             u.conn,
@@ -493,7 +517,7 @@ async def _claim_each(u: Unit, queue_name: str, workers: list[Actor], lease_seco
         run = claimed[k]
         if run.claimed_by != worker or not matches(prefix + run.id, run.claim_token_hash):
             raise AssertionError("a run claimed for several workers did not come back in claim order")
-        out.append(await _hand_over(u, queue, [run], prefix, worker, spec.lease_until, moved))
+        out.append(await _hand_over(u, queue, [run], prefix, worker, spec.lease_until, moved, written=written))
     return out
 
 

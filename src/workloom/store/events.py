@@ -13,13 +13,14 @@ from workloom.store import rows
 from workloom.store.fast import Statements, Write
 from workloom.store.schema import events
 
-_HORIZON = sa.text("pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+# What an event's ``commit_horizon`` is written as (PostgreSQL): the next transaction id.
+COMMIT_HORIZON: sa.ColumnClause[Any] = sa.literal_column("pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
 
 
 def _insert(dialect: str, names: tuple[str, ...]) -> sa.Insert:
     values: dict[str, Any] = {n: sa.bindparam(n, type_=events.c[n].type) for n in names}
     if dialect == "postgresql":
-        values["commit_horizon"] = _HORIZON
+        values["commit_horizon"] = COMMIT_HORIZON
     return sa.insert(events).values(values)
 
 

@@ -13,16 +13,18 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workloom.domain.actors import Actor
 from workloom.domain.models import Run, Task
 from workloom.domain.secrets import hash_secret
+from workloom.store import events as event_store
 from workloom.store import rows
 from workloom.store import runs as run_store
 from workloom.store import tasks as task_store
 from workloom.store.fast import Statement, one_of, workspace_filter
-from workloom.store.schema import inline, queues, runs, task_dependencies, tasks
+from workloom.store.schema import events, inline, queues, runs, task_dependencies, tasks
 
 _TASK_PREFIX = "t_"
 # The task's columns in a row that also holds its run's: (label in the row, the task's column).
@@ -162,8 +164,8 @@ async def complete(conn: AsyncConnection, run_rows: list[dict[str, Any]], task_r
 
 def _claim_moving_tasks(limit: int | None = None, claim: sa.Update | None = None) -> sa.Select[Any]:
     """The one-statement claim of ``runs.claim_statement`` (or ``claim``), which also moves each claimed
-    run's task from ready to in progress (reserving its events' numbers): the runs claimed, each beside its
-    task if it moved."""
+    run's task from ready to in progress (reserving its events' numbers) and writes the two events of each
+    task it moved (``_claim_events``): the runs claimed, each beside its task if it moved."""
     claimed = (claim if claim is not None else run_store.claim_statement(limit)).cte("claimed")
     now = sa.bindparam("now", type_=tasks.c.updated_at.type)
     moved = (
@@ -179,9 +181,47 @@ def _claim_moving_tasks(limit: int | None = None, claim: sa.Update | None = None
         .returning(*tasks.c)
         .cte("moved")
     )
-    return sa.select(claimed, *(column.label(_TASK_PREFIX + column.name) for column in moved.c)).select_from(
-        claimed.outerjoin(moved, moved.c.id == claimed.c.task_id)
+    return (
+        sa.select(claimed, *(column.label(_TASK_PREFIX + column.name) for column in moved.c))
+        .select_from(claimed.outerjoin(moved, moved.c.id == claimed.c.task_id))
+        .add_cte(_claim_events(claimed, moved))
     )
+
+
+def _claim_events(claimed: sa.CTE, moved: sa.CTE) -> sa.CTE:
+    """The events of a claimed run whose task moved, in the numbers the move reserved: ``:run_event`` (its
+    payload ``:run_payload`` with the run's attempt) then ``:task_event`` (``:task_payload``), by the run's
+    claimer, from ``:origin``. Written by the claiming statement itself, so that a claim is that statement
+    between BEGIN and COMMIT (its events were an INSERT of their own)."""
+    pair = sa.union_all(sa.select(sa.literal(0).label("n")), sa.select(sa.literal(1).label("n"))).subquery("pair")
+    first = pair.c.n == 0
+    kind = sa.case(
+        (first, sa.bindparam("run_event", type_=sa.String)), else_=sa.bindparam("task_event", type_=sa.String)
+    )
+    run_payload = sa.bindparam("run_payload", type_=JSONB).op("||")(
+        sa.func.jsonb_build_object("attempt", claimed.c.attempt)
+    )
+    rows_ = (
+        sa.select(
+            claimed.c.workspace_id,
+            claimed.c.task_id,
+            claimed.c.id,
+            moved.c.event_sequence - 1 + pair.c.n,
+            kind,
+            claimed.c.claimed_by_kind,
+            claimed.c.claimed_by_ref,
+            sa.bindparam("origin_kind", type_=sa.String),
+            sa.bindparam("origin_ref", type_=sa.String),
+            sa.case((first, run_payload), else_=sa.bindparam("task_payload", type_=JSONB)),
+            sa.bindparam("now", type_=events.c.created_at.type),
+            event_store.COMMIT_HORIZON,
+        )
+        .select_from(claimed.join(moved, moved.c.id == claimed.c.task_id).join(pair, sa.true()))
+        .order_by(claimed.c.id, pair.c.n)
+    )
+    columns = ["workspace_id", "task_id", "run_id", "task_sequence", "type", "actor_kind", "actor_ref"]
+    columns += ["origin_kind", "origin_ref", "payload", "created_at", "commit_horizon"]
+    return sa.insert(events).from_select(columns, rows_).cte("claim_events")
 
 
 _CLAIM_MOVING_TASKS = Statement(_claim_moving_tasks())
@@ -205,6 +245,12 @@ class ClaimSpec:
     idempotency_key: str | None
     task_status: str
     task_events: int
+    # The events the claiming statement writes for each run whose task it moves (PostgreSQL).
+    origin: Actor
+    run_event: str
+    run_payload: dict[str, Any]  # without the run's attempt, which the statement adds
+    task_event: str
+    task_payload: dict[str, Any]
 
     def params(self) -> dict[str, Any]:
         return {
@@ -219,6 +265,12 @@ class ClaimSpec:
             "idempotency_key": self.idempotency_key,
             "to_status": self.task_status,
             "events": self.task_events,
+            "origin_kind": self.origin.kind,
+            "origin_ref": self.origin.ref,
+            "run_event": self.run_event,
+            "run_payload": self.run_payload,
+            "task_event": self.task_event,
+            "task_payload": self.task_payload,
         }
 
 
