@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 
-from workloom.domain.models import Queue
+from workloom.domain.models import Queue, changed
 from workloom.engine.signals import QUEUES_CHANGED_PREFIX
 
 QUEUE_TTL_SECONDS = 10.0
@@ -34,12 +33,12 @@ class QueueCache:
         if self._monotonic() >= expires:
             del self._entries[(workspace_id, name)]
             return None
-        return replace(queue)  # a copy: callers may not change what others will read
+        return changed(queue)  # a copy: callers may not change what others will read
 
     def put(self, queue: Queue) -> None:
         if len(self._entries) >= MAX_ENTRIES:
             self._entries.clear()
-        self._entries[(queue.workspace_id, queue.name)] = (self._monotonic() + self._ttl, replace(queue))
+        self._entries[(queue.workspace_id, queue.name)] = (self._monotonic() + self._ttl, changed(queue))
 
     def forget(self, workspace_id: str) -> None:
         for key in [k for k in self._entries if k[0] == workspace_id]:

@@ -6,7 +6,6 @@ and appends the event, all in the caller's unit of work.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,7 +13,7 @@ from workloom.domain import run_states, task_states
 from workloom.domain.actors import Actor
 from workloom.domain.errors import Conflict
 from workloom.domain.ids import new_id
-from workloom.domain.models import Queue, Run, Task
+from workloom.domain.models import Queue, Run, Task, changed
 from workloom.domain.priority import RANK
 from workloom.domain.readiness import Facts
 from workloom.domain.readiness import settle as decide
@@ -49,7 +48,7 @@ async def move_task(
         values["closed_at"] = u.now
     if not await task_store.task_update(u.conn, task.id, values, expected_status=task.status):
         raise Conflict(f"task {task.identifier} changed while this request ran; retry it")
-    moved = replace(task, **values)
+    moved = changed(task, **values)
     await record(
         u,
         event or f"task.{target}",
@@ -77,7 +76,7 @@ async def move_run(
         values["ended_at"] = u.now
     if not await run_store.run_update(u.conn, run.id, values, expected_status=run.status):
         raise Conflict(f"run {run.id} changed while this request ran; retry it")
-    moved = replace(run, **values)
+    moved = changed(run, **values)
     await record(
         u,
         event or ("run.started" if target == "running" else f"run.{target}"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,7 +19,7 @@ from workloom.domain.errors import (
     ValidationFailed,
     WorkloomError,
 )
-from workloom.domain.models import Claim, Queue, Run, Task
+from workloom.domain.models import Claim, Queue, Run, Task, changed
 from workloom.domain.secrets import hash_secret, matches, new_secret
 from workloom.engine import queues
 from workloom.engine.events import record
@@ -183,7 +183,7 @@ async def _take(u: Unit, queue: Queue, candidates: list[Run], worker: Actor, lea
         ],
     )
     claimed = [
-        replace(
+        changed(
             run,
             status="claimed",
             claim_token_hash=hashes[run.id],
@@ -259,7 +259,7 @@ async def _hand_over(
             await timer_store.timer_delete_for_task(u.conn, task.id, "retry")
             task = await move_task(u, task, "fire", event="task.ready", actor=worker)
             task = await move_task(u, task, "claim", event="task.in_progress", run_id=run.id, actor=worker)
-        held = replace(run, queue=queue.name)
+        held = changed(run, queue=queue.name)
         claims.append(Claim(task=task, run=held, claim_token=prefix + run.id, lease_until=lease_until))
     return claims
 
@@ -393,7 +393,7 @@ async def heartbeat(
     await store.run_update(u.conn, run.id, values, expected_status=run.status)
     if progress is not None:
         await record(u, "run.progress", task_id=run.task_id, run_id=run.id, payload={"progress": progress})
-    return replace(run, **values)
+    return changed(run, **values)
 
 
 async def complete(u: Unit, run_id: str, token: str | None, result: Any, usage: dict[str, Any] | None = None) -> Run:
@@ -647,8 +647,8 @@ async def _completion(u: Unit, held: list[Held]) -> _Completion:
             payload={"from_status": task.status, "status": task_target},
             task_sequence=task.event_sequence + 2,
         )
-        done.append((i, replace(run, **run_values)))
-        completed_tasks.append(replace(task, **task_values, event_sequence=task.event_sequence + 2))
+        done.append((i, changed(run, **run_values)))
+        completed_tasks.append(changed(task, **task_values, event_sequence=task.event_sequence + 2))
     return _Completion(run_rows, task_rows, done, completed_tasks)
 
 
@@ -683,7 +683,7 @@ async def _after_failure(u: Unit, task: Task, run: Run, error: str, retryable: b
     max_attempts = task.max_attempts or (queue.max_attempts if queue else 1)
     if retryable and queue is not None and attempts < max_attempts:
         await task_store.task_update(u.conn, task.id, {"attempts": attempts})
-        task = replace(task, attempts=attempts)
+        task = changed(task, attempts=attempts)
         await schedule_retry(
             u, task, queue, attempt=attempts + 1, delay=queue.retry_policy.delay_after(attempts), run_id=run.id
         )
@@ -742,7 +742,7 @@ async def attach_session(u: Unit, run_id: str, session_id: str, token: str | Non
         run_id=run.id,
         payload={"from_status": run.status, "status": run.status, "attempt": run.attempt, **payload},
     )
-    return replace(run, session_id=session_id)
+    return changed(run, session_id=session_id)
 
 
 async def enqueue(u: Unit, task_id: str) -> Run:

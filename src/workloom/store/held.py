@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workloom.domain.actors import Actor
-from workloom.domain.models import Run, Task
+from workloom.domain.models import Run, Task, changed
 from workloom.domain.secrets import hash_secret
 from workloom.store import events as event_store
 from workloom.store import rows
@@ -322,7 +322,7 @@ async def claim_each(
     first = replace(spec, claimer=claimers[0][0], token_prefix=claimers[0][1], limit=len(claimers))
     claimed, _ = await claim(conn, first)
     handed = [
-        replace(run, claimed_by=actor, claim_token_hash=hash_secret(prefix + run.id))
+        changed(run, claimed_by=actor, claim_token_hash=hash_secret(prefix + run.id))
         for run, (actor, prefix) in zip(claimed, claimers, strict=False)
     ]
     await run_store.run_hand_to(

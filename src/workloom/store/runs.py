@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +10,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workloom.domain.actors import Actor
-from workloom.domain.models import Run
+from workloom.domain.models import Run, changed
 from workloom.domain.secrets import hash_secret
 from workloom.store import rows
 from workloom.store.fast import ById, Statement, Statements, Write, one_of, workspace_filter
@@ -205,7 +204,7 @@ async def run_claim(
     hashes = {run.id: hash_secret(token_prefix + run.id) for run in candidates}
     await run_mark_claimed(conn, [{"run_id": run.id, "token_hash": hashes[run.id], **claim} for run in candidates])
     return [
-        replace(
+        changed(
             run,
             status="claimed",
             claim_token_hash=hashes[run.id],

@@ -33,6 +33,13 @@ class UtcDateTime(sa.types.TypeDecorator[datetime]):
             return _sqlite_text
         return super().bind_processor(dialect)
 
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        # SQLite's is a regular expression, then a second step to make the value aware; one cached step
+        # instead (a claim's rows carry the same few instants), which a drain spent a twentieth of its time in.
+        if dialect.name == "sqlite":
+            return _sqlite_value
+        return super().result_processor(dialect, coltype)
+
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
@@ -49,6 +56,14 @@ def _sqlite_text(value: datetime | None) -> str | None:
         raise ValueError("naive datetime given to the store; use an aware UTC datetime")
     v = value.astimezone(UTC)
     return f"{v.year:04d}-{v.month:02d}-{v.day:02d} {v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
+
+
+@lru_cache(maxsize=512)
+def _sqlite_value(text: str | None) -> datetime | None:
+    """The aware UTC datetime of a value stored as ``_sqlite_text`` writes it (or as SQLAlchemy does)."""
+    if text is None:
+        return None
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 JsonValue: sa.types.TypeEngine[Any] = sa.JSON().with_variant(JSONB(), "postgresql")
