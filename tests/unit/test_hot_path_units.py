@@ -3,6 +3,7 @@ instants as SQLite stores them."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -11,7 +12,7 @@ from sqlalchemy.dialects import sqlite
 
 from workloom.api.routers.events import EncodedEvents
 from workloom.domain.actors import Actor
-from workloom.domain.models import Event, Queue
+from workloom.domain.models import Event, Queue, changed
 from workloom.engine.caches import QueueCache
 from workloom.engine.signals import queues_changed_key
 from workloom.store.notify import payloads
@@ -200,3 +201,66 @@ def test_a_naive_instant_is_refused_on_sqlite() -> None:
     dialect = sqlite.dialect()
     with pytest.raises(ValueError, match="naive"):
         UtcDateTime().dialect_impl(dialect).bind_processor(dialect)(datetime(2026, 1, 1))
+
+
+@pytest.mark.parametrize(
+    "instant",
+    [
+        datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        datetime(2026, 1, 2, 3, 4, 5, 123, tzinfo=timezone(timedelta(hours=2))),
+        datetime(5, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+    ],
+)
+def test_an_instant_read_back_from_sqlite_is_the_same_aware_utc_instant(instant: datetime) -> None:
+    dialect = sqlite.dialect()
+    write = UtcDateTime().dialect_impl(dialect).bind_processor(dialect)
+    read = UtcDateTime().dialect_impl(dialect).result_processor(dialect, None)
+    theirs = sa.DateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert theirs is not None
+    for text in (write(instant), theirs(instant.astimezone(UTC).replace(tzinfo=None))):
+        value = read(text)
+        assert value == instant
+        assert value.tzinfo is UTC
+
+
+def test_sqlite_text_without_a_fraction_and_null_are_read() -> None:
+    dialect = sqlite.dialect()
+    read = UtcDateTime().dialect_impl(dialect).result_processor(dialect, None)
+    assert read("2026-01-02 03:04:05") == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert read(None) is None
+
+
+# -- copies of domain objects ----------------------------------------------------------------------------------
+
+
+def test_a_changed_copy_has_the_changes_and_every_other_field_and_leaves_the_original() -> None:
+    queue = Queue(
+        id="queue_1",
+        workspace_id="ws_1",
+        name="reviews",
+        description="people review drafts",
+        lease_seconds=300,
+        max_attempts=3,
+        initial_interval_seconds=1.0,
+        backoff_coefficient=2.0,
+        max_interval_seconds=60.0,
+        start_mode="auto",
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        updated_at=datetime(2026, 1, 2, tzinfo=UTC),
+    )
+    copy = changed(queue, start_mode="manual", lease_seconds=60)
+    assert (copy.start_mode, copy.lease_seconds) == ("manual", 60)
+    assert (queue.start_mode, queue.lease_seconds) == ("auto", 300)
+    assert dataclasses.replace(queue, start_mode="manual", lease_seconds=60) == copy
+    assert changed(queue) == queue and changed(queue) is not queue
+
+
+def test_a_class_with_a_field_its_constructor_does_not_take_is_refused() -> None:
+    @dataclasses.dataclass(slots=True)
+    class Counted:
+        name: str
+        count: int = dataclasses.field(init=False, default=0)
+
+    with pytest.raises(TypeError, match="constructor"):
+        changed(Counted("a"), name="b")
