@@ -280,6 +280,49 @@ class Http:
         await self._session.close()
 
 
+class Meter:
+    """CPU time per task of each part of the system while a measurement runs: the server process, PostgreSQL
+    (every process named ``postgres``: on this machine the bench's database is the only busy one) and this
+    process, the load generator. All of them share the cores, so where a figure is CPU-bound these say
+    which part to make cheaper. ``scenario``: record under it (``sqlite``), the measurement's own scenario
+    then prefixing the metric."""
+
+    def __init__(self, suite: Suite, server_pid: int, *, postgres: bool, scenario: str | None = None) -> None:
+        import psutil
+
+        self._suite = suite
+        self._server = psutil.Process(server_pid)
+        self._client = psutil.Process()
+        self._postgres = postgres
+        self._scenario = scenario
+
+    @contextlib.contextmanager
+    def per_task(self, scenario: str, prefix: str, tasks: int) -> Iterator[None]:
+        before = self._read()
+        yield
+        after = self._read()
+        record_as, metric = (scenario, prefix) if self._scenario is None else (self._scenario, f"{scenario}_{prefix}")
+        for i, part in enumerate(("server", "postgres", "client")):
+            if part != "postgres" or self._postgres:
+                spent = after[i] - before[i]
+                self._suite.record(record_as, f"{metric}cpu_us_{part}", spent / max(tasks, 1) * 1e6, "µs/task")
+
+    def _read(self) -> tuple[float, float, float]:
+        import psutil
+
+        def used(process: psutil.Process) -> float:
+            times = process.cpu_times()
+            return float(times.user + times.system)
+
+        postgres = 0.0
+        if self._postgres:
+            for process in psutil.process_iter(["name"]):
+                if (process.info["name"] or "").startswith("postgres"):
+                    with contextlib.suppress(psutil.Error):
+                        postgres += used(process)
+        return used(self._server), postgres, used(self._client)
+
+
 class Api:
     """Raw HTTP to one server, plus which batch endpoints it has (probed on first use)."""
 
@@ -287,6 +330,11 @@ class Api:
         self.http = Http(base, {"Authorization": f"Bearer {token}"}, connections)
         self.batch_create: bool | None = None
         self.batch_complete: bool | None = None
+        self.meter: Meter | None = None
+
+    def per_task(self, scenario: str, prefix: str, tasks: int) -> contextlib.AbstractContextManager[None]:
+        """CPU per task while the block runs (``Meter``), when the runner gave this client a meter."""
+        return self.meter.per_task(scenario, prefix, tasks) if self.meter else contextlib.nullcontext()
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -410,7 +458,8 @@ async def wl_drain(base: str, token: str, api: Api, queue: str, sizes: Sizes, su
                 last = time.perf_counter()
 
     try:
-        await asyncio.wait_for(asyncio.gather(*(claimer(c) for c in clients[: sizes.drain_claimers])), 900)
+        with api.per_task("drain", "", total):
+            await asyncio.wait_for(asyncio.gather(*(claimer(c) for c in clients[: sizes.drain_claimers])), 900)
     finally:
         for c in clients:
             await c.aclose()
@@ -443,9 +492,11 @@ async def wl_single(api: Api, queue: str, count: int, chained: bool) -> float:
                 claims = await api.claim(queue, 1, 0, ref=f"single-{index}")
             done += 1
 
-    began = time.perf_counter()
-    await asyncio.gather(*(client(i) for i in range(CLIENTS)))
-    return done / (time.perf_counter() - began)
+    with api.per_task("single", "" if chained else "two_requests_", count):
+        began = time.perf_counter()
+        await asyncio.gather(*(client(i) for i in range(CLIENTS)))
+        elapsed = time.perf_counter() - began
+    return done / elapsed
 
 
 async def wl_enqueue_one(api: Api, queue: str, count: int) -> float:
@@ -456,21 +507,25 @@ async def wl_enqueue_one(api: Api, queue: str, count: int) -> float:
         for i in numbers:
             await api.create_one(queue, {"n": i})
 
-    began = time.perf_counter()
-    await asyncio.gather(*(creator() for _ in range(CLIENTS)))
-    return count / (time.perf_counter() - began)
+    with api.per_task("enqueue", "one_", count):
+        began = time.perf_counter()
+        await asyncio.gather(*(creator() for _ in range(CLIENTS)))
+        elapsed = time.perf_counter() - began
+    return count / elapsed
 
 
 async def wl_enqueue_batch(api: Api, queue: str, count: int, chunk: int) -> float | None:
     await api.queue(queue)
-    began = time.perf_counter()
-    done = 0
-    while done < count:
-        size = min(chunk, count - done)
-        if not await api.create_batch(queue, size):
-            return None
-        done += size
-    return count / (time.perf_counter() - began)
+    with api.per_task("enqueue", "batch_", count):
+        began = time.perf_counter()
+        done = 0
+        while done < count:
+            size = min(chunk, count - done)
+            if not await api.create_batch(queue, size):
+                return None
+            done += size
+        elapsed = time.perf_counter() - began
+    return count / elapsed
 
 
 async def wl_latency(api: Api, queue: str, count: int, rate: float) -> dict[str, float]:
@@ -753,6 +808,7 @@ def run_postgres(url: str, wanted: list[str], suite: Suite, python: Path | None)
         def on_api(fn: Callable[[Api], Awaitable[Any]], profile_as: str | None = None, *, settled: bool = True) -> Any:
             async def go() -> Any:
                 api = Api(wl.base, token)
+                api.meter = Meter(suite, wl.process.pid, postgres=True)
                 try:
                     return await fn(api)
                 finally:
@@ -889,6 +945,7 @@ def run_sqlite(suite: Suite) -> None:
 
                 async def go(run: int = run) -> tuple[float, float]:
                     api = Api(wl.base, token)
+                    api.meter = Meter(suite, wl.process.pid, postgres=False, scenario="sqlite")
                     try:
                         with sampled(suite, wl.process.pid, f"sqlite_drain-{run}"):
                             drain = await wl_drain(wl.base, token, api, f"sq-drain-{run}", suite.sizes, suite)
