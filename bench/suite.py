@@ -708,19 +708,11 @@ def settle(url: str) -> None:
     scenario (or peer) met autovacuum or a checkpoint lost, and the peers' figures swung most: pgqueuer's
     drain ran at 784, 864 and 2,250 jobs/s in one suite. CHECKPOINT needs a superuser (or
     pg_checkpoint); without one only the vacuum is done."""
+    import asyncpg
 
-    async def run() -> None:
-        import asyncpg
-
-        conn = await asyncpg.connect(url)
-        try:
-            with contextlib.suppress(asyncpg.InsufficientPrivilegeError):
-                await conn.execute("CHECKPOINT")
-            await conn.execute("VACUUM ANALYZE")
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
+    with contextlib.suppress(asyncpg.InsufficientPrivilegeError):
+        asyncio.run(_pg(url, "CHECKPOINT"))
+    asyncio.run(_pg(url, "VACUUM ANALYZE"))
 
 
 def pgbench_ceiling(url: str, seconds: int) -> float:

@@ -177,16 +177,16 @@ def test_payloads_are_measured_in_bytes_not_characters() -> None:
 
 # -- instants on SQLite -------------------------------------------------------------------------------------
 
+# Ordinary ones, one given in another zone, and the extremes of the range.
+INSTANTS = [
+    datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+    datetime(2026, 1, 2, 3, 4, 5, 123, tzinfo=timezone(timedelta(hours=2))),
+    datetime(5, 1, 1, tzinfo=UTC),
+    datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+]
 
-@pytest.mark.parametrize(
-    "instant",
-    [
-        datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
-        datetime(2026, 1, 2, 3, 4, 5, 123, tzinfo=timezone(timedelta(hours=2))),
-        datetime(5, 1, 1, tzinfo=UTC),
-        datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
-    ],
-)
+
+@pytest.mark.parametrize("instant", INSTANTS)
 def test_an_instant_is_stored_on_sqlite_as_the_text_sqlalchemy_would_store(instant: datetime) -> None:
     # Rows written before the one-step conversion, and any written through SQLAlchemy's own type, must
     # compare with new ones as text in time order.
@@ -203,15 +203,7 @@ def test_a_naive_instant_is_refused_on_sqlite() -> None:
         UtcDateTime().dialect_impl(dialect).bind_processor(dialect)(datetime(2026, 1, 1))
 
 
-@pytest.mark.parametrize(
-    "instant",
-    [
-        datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
-        datetime(2026, 1, 2, 3, 4, 5, 123, tzinfo=timezone(timedelta(hours=2))),
-        datetime(5, 1, 1, tzinfo=UTC),
-        datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
-    ],
-)
+@pytest.mark.parametrize("instant", INSTANTS)
 def test_an_instant_read_back_from_sqlite_is_the_same_aware_utc_instant(instant: datetime) -> None:
     dialect = sqlite.dialect()
     write = UtcDateTime().dialect_impl(dialect).bind_processor(dialect)

@@ -165,10 +165,10 @@ def changed(obj: M, **changes: Any) -> M:
     cls = type(obj)
     values = _VALUES.get(cls)
     if values is None:
-        names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-        if not all(f.init for f in fields(cls)):  # type: ignore[arg-type]
+        declared = fields(cls)  # type: ignore[arg-type]
+        if not all(f.init for f in declared):
             raise TypeError(f"{cls.__name__} has fields its constructor does not take")
-        values = _VALUES[cls] = attrgetter(*names)
+        values = _VALUES[cls] = attrgetter(*(f.name for f in declared))
     copy = cls(*values(obj))
     for name, value in changes.items():
         setattr(copy, name, value)
