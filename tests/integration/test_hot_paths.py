@@ -31,8 +31,9 @@ from workloom.store import held
 from workloom.store import runs as run_store
 from workloom.store import tasks as task_store
 from workloom.store.database import plain_url
-from workloom.store.fast import Statement, driver, on_sqlite_thread, one_of
+from workloom.store.fast import Statement, Write, driver, on_sqlite_thread, one_of, write_all
 from workloom.store.notify import Listener, Notifier
+from workloom.store.schema import task_dependencies
 from workloom.store.schema import tasks as tasks_table
 
 POSTGRES_ONLY = pytest.mark.parametrize(
@@ -484,11 +485,22 @@ class HandOvers:
 
         async def counted(conn: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
             if self.on:
-                sql = next((a for a in (*args, *getattr(fn, "args", ())) if isinstance(a, str)), None)
-                self.sent.append(sql.split(None, 1)[0].upper() if sql else getattr(fn, "__name__", "?"))
+                self.sent.append(self._named(fn, args))
             return await execute(conn, fn, *args, **kwargs)
 
         monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+
+    @staticmethod
+    def _named(fn: Any, args: tuple[Any, ...]) -> str:
+        """A statement's first word; statements sent in one hand-over joined by ``+``; else the call's name."""
+        given = (*args, *getattr(fn, "args", ()))
+        sql = next((a for a in given if isinstance(a, str)), None)
+        if sql is not None:
+            return sql.split(None, 1)[0].upper()
+        runs = next((a for a in given if isinstance(a, list) and a and isinstance(a[0], tuple)), None)
+        if runs is not None:
+            return "+".join(run[0].split(None, 1)[0].upper() for run in runs)
+        return str(getattr(fn, "__name__", "?"))
 
 
 @SQLITE_ONLY
@@ -499,11 +511,18 @@ async def test_a_completion_that_claims_the_next_task_is_one_hand_over_per_state
     claim, done, claimed = await _complete_and_claim_counted(h, trips)
 
     # Through SQLAlchemy's adapter each statement took four (cursor, execute, fetch, close), and the pool's
-    # rollback after COMMIT one more; straight through the driver each statement is one, and a connection
-    # taken back after its commit is not rolled back. (BEGIN IMMEDIATE still goes through SQLAlchemy.)
-    sent = " ".join(trips.sent)
-    assert trips.sent[:3] == ["cursor", "BEGIN", "close"] and trips.sent[-1] == "commit", sent
-    assert all(s in {"SELECT", "UPDATE", "INSERT", "WITH"} for s in trips.sent[3:-1]), sent
+    # rollback after COMMIT one more; straight through the driver each statement is at most one, writes
+    # that run one after another go together (the run and task completed, then the task's dependents
+    # read), and a connection taken back after its commit is not rolled back. (BEGIN IMMEDIATE still goes
+    # through SQLAlchemy.)
+    assert trips.sent == [
+        *("cursor", "BEGIN", "close"),
+        "SELECT",  # the run and its task, locked
+        "UPDATE+UPDATE+SELECT",  # both completed; whether a task depends on that one
+        *("SELECT", "UPDATE", "UPDATE"),  # the next run found, claimed, its task moved
+        "INSERT",  # the four events
+        "commit",
+    ], " ".join(trips.sent)
     assert done.status == "completed" and [c.task.title for c in claimed] == ["second"]
     assert (await h.task(claim.task.id)).status == "completed"
     assert claimed[0].task.status == "in_progress" and claimed[0].run.status == "claimed"
@@ -896,3 +915,29 @@ async def test_a_claim_is_one_statement_between_begin_and_commit_on_postgres(
     # The runs claimed, their tasks moved and both events of each written by the claiming statement.
     assert trips.sent == ["BEGIN", "WITH", "COMMIT"]
     assert (await h.event_types(claim.task.id))[-2:] == ["run.claimed", "task.in_progress"]
+
+
+async def test_writes_sent_together_stop_at_the_first_that_fails_and_leave_nothing(h: Harness) -> None:
+    # On SQLite the writes go to its thread in one hand-over: the failing one (a task depending on itself)
+    # must still raise the error it raises alone, and the transaction leave nothing of the writes before it.
+    first, second = await h.create("first"), await h.create("second")
+    depends = Statement(sa.insert(task_dependencies))
+
+    def row(task: Task, on: Task) -> dict[str, Any]:
+        return {
+            "workspace_id": h.principal.workspace_id,
+            "task_id": task.id,
+            "depends_on_task_id": on.id,
+            "kind": "blocks",
+            "created_at": h.clock.now(),
+        }
+
+    async def together(u: Unit) -> None:
+        writes = [Write(depends, [row(first, second), row(second, first)]), Write(depends, [row(first, first)])]
+        await write_all(u.conn, writes)
+
+    with pytest.raises(sa.exc.IntegrityError):
+        await h.do(together)
+    async with h.wl.db.read() as conn:
+        left = (await conn.execute(sa.select(sa.func.count()).select_from(task_dependencies))).scalar_one()
+    assert left == 0

@@ -4,6 +4,7 @@ instants as SQLite stores them."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -15,6 +16,7 @@ from workloom.domain.actors import Actor
 from workloom.domain.models import Event, Queue, changed
 from workloom.engine.caches import QueueCache
 from workloom.engine.signals import queues_changed_key
+from workloom.store.fast import _compile, _Compiled
 from workloom.store.notify import payloads
 from workloom.store.types import UtcDateTime
 
@@ -256,3 +258,49 @@ def test_a_class_with_a_field_its_constructor_does_not_take_is_refused() -> None
 
     with pytest.raises(TypeError, match="constructor"):
         changed(Counted("a"), name="b")
+
+
+# -- arguments of a statement run once per row ---------------------------------------------------------------
+
+_ROWS_TABLE = sa.Table(
+    "rows",
+    sa.MetaData(),
+    sa.Column("id", sa.String, primary_key=True),
+    sa.Column("at", UtcDateTime()),
+    sa.Column("doc", sa.JSON()),
+    sa.Column("n", sa.Integer),
+)
+_ROWS = [
+    {"id": "a", "at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), "doc": {"k": [1, "two"]}, "n": 1},
+    {"id": "b", "at": None, "doc": None, "n": None},
+    {"id": "c", "at": datetime(2026, 1, 2, 5, 4, 5, tzinfo=timezone(timedelta(hours=2))), "doc": "text", "n": 3},
+]
+
+
+def _compiled_for_sqlite(stmt: sa.Insert | sa.Update) -> _Compiled:
+    return _compile(stmt, sqlite.dialect())
+
+
+def test_each_row_s_arguments_are_what_one_row_at_a_time_gives() -> None:
+    compiled = _compiled_for_sqlite(sa.insert(_ROWS_TABLE))
+    each = compiled.args_each(_ROWS)
+    assert each == [compiled.args(row) for row in _ROWS]
+    assert each[0][1] == "2026-01-02 03:04:05.000000" and json.loads(each[0][2]) == {"k": [1, "two"]}
+    assert each[1][1:] == [None, None, None]  # nulls stay nulls, not JSON's null
+    assert each[2][1] == "2026-01-02 03:04:05.000000"  # another zone, stored as UTC
+
+
+def test_rows_with_one_value_each_are_rows_of_one() -> None:
+    one = _compiled_for_sqlite(sa.delete(_ROWS_TABLE).where(_ROWS_TABLE.c.id == sa.bindparam("key")))
+    assert one.args_each([{"key": "a"}, {"key": "b"}]) == [["a"], ["b"]]
+
+
+def test_a_value_the_statement_carries_itself_or_a_row_without_one_is_taken_the_general_way() -> None:
+    carried = _compiled_for_sqlite(
+        sa.update(_ROWS_TABLE).where(_ROWS_TABLE.c.id == sa.bindparam("key")).values(n=sa.bindparam("n", value=7))
+    )
+    rows = [{"key": "a"}, {"key": "b", "n": 9}]
+    assert carried.args_each(rows) == [carried.args(row) for row in rows] == [[7, "a"], [9, "b"]]
+    plain = _compiled_for_sqlite(sa.insert(_ROWS_TABLE))
+    with pytest.raises(KeyError):
+        plain.args_each([_ROWS[0], {"id": "short"}])  # as one row at a time would: no value for "at"

@@ -54,6 +54,26 @@ class _Compiled:
             out.append(process(value) if process is not None and value is not None else value)
         return out
 
+    def args_each(self, params: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """``args`` of each item, for a statement run once per item (SQLite's ``executemany``): every item's
+        values picked in C by the names, then only those with a conversion converted. Per item through
+        ``args``, this took a sixth of a batch completion's server time on SQLite."""
+        names = self.names
+        if not names or not all(name in params[0] for name in names):
+            return [self.args(p) for p in params]  # some value is the statement's own: the general way
+        pick = itemgetter(*names)
+        try:
+            table = [list(pick(p)) for p in params] if len(names) > 1 else [[pick(p)] for p in params]
+        except KeyError:  # an item without some value the first has
+            return [self.args(p) for p in params]
+        steps = [(j, process) for j, process in enumerate(self.binds) if process is not None]
+        for row in table:
+            for j, process in steps:
+                value = row[j]
+                if value is not None:
+                    row[j] = process(value)
+        return table
+
     def bulk_args(self, bulk: _Bulk, params: Sequence[Mapping[str, Any]]) -> list[Any]:
         """The rows as one JSON document (an array of arrays: the row-varying parameters of each row, JSON
         columns' values as they are, others through their bind conversions), then the constants."""
@@ -207,6 +227,22 @@ def _sqlite_run(
         cursor.close()
 
 
+# A statement for SQLite's thread: its text, its arguments, and whether they are one set per row.
+_LiteRun = tuple[str, Any, bool]
+
+
+def _sqlite_run_all(connection: sqlite3.Connection, runs: list[_LiteRun]) -> tuple[list[Any], int | None]:
+    # Runs on aiosqlite's thread: the statements in order, in one hand-over; the last one's rows, or the
+    # position of the one that failed (whose error is re-raised on the loop's side).
+    found: list[Any] = []
+    for position, (sql, args, many) in enumerate(runs):
+        try:
+            found, _ = _sqlite_run(connection, sql, args, many)
+        except sqlite3.Error as error:
+            return [error], position
+    return found, None
+
+
 async def on_sqlite_thread(
     adapted: Any, sql: str, args: Sequence[Any] | list[Sequence[Any]] = (), *, many: bool = False
 ) -> tuple[list[Any], int]:
@@ -220,12 +256,41 @@ async def on_sqlite_thread(
     return result
 
 
-async def _on_sqlite(conn: AsyncConnection, sql: str, args: Any, *, many: bool = False) -> tuple[list[Any], int]:
-    """Run ``sql`` inside the transaction ``conn`` holds (BEGIN IMMEDIATE was sent when the unit began)."""
+def _adapted(conn: AsyncConnection) -> Any:
     adapted: Any = conn.sync_connection.connection.dbapi_connection if conn.sync_connection else None
     if adapted is None:
         raise RuntimeError("no connection")
-    return await on_sqlite_thread(adapted, sql, args, many=many)
+    return adapted
+
+
+async def _on_sqlite(conn: AsyncConnection, sql: str, args: Any, *, many: bool = False) -> tuple[list[Any], int]:
+    """Run ``sql`` inside the transaction ``conn`` holds (BEGIN IMMEDIATE was sent when the unit began)."""
+    return await on_sqlite_thread(_adapted(conn), sql, args, many=many)
+
+
+async def _on_sqlite_all(conn: AsyncConnection, runs: list[_LiteRun]) -> list[Any]:
+    """Run statements in order inside the transaction ``conn`` holds, in one hand-over to SQLite's thread
+    (each costs the loop a wake-up and the thread a switch); the last one's rows."""
+    threaded = _adapted(conn)._connection
+    found: list[Any]
+    failed: int | None
+    found, failed = await threaded._execute(_sqlite_run_all, threaded._conn, runs)
+    if failed is not None:
+        error = found[0]
+        raise _driver_error(error, runs[failed][0]) from error
+    return found
+
+
+def _lite_runs(conn: AsyncConnection, writes: Sequence[Write]) -> list[_LiteRun] | None:
+    """Each write as statements for SQLite's thread; None where some write has no driver form."""
+    runs: list[_LiteRun] = []
+    for write in writes:
+        lite = write.statement._lite(conn)
+        if lite is None:
+            return None
+        rows = write.rows
+        runs.append((lite.sql, lite.args(rows[0]), False) if len(rows) == 1 else (lite.sql, lite.args_each(rows), True))
+    return runs
 
 
 async def driver(conn: AsyncConnection, *, begin: bool = True) -> asyncpg.Connection:
@@ -360,7 +425,7 @@ class Statement:
             if lite is None:
                 await conn.execute(self.statement(conn.dialect.name), [dict(p) for p in params])
             else:
-                await _on_sqlite(conn, lite.sql, [lite.args(p) for p in params], many=True)
+                await _on_sqlite(conn, lite.sql, lite.args_each(params), many=True)
             return
         compiled = self._pg(conn)
         raw = await driver(conn)
@@ -402,6 +467,11 @@ async def write_all(conn: AsyncConnection, writes: Sequence[Write], *, final: bo
     writes = [w for w in writes if w.rows]
     if not writes:
         return
+    if conn.dialect.name != "postgresql":
+        runs = _lite_runs(conn, writes)
+        if runs is not None:
+            await _on_sqlite_all(conn, runs)
+            return
     parts = _parts(conn, writes)
     if parts is None or (len(writes) < 2 and not final):
         for write in writes:
@@ -423,6 +493,12 @@ async def rows_after(
     data-modifying ``WITH`` parts. ``statement`` reads the snapshot the statement began with, so it does not
     see what the writes change (its rows must not depend on them)."""
     writes = [w for w in writes if w.rows]
+    if conn.dialect.name != "postgresql":
+        runs = _lite_runs(conn, writes)
+        lite = statement._lite(conn)
+        if runs is not None and lite is not None:
+            found = await _on_sqlite_all(conn, [*runs, (lite.sql, lite.args(params), False)])
+            return [lite.row(row) for row in found]
     parts = _parts(conn, writes)
     if parts is None or not writes:
         for write in writes:
