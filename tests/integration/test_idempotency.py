@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
 from harness import WORKER
 
 from workloom.domain.errors import IdempotencyMismatch
@@ -10,6 +11,8 @@ from workloom.domain.queries import ListQuery
 from workloom.engine import runs, tasks
 from workloom.engine.tasks import NewTask
 from workloom.engine.unit import IdempotencyKey
+from workloom.store.fast import Statement, Write
+from workloom.store.schema import task_dependencies
 
 
 def _task_answer(task):
@@ -103,3 +106,51 @@ async def test_a_repeated_complete_returns_the_first_answer(h):
     timeline = await h.timeline(task.id)
     assert await complete() == (200, {"status": "completed", "result": 42})
     assert await h.timeline(task.id) == timeline  # no late_result, no second completion
+
+
+async def _create_then(h, key, then, render=_task_answer):
+    """A keyed create whose unit then does ``then(u, task)`` before it ends."""
+
+    async def op(u):
+        task = await tasks.create(u, NewTask(title="kept?", queue="q"))
+        then(u, task)
+        return task
+
+    return await h.wl.respond(h.principal, op, render, IdempotencyKey(key, b"POST /v1/tasks kept?"))
+
+
+def _depending_on_itself(h, u, task):
+    row = {
+        "workspace_id": h.principal.workspace_id,
+        "task_id": task.id,
+        "depends_on_task_id": task.id,
+        "kind": "blocks",
+        "created_at": h.clock.now(),
+    }
+    u.write_later([Write(Statement(sa.insert(task_dependencies)), [row])])
+
+
+async def test_a_keyed_call_whose_writes_fail_stores_no_answer_and_leaves_nothing(h):
+    # Its last writes may be under way while its answer is rendered (on SQLite they are): their failure
+    # must still undo the call, answer included, so that the key's next use runs the call afresh.
+    events_before = await h.wl.events.last_sequence(h.principal)
+    with pytest.raises(sa.exc.IntegrityError):
+        await _create_then(h, "key-w", lambda u, task: _depending_on_itself(h, u, task))
+    assert (await h.list(ListQuery(count=True))).total == 0
+    assert await h.wl.events.last_sequence(h.principal) == events_before
+
+    status, body = await _create_then(h, "key-w", lambda u, task: None)
+    assert status == 201 and (await h.task(body["id"])).title == "kept?"
+    assert (await h.list(ListQuery(count=True))).total == 1
+
+
+async def test_a_keyed_call_whose_answer_cannot_be_rendered_leaves_nothing(h):
+    def broken(task):
+        raise RuntimeError("no answer")
+
+    with pytest.raises(RuntimeError, match="no answer"):
+        await _create_then(h, "key-r", lambda u, task: None, render=broken)
+    assert (await h.list(ListQuery(count=True))).total == 0
+
+    status, _ = await _create_then(h, "key-r", lambda u, task: None)
+    assert status == 201 and (await h.list(ListQuery(count=True))).total == 1

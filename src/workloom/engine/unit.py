@@ -29,7 +29,7 @@ from workloom.store import idempotency as store
 from workloom.store import tasks as task_store
 from workloom.store import workspaces as workspace_store
 from workloom.store.database import Database, is_transient
-from workloom.store.fast import Write, write_all
+from workloom.store.fast import Write, write_all, write_all_soon
 from workloom.store.numbers import TaskNumbers
 
 if TYPE_CHECKING:
@@ -133,27 +133,38 @@ async def flush_together(units: Sequence[Unit], writes: Sequence[Write] = (), *,
     last_unit = units[-1]
     if new_tasks:
         await _number(last_unit, new_tasks)
-    held += [w for finish in finishing for w in finish()]
     for u in units:
         u.touched = u.touched or bool(new_tasks or held or events or writes)
     conn, now = last_unit.connection, last_unit.now
     writes = [*task_store.task_inserts(new_tasks), *held, *writes]
-    if not events:
+    if events:
+        # An event numbered already (a task created in this unit, its row written with its count) is not bumped.
+        per_task = Counter(e["task_id"] for e in events if e["task_id"] is not None and e["task_sequence"] is None)
+        if per_task and writes:
+            await write_all(conn, writes)  # the bump below may be of a task these write
+            writes = []
+        last = await task_store.task_advance_sequences(conn, per_task, now) if per_task else {}
+        next_number = {task_id: last[task_id] - count + 1 for task_id, count in per_task.items()}
+        for event in events:
+            task_id = event["task_id"]
+            if task_id is not None and event["task_sequence"] is None:
+                event["task_sequence"] = next_number[task_id]
+                next_number[task_id] += 1
+        writes.extend(event_store.event_inserts(events))
+    if not finishing:
         await write_all(conn, writes, final=final)
         return
-    # An event numbered already (a task created in this unit, its row written with its count) is not bumped.
-    per_task = Counter(e["task_id"] for e in events if e["task_id"] is not None and e["task_sequence"] is None)
-    if per_task and writes:
-        await write_all(conn, writes)  # the bump below may be of a task these write
-        writes = []
-    last = await task_store.task_advance_sequences(conn, per_task, now) if per_task else {}
-    next_number = {task_id: last[task_id] - count + 1 for task_id, count in per_task.items()}
-    for event in events:
-        task_id = event["task_id"]
-        if task_id is not None and event["task_sequence"] is None:
-            event["task_sequence"] = next_number[task_id]
-            next_number[task_id] += 1
-    await write_all(conn, [*writes, *event_store.event_inserts(events)], final=final)
+    # What ``finishing`` adds (an idempotent answer: rendered, sealed) needs nothing from these writes: on
+    # SQLite they go to its thread first, and it writes them while this renders.
+    sent = write_all_soon(conn, writes)
+    try:
+        last_rows = [w for finish in finishing for w in finish()]
+        for u in units:
+            u.touched = u.touched or bool(last_rows)
+        await write_all(conn, last_rows if sent is not None else [*writes, *last_rows], final=final)
+    finally:
+        if sent is not None:
+            await sent.done()
 
 
 async def reserve_numbers(u: Unit, workspace_id: str, count: int) -> int:

@@ -12,6 +12,7 @@ values look exactly as they do through ``conn.execute``.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -275,10 +276,49 @@ async def _on_sqlite_all(conn: AsyncConnection, runs: list[_LiteRun]) -> list[An
     found: list[Any]
     failed: int | None
     found, failed = await threaded._execute(_sqlite_run_all, threaded._conn, runs)
+    _raise_failed(found, failed, runs)
+    return found
+
+
+def _raise_failed(found: list[Any], failed: int | None, runs: list[_LiteRun]) -> None:
+    """What ``_sqlite_run_all`` gave back, raised as the driver error of the statement that failed, if one did."""
     if failed is not None:
         error = found[0]
         raise _driver_error(error, runs[failed][0]) from error
-    return found
+
+
+class SentWrites:
+    """Writes handed to SQLite's thread that the caller has not waited for yet (``write_all_soon``)."""
+
+    def __init__(self, outcome: asyncio.Future[tuple[list[Any], int | None]], runs: list[_LiteRun]) -> None:
+        self._outcome = outcome
+        self._runs = runs
+
+    async def done(self) -> None:
+        """Wait for them; raises what the first of them that failed raised."""
+        found, failed = await self._outcome
+        _raise_failed(found, failed, self._runs)
+
+
+def write_all_soon(conn: AsyncConnection, writes: Sequence[Write]) -> SentWrites | None:
+    """On SQLite, hand the writes to its thread now, in one hand-over, without waiting for them: the
+    caller goes on with work that needs nothing from them while SQLite runs them (its thread releases the
+    GIL while it steps each row), and must await ``done()`` before it commits. Whatever is sent after them
+    runs after them. None where the writes cannot be sent so: on PostgreSQL (its writes go in one
+    statement with what follows them), or where one has no driver form."""
+    writes = [w for w in writes if w.rows]
+    if conn.dialect.name == "postgresql" or not writes:
+        return None
+    runs = _lite_runs(conn, writes)
+    if runs is None:
+        return None
+    threaded = _adapted(conn)._connection
+    if not threaded._running or threaded._connection is None:
+        raise RuntimeError("the SQLite connection is closed")
+    outcome: asyncio.Future[tuple[list[Any], int | None]] = asyncio.get_running_loop().create_future()
+    # What aiosqlite's ``_execute`` does before it waits: the call onto the queue its thread takes from.
+    threaded._tx.put_nowait((outcome, partial(_sqlite_run_all, threaded._conn, runs)))
+    return SentWrites(outcome, runs)
 
 
 def _lite_runs(conn: AsyncConnection, writes: Sequence[Write]) -> list[_LiteRun] | None:
