@@ -27,7 +27,7 @@ from workloom.engine.service import Workloom
 from workloom.engine.signals import queues_changed_key
 from workloom.engine.tasks import NewTask
 from workloom.engine.unit import Unit
-from workloom.store import held
+from workloom.store import fast, held
 from workloom.store import runs as run_store
 from workloom.store import tasks as task_store
 from workloom.store.database import plain_url
@@ -476,31 +476,27 @@ async def test_a_completion_that_claims_the_next_task_is_five_round_trips_on_pos
 
 
 class HandOvers:
-    """What goes to aiosqlite's thread while ``on``: a statement's first word, or the name of the call."""
+    """What goes to aiosqlite's thread while ``on``: a statement's first word, statements sent in one
+    hand-over (``fast._send``) joined by ``+``, or the name of the call."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.sent: list[str] = []
         self.on = False
-        execute = aiosqlite.Connection._execute
+        execute, send = aiosqlite.Connection._execute, fast._send
 
         async def counted(conn: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
             if self.on:
-                self.sent.append(self._named(fn, args))
+                sql = next((a for a in (*args, *getattr(fn, "args", ())) if isinstance(a, str)), None)
+                self.sent.append(sql.split(None, 1)[0].upper() if sql else getattr(fn, "__name__", "?"))
             return await execute(conn, fn, *args, **kwargs)
 
-        monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+        def sent_together(conn: Any, runs: list[tuple[str, Any, bool]]) -> Any:
+            if self.on:
+                self.sent.append("+".join(run[0].split(None, 1)[0].upper() for run in runs))
+            return send(conn, runs)
 
-    @staticmethod
-    def _named(fn: Any, args: tuple[Any, ...]) -> str:
-        """A statement's first word; statements sent in one hand-over joined by ``+``; else the call's name."""
-        given = (*args, *getattr(fn, "args", ()))
-        sql = next((a for a in given if isinstance(a, str)), None)
-        if sql is not None:
-            return sql.split(None, 1)[0].upper()
-        runs = next((a for a in given if isinstance(a, list) and a and isinstance(a[0], tuple)), None)
-        if runs is not None:
-            return "+".join(run[0].split(None, 1)[0].upper() for run in runs)
-        return str(getattr(fn, "__name__", "?"))
+        monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+        monkeypatch.setattr(fast, "_send", sent_together)
 
 
 @SQLITE_ONLY

@@ -232,15 +232,17 @@ def _sqlite_run(
 _LiteRun = tuple[str, Any, bool]
 
 
-def _sqlite_run_all(connection: sqlite3.Connection, runs: list[_LiteRun]) -> tuple[list[Any], int | None]:
+def _sqlite_run_all(
+    connection: sqlite3.Connection, runs: list[_LiteRun]
+) -> tuple[list[Any], tuple[int, sqlite3.Error] | None]:
     # Runs on aiosqlite's thread: the statements in order, in one hand-over; the last one's rows, or the
-    # position of the one that failed (whose error is re-raised on the loop's side).
+    # position and error of the one that failed (raised on the loop's side, naming its statement).
     found: list[Any] = []
     for position, (sql, args, many) in enumerate(runs):
         try:
             found, _ = _sqlite_run(connection, sql, args, many)
         except sqlite3.Error as error:
-            return [error], position
+            return [], (position, error)
     return found, None
 
 
@@ -269,56 +271,48 @@ async def _on_sqlite(conn: AsyncConnection, sql: str, args: Any, *, many: bool =
     return await on_sqlite_thread(_adapted(conn), sql, args, many=many)
 
 
-async def _on_sqlite_all(conn: AsyncConnection, runs: list[_LiteRun]) -> list[Any]:
-    """Run statements in order inside the transaction ``conn`` holds, in one hand-over to SQLite's thread
-    (each costs the loop a wake-up and the thread a switch); the last one's rows."""
-    threaded = _adapted(conn)._connection
-    found: list[Any]
-    failed: int | None
-    found, failed = await threaded._execute(_sqlite_run_all, threaded._conn, runs)
-    _raise_failed(found, failed, runs)
-    return found
-
-
-def _raise_failed(found: list[Any], failed: int | None, runs: list[_LiteRun]) -> None:
-    """What ``_sqlite_run_all`` gave back, raised as the driver error of the statement that failed, if one did."""
-    if failed is not None:
-        error = found[0]
-        raise _driver_error(error, runs[failed][0]) from error
-
-
 class SentWrites:
-    """Writes handed to SQLite's thread that the caller has not waited for yet (``write_all_soon``)."""
+    """Statements handed to SQLite's thread in one hand-over (``_send``), not waited for yet."""
 
-    def __init__(self, outcome: asyncio.Future[tuple[list[Any], int | None]], runs: list[_LiteRun]) -> None:
+    def __init__(
+        self, outcome: asyncio.Future[tuple[list[Any], tuple[int, sqlite3.Error] | None]], runs: list[_LiteRun]
+    ) -> None:
         self._outcome = outcome
         self._runs = runs
 
-    async def done(self) -> None:
-        """Wait for them; raises what the first of them that failed raised."""
+    async def done(self) -> list[Any]:
+        """Wait for them: the last one's rows; raises what the first of them that failed raised."""
         found, failed = await self._outcome
-        _raise_failed(found, failed, self._runs)
+        if failed is not None:
+            position, error = failed
+            raise _driver_error(error, self._runs[position][0]) from error
+        return found
+
+
+def _send(conn: AsyncConnection, runs: list[_LiteRun]) -> SentWrites:
+    """Hand statements to SQLite's thread, to run in order inside the transaction ``conn`` holds, in one
+    hand-over (each costs the loop a wake-up and the thread a switch). What aiosqlite's ``_execute`` does
+    before it waits (SQLAlchemy's adapter does the same): the call onto the queue its thread takes from."""
+    threaded = _adapted(conn)._connection
+    if not threaded._running or threaded._connection is None:
+        raise ValueError("Connection closed")  # as aiosqlite says it
+    outcome: asyncio.Future[tuple[list[Any], tuple[int, sqlite3.Error] | None]]
+    outcome = asyncio.get_running_loop().create_future()
+    threaded._tx.put_nowait((outcome, partial(_sqlite_run_all, threaded._conn, runs)))
+    return SentWrites(outcome, runs)
 
 
 def write_all_soon(conn: AsyncConnection, writes: Sequence[Write]) -> SentWrites | None:
-    """On SQLite, hand the writes to its thread now, in one hand-over, without waiting for them: the
-    caller goes on with work that needs nothing from them while SQLite runs them (its thread releases the
-    GIL while it steps each row), and must await ``done()`` before it commits. Whatever is sent after them
-    runs after them. None where the writes cannot be sent so: on PostgreSQL (its writes go in one
-    statement with what follows them), or where one has no driver form."""
+    """On SQLite, hand the writes to its thread now without waiting for them: the caller goes on with work
+    that needs nothing from them while SQLite runs them (its thread releases the GIL while it steps each
+    row), and must await ``done()`` before it commits. Whatever is sent after them runs after them. None
+    where the writes cannot be sent so: on PostgreSQL (its writes go in one statement with what follows
+    them), or where one has no driver form."""
     writes = [w for w in writes if w.rows]
     if conn.dialect.name == "postgresql" or not writes:
         return None
     runs = _lite_runs(conn, writes)
-    if runs is None:
-        return None
-    threaded = _adapted(conn)._connection
-    if not threaded._running or threaded._connection is None:
-        raise RuntimeError("the SQLite connection is closed")
-    outcome: asyncio.Future[tuple[list[Any], int | None]] = asyncio.get_running_loop().create_future()
-    # What aiosqlite's ``_execute`` does before it waits: the call onto the queue its thread takes from.
-    threaded._tx.put_nowait((outcome, partial(_sqlite_run_all, threaded._conn, runs)))
-    return SentWrites(outcome, runs)
+    return _send(conn, runs) if runs is not None else None
 
 
 def _lite_runs(conn: AsyncConnection, writes: Sequence[Write]) -> list[_LiteRun] | None:
@@ -510,7 +504,7 @@ async def write_all(conn: AsyncConnection, writes: Sequence[Write], *, final: bo
     if conn.dialect.name != "postgresql":
         runs = _lite_runs(conn, writes)
         if runs is not None:
-            await _on_sqlite_all(conn, runs)
+            await _send(conn, runs).done()
             return
     parts = _parts(conn, writes)
     if parts is None or (len(writes) < 2 and not final):
@@ -537,7 +531,7 @@ async def rows_after(
         runs = _lite_runs(conn, writes)
         lite = statement._lite(conn)
         if runs is not None and lite is not None:
-            found = await _on_sqlite_all(conn, [*runs, (lite.sql, lite.args(params), False)])
+            found = await _send(conn, [*runs, (lite.sql, lite.args(params), False)]).done()
             return [lite.row(row) for row in found]
     parts = _parts(conn, writes)
     if parts is None or not writes:
