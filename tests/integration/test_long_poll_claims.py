@@ -6,6 +6,8 @@ import asyncio
 
 from harness import WORKER, Harness
 
+from workloom.engine.unit import IdempotencyKey
+
 
 async def _create_once_waiting(h: Harness, title: str) -> None:
     """Create the task once a long-poll claimer is waiting on the queue (an observable condition, bounded)."""
@@ -30,6 +32,9 @@ async def test_a_caller_gone_by_the_time_its_claim_is_made_gets_nothing_and_the_
         lease_seconds=None,
         wait_seconds=10,
         render=lambda found: (200, list(found)),
+        # Under a key, so that it is woken to claim for itself rather than handed the task by its create
+        # (test_handoff.py has the caller gone at a hand-off).
+        idempotency=IdempotencyKey("lp-1", b"claim lp"),
         give_up=give_up,
     )
     (_, claims), _ = await asyncio.gather(claim, _create_once_waiting(h, "for someone listening"))

@@ -29,11 +29,14 @@ async def record(
     payload: dict[str, Any] | None = None,
     actor: Actor | None = None,
     task_sequence: int | None = None,
+    origin: Actor | None = None,
 ) -> None:
     """Append one event to the unit of work; it is written with the others just before commit, and a
     task's events get consecutive numbers in that task's own sequence (``task_sequence`` given: the
-    number is already taken, by a task created in this unit with its event count)."""
+    number is already taken, by a task created in this unit with its event count). ``origin``: the call the
+    event is part of, when not this unit's own (a claim made for a waiting claimer, ``Handoffs``)."""
     who = actor or u.principal.actor
+    via = origin or u.principal.origin
     u.events.append(
         {
             "workspace_id": u.workspace_id,
@@ -43,8 +46,8 @@ async def record(
             "type": type,
             "actor_kind": who.kind,
             "actor_ref": who.ref,
-            "origin_kind": u.principal.origin.kind,
-            "origin_ref": u.principal.origin.ref,
+            "origin_kind": via.kind,
+            "origin_ref": via.ref,
             "payload": payload or {},
             "created_at": u.now,
         }

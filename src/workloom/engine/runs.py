@@ -123,6 +123,38 @@ def _token_prefix() -> str:
     return new_secret("clm") + "."
 
 
+async def hand_off(u: Unit, task: Task, run: Run, queue: Queue, sequence: int) -> tuple[Run, Claim] | None:
+    """Claim ``run``, queued by this unit for its new ``task`` and not written yet, for a claimer waiting on
+    its queue (``Handoffs``): the run is then written claimed and the task in progress, with the events a
+    claim records, numbered after the task's ``sequence`` events. None when no claimer waits for it."""
+    offer = await u.handoffs.take(u, queue.name) if u.handoffs is not None else None
+    if offer is None:
+        return None
+    lease_until = u.now + timedelta(seconds=offer.lease_seconds or queue.lease_seconds)
+    token = _token_prefix() + run.id
+    claimed = changed(
+        run,
+        status=run_states.apply(run.status, "claim"),
+        claim_token_hash=hash_secret(token),
+        claimed_at=u.now,
+        heartbeat_at=u.now,
+        lease_until=lease_until,
+        claimed_by=offer.worker,
+    )
+    task.status = task_states.apply(task.status, "claim")
+    for number, (kind, payload) in enumerate(
+        (("run.claimed", _claimed_payload(lease_until, run.attempt)), ("task.in_progress", _in_progress_payload())),
+        start=sequence + 1,
+    ):
+        await record(
+            u, kind, task_id=task.id, run_id=run.id, payload=payload, actor=offer.worker,
+            origin=offer.principal.origin, task_sequence=number,
+        )  # fmt: skip
+    claim = Claim(task=task, run=claimed, claim_token=token, lease_until=lease_until)
+    u.offers[offer].append(claim)
+    return claimed, claim
+
+
 async def claim_run(u: Unit, run_id: str, worker: Actor, lease_seconds: int | None) -> Claim:
     """Claim one particular queued run (409 if it is not queued, or still waiting out a retry backoff)."""
     u.principal.require("runs.work")

@@ -18,10 +18,11 @@ from workloom.engine import queues, runs, tasks
 from workloom.engine import queues as queue_cases
 from workloom.engine.access import Access
 from workloom.engine.events import EventReader
+from workloom.engine.handoff import Offer
 from workloom.engine.metrics import Metrics
 from workloom.engine.principal import Principal
 from workloom.engine.shared import SharedCommits, small
-from workloom.engine.signals import Signals, queue_key, work_key
+from workloom.engine.signals import Signals, Waiter, queue_key, work_key
 from workloom.engine.ticker import Ticker
 from workloom.engine.unit import IdempotencyKey, Rendered, Runner, Unit
 from workloom.store import migrate
@@ -189,12 +190,20 @@ class Workloom:
                 except _CallerGone:
                     return render([])
                 claimed = sum(found)
-                if claimed:
-                    self.metrics.claims.labels(queue_name).inc(claimed)
                 if claimed or final or not found:  # not found: a stored answer was replayed
                     break
-                await waiter.wait(min(CLAIM_POLL_SECONDS, max(deadline - loop.time(), 0.0)))
+                offer = (
+                    Offer(principal, worker, frozenset((queue.name,)), limit, lease_seconds, give_up, waiter.fire)
+                    if idempotency is None
+                    else None
+                )
+                handed = await self._wait(waiter, min(CLAIM_POLL_SECONDS, max(deadline - loop.time(), 0.0)), offer)
+                if handed:
+                    rendered, claimed = render(handed), len(handed)
+                    break
                 waited = True
+        if claimed:
+            self.metrics.claims.labels(queue_name).inc(claimed)
         if claimed >= limit:  # it took all it asked for: there may be more, for the next claimer waiting
             self.signals.pass_on(key)
         return rendered
@@ -241,15 +250,39 @@ class Workloom:
                     )
                 except _CallerGone:
                     return render(None)
-                if found and found[0] is not None:
-                    self.metrics.claims.labels(found[0].run.queue or "").inc()
                 if final or not found or found[0] is not None:  # not found: a stored answer was replayed
                     break
-                await waiter.wait(min(CLAIM_POLL_SECONDS, max(deadline - loop.time(), 0.0)))
+                offer = (
+                    Offer(principal, worker, frozenset(names) if names is not None else None, 1, lease_seconds,
+                          give_up, waiter.fire)
+                    if idempotency is None
+                    else None
+                )  # fmt: skip
+                handed = await self._wait(waiter, min(CLAIM_POLL_SECONDS, max(deadline - loop.time(), 0.0)), offer)
+                if handed:
+                    found[:] = handed[:1]
+                    rendered = render(handed[0])
+                    break
                 waited = True
         if found and found[0] is not None:  # there may be more, for the next claimer waiting
+            self.metrics.claims.labels(found[0].run.queue or "").inc()
             self.signals.pass_on(*keys)
         return rendered
+
+    async def _wait(self, waiter: Waiter, timeout: float, offer: Offer | None) -> list[Claim]:
+        """A long-poll's wait for a wake-up, with its ``offer`` open meanwhile (``Handoffs``): the claims
+        handed to it, once they are committed, or none."""
+        if offer is None:
+            await waiter.wait(timeout)
+            return []
+        handoffs = self.runner.handoffs
+        handoffs.open(offer)
+        try:
+            await waiter.wait(timeout)
+        except BaseException:
+            handoffs.withdraw_now(offer)
+            raise
+        return await handoffs.withdraw(offer)
 
     async def _queue(self, principal: Principal, name: str) -> Queue:
         """The queue, from the cache without a transaction when it is there."""

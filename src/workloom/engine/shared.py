@@ -147,9 +147,25 @@ class SharedCommits:
         runner = self._runner
         ran: list[_Ran] = []
         units: list[Unit] = []
+        made: list[Unit] = []
+        try:
+            await self._run_group(group, ran, units, made)
+        except BaseException:
+            for unit in made:
+                runner.handoffs.settle(unit, committed=False)
+            raise
+        committed = {id(unit) for unit in units}
+        for unit in made:
+            if id(unit) not in committed:  # refused: it wrote nothing, so it handed nothing over
+                runner.handoffs.settle(unit, committed=False)
+        return ran, units
+
+    async def _run_group(self, group: list[_Call], ran: list[_Ran], units: list[Unit], made: list[Unit]) -> None:
+        runner = self._runner
         async with runner.db.transaction() as conn:
             for calls in _batches(group):
                 unit = runner.unit(conn, calls[0].principal)
+                made.append(unit)
                 if len(calls) > 1:
                     ran.extend(await _each(unit, calls))
                     units.append(unit)
@@ -164,7 +180,6 @@ class SharedCommits:
                     continue
                 units.append(unit)
             await flush_together(units, final=True)
-        return ran, units
 
     async def _alone(self, call: _Call) -> None:
         if call.done.done():

@@ -10,12 +10,12 @@ from workloom.domain import task_states
 from workloom.domain.actors import Actor
 from workloom.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
 from workloom.domain.ids import new_id
-from workloom.domain.models import TASK_SCOPES, Queue, Task
+from workloom.domain.models import TASK_SCOPES, Queue, Run, Task
 from workloom.domain.priority import RANK
 from workloom.domain.queries import ListQuery, Page
 from workloom.domain.readiness import Facts, initial_approval_state
 from workloom.domain.readiness import settle as decide
-from workloom.engine import queues
+from workloom.engine import queues, runs
 from workloom.engine.events import record
 from workloom.engine.lifecycle import move_run, move_task, new_run, settle, wake_claimers
 from workloom.engine.unit import Unit, reserve_numbers
@@ -143,6 +143,7 @@ async def _create_simple(u: Unit, many: list[NewTask]) -> list[Task]:
     for new in many:
         queue = by_name[new.queue] if new.queue else None
         task = _new_task(u, new, 0, queue)  # numbered at the unit's end
+        run: Run | None = None
         events: list[tuple[str, str | None, dict[str, Any]]] = [("task.created", None, _created_payload(task, []))]
         if not new.draft:
             outcome = decide(
@@ -162,7 +163,6 @@ async def _create_simple(u: Unit, many: list[NewTask]) -> list[Task]:
             task.blocked_reason = outcome.blocked_reason
             if target == "ready" and outcome.enqueue_run and queue is not None:
                 run = new_run(u, task, queue, attempt=1, available_at=u.now)
-                new_runs.append(run)
                 events.append(
                     (
                         "run.queued",
@@ -170,10 +170,17 @@ async def _create_simple(u: Unit, many: list[NewTask]) -> list[Task]:
                         {"attempt": 1, "queue": queue.name, "available_at": u.now.isoformat()},
                     )
                 )
-                wake_claimers(u, queue.id)
         task.event_sequence = len(events)
         for number, (kind, run_id, payload) in enumerate(events, start=1):
             await record(u, kind, task_id=task.id, run_id=run_id, payload=payload, task_sequence=number)
+        if run is not None and queue is not None:
+            handed = await runs.hand_off(u, task, run, queue, task.event_sequence)
+            if handed is None:
+                wake_claimers(u, queue.id)
+            else:
+                run = handed[0]
+                task.event_sequence += 2
+            new_runs.append(run)
         created.append(task)
     # The rows go with their events, in one round trip (PostgreSQL) at the unit's end.
     u.create_later(created, run_store.run_inserts(new_runs))

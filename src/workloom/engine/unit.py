@@ -19,8 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workloom.domain.clock import Clock
 from workloom.domain.errors import IdempotencyMismatch, WorkloomError
-from workloom.domain.models import Task
+from workloom.domain.models import Claim, Task
 from workloom.engine.caches import QueueCache
+from workloom.engine.handoff import Handoffs, Offer
 from workloom.engine.principal import Principal
 from workloom.engine.sealing import open_sealed, seal
 from workloom.engine.signals import Signals
@@ -69,6 +70,9 @@ class Unit:
     finishing: list[Callable[[], Sequence[Write]]] = field(default_factory=list)
     # Whether the unit's connection was used: a call that failed without touching it wrote nothing.
     touched: bool = False
+    # Waiting claimers' offers (``Handoffs``) and the claims this unit made for them, given them at commit.
+    handoffs: Handoffs | None = None
+    offers: dict[Offer, list[Claim]] = field(default_factory=dict)
 
     @property
     def workspace_id(self) -> str:
@@ -209,6 +213,7 @@ class Runner:
         self.queue_cache = QueueCache()
         signals.observe(self.queue_cache.on_keys)
         self.numbers = TaskNumbers(db.url) if db.is_postgres else None
+        self.handoffs = Handoffs()
         # Set by the engine: where ``shared`` calls go (without it, each runs on its own).
         self.shared: SharedCommits | None = None
 
@@ -219,6 +224,7 @@ class Runner:
             now=self.clock.now(),
             queue_cache=self.queue_cache,
             numbers=self.numbers,
+            handoffs=self.handoffs,
         )
 
     async def run(self, principal: Principal, op: Callable[[Unit], Awaitable[T]], *, shared: bool = False) -> T:
@@ -227,16 +233,22 @@ class Runner:
         if shared and self.shared is not None:
             return await self.shared.run(principal, op)
         for attempt in range(1, TRANSIENT_RETRIES + 1):
+            unit: Unit | None = None
             try:
                 async with self.db.transaction() as conn:
                     unit = self.unit(conn, principal)
                     result = await op(unit)
                     await unit.flush(final=True)
-            except Exception as exc:
+            except BaseException as exc:
+                if unit is not None:
+                    self.handoffs.settle(unit, committed=False)
+                if not isinstance(exc, Exception):
+                    raise
                 if attempt < TRANSIENT_RETRIES and is_transient(exc):
                     log.info("transaction retried after a transient conflict", extra={"attempt": attempt})
                     continue
                 raise
+            assert unit is not None
             self._after_commit(unit)
             return result
         raise AssertionError("unreachable")
@@ -293,6 +305,7 @@ class Runner:
         return answers[0]
 
     def _after_commit(self, unit: Unit) -> None:
+        self.handoffs.settle(unit, committed=True)
         self.publish(unit.wakeups)
         self.signals.notify(unit.wakeups)
         self.on_commit(unit)
@@ -302,6 +315,8 @@ class Runner:
     def after_commit_together(self, units: list[Unit]) -> None:
         """``_after_commit`` for the units of one shared commit: their wake-ups sent once, errors left to the caller."""
         wakeups = set().union(*(unit.wakeups for unit in units))
+        for unit in units:
+            self.handoffs.settle(unit, committed=True)
         self.publish(wakeups)
         self.signals.notify(wakeups)
         for unit in units:

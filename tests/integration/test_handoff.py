@@ -1,0 +1,252 @@
+"""Hand-off: a task created while a claimer waits on its queue is claimed for that claimer in the create's
+own commit, and the claimer answered once it has committed; what is not committed is never handed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+from harness import WORKER, Harness
+
+from workloom.domain.errors import Conflict
+from workloom.domain.models import Claim, Task
+from workloom.domain.queries import ListQuery
+from workloom.engine import tasks
+from workloom.engine.handoff import Offer
+from workloom.engine.tasks import NewTask
+from workloom.engine.unit import IdempotencyKey, Unit
+
+CREATED_AND_HANDED = ["task.created", "task.ready", "run.queued", "run.claimed", "task.in_progress"]
+
+
+def waiting_claim(
+    h: Harness,
+    *,
+    limit: int = 1,
+    give_up: Callable[[], Awaitable[bool]] | None = None,
+    idempotency: IdempotencyKey | None = None,
+    wait_seconds: float = 10,
+) -> asyncio.Task[list[Claim]]:
+    async def claim() -> list[Claim]:
+        _, found = await h.wl.claim(
+            h.principal,
+            "lp",
+            WORKER,
+            limit=limit,
+            lease_seconds=None,
+            wait_seconds=wait_seconds,
+            render=lambda claims: (200, list(claims)),
+            idempotency=idempotency,
+            give_up=give_up,
+        )
+        return list(found)
+
+    return asyncio.create_task(claim())
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Poll an observable condition, bounded."""
+    async with asyncio.timeout(10):
+        while not condition():  # noqa: ASYNC110 (no event to await: poll the state, bounded)
+            await asyncio.sleep(0.005)
+
+
+def offers(h: Harness) -> int:
+    return h.wl.runner.handoffs.waiting
+
+
+async def test_a_task_created_while_a_claimer_waits_is_claimed_for_it_in_the_same_commit(h: Harness) -> None:
+    await h.queue("lp")
+    claimer = waiting_claim(h)
+    await until(lambda: offers(h) == 1)
+
+    created = await h.create("awaited", queue="lp")
+
+    assert created.status == "in_progress"  # the create's own answer: claimed as it committed
+    async with asyncio.timeout(10):
+        claims = await claimer
+    assert [c.task.id for c in claims] == [created.id]
+    claim = claims[0]
+    assert (claim.task.number, claim.run.status, claim.run.claimed_by, claim.run.queue) == (1, "claimed", WORKER, "lp")
+    stored = await h.run(claim.run.id)
+    assert (stored.status, stored.claimed_by, stored.lease_until) == ("claimed", WORKER, claim.lease_until)
+    assert (await h.task(created.id)).status == "in_progress"
+    assert await h.event_types(created.id) == CREATED_AND_HANDED
+    timeline = await h.timeline(created.id)
+    assert [e.task_sequence for e in timeline] == [1, 2, 3, 4, 5]
+    assert timeline[3].actor == WORKER and timeline[3].payload["attempt"] == 1
+    # The token handed over is the run's: it completes it, and a wrong one is refused.
+    assert (await h.complete(claim, {"ok": True})).status == "completed"
+    assert (await h.task(created.id)).status == "completed"
+    assert offers(h) == 0
+
+
+async def test_a_claimer_waiting_for_three_takes_three_of_a_batch_and_the_rest_stay_queued(h: Harness) -> None:
+    await h.queue("lp")
+    claimer = waiting_claim(h, limit=3)
+    await until(lambda: offers(h) == 1)
+
+    made = await h.do(lambda u: tasks.create_many(u, [NewTask(title=f"t{i}", queue="lp") for i in range(5)]))
+
+    assert [t.status for t in made] == ["in_progress"] * 3 + ["ready"] * 2
+    claims = await claimer
+    assert [c.task.title for c in claims] == ["t0", "t1", "t2"]
+    assert sorted(c.task.title for c in await h.claim("lp", limit=5)) == ["t3", "t4"]
+
+
+async def test_a_claimer_whose_caller_left_is_handed_nothing_and_the_task_waits_for_the_next(h: Harness) -> None:
+    await h.queue("lp")
+
+    async def gone() -> bool:
+        return True
+
+    claimer = waiting_claim(h, give_up=gone)
+    await until(lambda: offers(h) == 1)
+
+    created = await h.create("for someone listening", queue="lp")
+
+    assert created.status == "ready"
+    assert await claimer == []
+    later = await h.claim("lp")
+    assert [c.task.id for c in later] == [created.id]
+
+
+async def test_a_create_that_rolls_back_hands_nothing_and_the_claimer_takes_the_next_one(h: Harness) -> None:
+    await h.queue("lp")
+    claimer = waiting_claim(h)
+    await until(lambda: offers(h) == 1)
+
+    async def create_then_fail(u: Unit) -> Task:
+        await tasks.create(u, NewTask(title="never", queue="lp"))
+        raise Conflict("refused after the hand-off was made")
+
+    with pytest.raises(Conflict):
+        await h.do(create_then_fail)
+    assert offers(h) == 1  # open again: the claim was never committed
+    created = await h.create("this one", queue="lp")
+
+    async with asyncio.timeout(10):
+        claims = await claimer
+    assert [c.task.id for c in claims] == [created.id]
+    assert [t.title for t in (await h.list(_all())).items] == ["this one"]
+
+
+async def test_a_shared_commit_rolled_back_hands_over_again_when_its_calls_run_alone(h: Harness) -> None:
+    await h.queue("lp")
+    claimer = waiting_claim(h)
+    await until(lambda: offers(h) == 1)
+
+    async def fails_late(u: Unit) -> Task:
+        await tasks.create(u, NewTask(title="never"))
+        await u.flush()  # written, in the shared transaction: the whole group rolls back
+        raise Conflict("refused after writing")
+
+    calls = [lambda u: tasks.create(u, NewTask(title="handed", queue="lp")), fails_late]
+    made = await asyncio.gather(*(h.wl.run(h.principal, op, shared=True) for op in calls), return_exceptions=True)
+
+    assert isinstance(made[1], Conflict)
+    assert isinstance(made[0], Task) and made[0].status == "in_progress"
+    async with asyncio.timeout(10):
+        claims = await claimer
+    assert [c.task.id for c in claims] == [made[0].id]
+    assert await h.event_types(made[0].id) == CREATED_AND_HANDED
+
+
+async def test_a_claimer_whose_wait_ends_while_a_create_holds_its_offer_gets_what_that_create_commits(
+    h: Harness,
+) -> None:
+    queue = await h.queue("lp")
+    claimer = waiting_claim(h)
+    await until(lambda: offers(h) == 1)
+    held: list[Offer] = []
+    go_on = asyncio.Event()
+
+    async def create_slowly(u: Unit) -> Task:
+        task = await tasks.create(u, NewTask(title="slow", queue="lp"))
+        held.extend(u.offers)
+        await go_on.wait()  # the claimer's wait ends meanwhile
+        return task
+
+    creating = asyncio.create_task(h.do(create_slowly))
+    await until(lambda: bool(held))
+    h.wl.signals.notify([f"queue:{queue.id}"])  # ends its wait (as a wake-up for other work would)
+    await until(lambda: held[0].withdrawn)
+    assert not claimer.done()  # it waits for the create's outcome rather than answer without it
+    go_on.set()
+    created = await creating
+
+    async with asyncio.timeout(10):
+        claims = await claimer
+    assert [c.task.id for c in claims] == [created.id]
+
+
+async def test_a_claimer_waiting_under_an_idempotency_key_is_woken_to_claim_for_itself(h: Harness) -> None:
+    await h.queue("lp")
+    key = IdempotencyKey("claim-1", b"POST /v1/queues/lp/claim")
+    claimer = waiting_claim(h, idempotency=key)
+    await until(lambda: h.wl.signals.waiting == 1)
+
+    created = await h.create("for a keyed claimer", queue="lp")
+
+    assert created.status == "ready"  # not handed: its answer is kept under its key by its own claim
+    async with asyncio.timeout(10):
+        claims = await claimer
+    assert [c.task.id for c in claims] == [created.id]
+    assert offers(h) == 0
+
+
+async def test_no_offer_crosses_workspaces(h: Harness) -> None:
+    await h.queue("lp")
+    claimer = waiting_claim(h)
+    await until(lambda: offers(h) == 1)
+    other = await h.other_workspace("elsewhere")
+    await other.queue("lp")
+
+    theirs = await other.create("theirs", queue="lp")
+
+    assert theirs.status == "ready"
+    assert offers(h) == 1
+    ours = await h.create("ours", queue="lp")
+    assert [c.task.id for c in await claimer] == [ours.id]
+
+
+def _all() -> ListQuery:
+    return ListQuery(limit=100)
+
+
+def waiting_claim_next(h: Harness, queues: list[str] | None) -> asyncio.Task[Claim | None]:
+    async def claim() -> Claim | None:
+        _, found = await h.wl.claim_next(
+            h.principal, WORKER, queues=queues, wait_seconds=10, render=lambda claim: (200, claim)
+        )
+        return found  # type: ignore[no-any-return]
+
+    return asyncio.create_task(claim())
+
+
+async def test_a_claim_next_waiting_on_any_queue_is_handed_a_task_of_any_of_them(h: Harness) -> None:
+    await h.queue("a")
+    claimer = waiting_claim_next(h, None)
+    await until(lambda: offers(h) == 1)
+
+    created = await h.create("anywhere", queue="b")
+
+    assert created.status == "in_progress"
+    claim = await claimer
+    assert claim is not None and (claim.task.id, claim.run.queue) == (created.id, "b")
+
+
+async def test_a_claim_next_waiting_on_named_queues_is_handed_only_their_tasks(h: Harness) -> None:
+    await h.queue("a")
+    await h.queue("b")
+    claimer = waiting_claim_next(h, ["a"])
+    await until(lambda: offers(h) == 1)
+
+    elsewhere = await h.create("not for it", queue="b")
+    assert elsewhere.status == "ready" and offers(h) == 1
+    created = await h.create("for it", queue="a")
+
+    assert created.status == "in_progress"
+    claim = await claimer
+    assert claim is not None and claim.task.id == created.id
