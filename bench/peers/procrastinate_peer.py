@@ -3,7 +3,7 @@
 python procrastinate_peer.py URL setup
 python procrastinate_peer.py URL drain N          # N jobs batch-deferred (untimed), then a worker drains them
 python procrastinate_peer.py URL batch N          # batch_defer_async in batches of 1000
-python procrastinate_peer.py URL latency N RATE   # N jobs deferred one at a time at RATE/s, defer→start
+python procrastinate_peer.py URL latency N RATE WARM  # WARM unmeasured, then N deferred one by one at RATE/s
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def pct(values: list[float], p: float) -> float:
     return ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1] if ordered else 0.0
 
 
-async def latency(url: str, n: int, rate: float) -> dict[str, object]:
+async def latency(url: str, n: int, rate: float, warm: int = 0) -> dict[str, object]:
     app, latencies = make_app(url)
     async with app.open_async():
         await clear(app)
@@ -97,9 +97,9 @@ async def latency(url: str, n: int, rate: float) -> dict[str, object]:
         await asyncio.sleep(1.0)
         task = app.tasks["noop"]
         began = time.perf_counter()
-        for i in range(n):
+        for i in range(warm + n):
             await asyncio.sleep(max(0.0, began + i / rate - time.perf_counter()))
-            await task.defer_async(sent=time.time())
+            await task.defer_async(sent=time.time() if i >= warm else 0.0)  # 0: not measured
         deadline = time.monotonic() + 30
         while len(latencies) < n and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
@@ -120,11 +120,12 @@ def main() -> None:
     url, mode = sys.argv[1], sys.argv[2]
     n = int(sys.argv[3]) if len(sys.argv) > 3 else 0
     rate = float(sys.argv[4]) if len(sys.argv) > 4 else 200.0
+    warm = int(sys.argv[5]) if len(sys.argv) > 5 else 0
     runner = {
         "setup": lambda: setup(url),
         "drain": lambda: drain(url, n),
         "batch": lambda: batch(url, n),
-        "latency": lambda: latency(url, n, rate),
+        "latency": lambda: latency(url, n, rate, warm),
     }[mode]
     print(json.dumps(asyncio.run(runner())))
 
