@@ -1,11 +1,16 @@
-"""Long-poll claims: a caller who leaves while its claim is being made gets nothing claimed for it."""
+"""Long-poll claims: a caller who leaves while its claim is being made gets nothing claimed for it, and a
+long-poll at a queue just seen empty waits without looking again until work arrives."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
+import pytest
 from harness import WORKER, Harness
 
+from workloom.domain.models import Claim
+from workloom.engine import runs, service
 from workloom.engine.unit import IdempotencyKey
 
 
@@ -62,3 +67,78 @@ async def test_a_caller_still_there_gets_the_work_it_waited_for(h: Harness) -> N
     )
     (_, claims), _ = await asyncio.gather(claim, _create_once_waiting(h, "awaited"))
     assert [c.task.title for c in claims] == ["awaited"]
+
+
+# -- a queue just seen empty (``EmptyQueues``) -------------------------------------------------------------
+
+
+def looks(h: Harness) -> float:
+    """Claim attempts made so far: each is a transaction that looks at the queue."""
+    return h.wl.metrics.registry.get_sample_value("workloom_claim_latency_seconds_count") or 0.0
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(10):
+        while not condition():  # noqa: ASYNC110 (no event to await: poll the state, bounded)
+            await asyncio.sleep(0.005)
+
+
+def long_poll(h: Harness, wait_seconds: float = 10) -> asyncio.Task[list[Claim]]:
+    async def claim() -> list[Claim]:
+        _, found = await h.wl.claim(
+            h.principal, "lp", WORKER, limit=1, lease_seconds=None, wait_seconds=wait_seconds,
+            render=lambda claims: (200, list(claims)),
+        )  # fmt: skip
+        return list(found)
+
+    return asyncio.create_task(claim())
+
+
+async def test_a_worker_whose_completion_found_nothing_next_long_polls_without_looking_again(h: Harness) -> None:
+    await h.queue("lp")
+    await h.create("first", queue="lp")
+    claim = await h.claim_one("lp")
+    _, next_claims = await h.do(runs.Completion(claim.run.id, claim.claim_token, claim_next=1))
+    assert next_claims == []
+    before = looks(h)
+
+    waiting = long_poll(h)
+    await until(lambda: h.wl.runner.handoffs.waiting == 1)
+
+    assert looks(h) == before  # it went straight to waiting: the completion had just looked
+    created = await h.create("second", queue="lp")
+    assert [c.task.id for c in await waiting] == [created.id]
+
+
+async def test_a_queue_seen_empty_is_looked_at_again_once_work_arrives(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service, "CLAIM_POLL_SECONDS", 60)  # only a wake-up or a look can find the task
+    await h.queue("lp")
+    assert await h.claim("lp") == []  # seen empty
+    created = await h.create("arrived since", queue="lp")  # its wake-up voids what was seen
+
+    async with asyncio.timeout(10):
+        claims = await long_poll(h, wait_seconds=30)
+
+    assert [c.task.id for c in claims] == [created.id]
+
+
+async def test_a_keyed_long_poll_looks_first_even_at_a_queue_seen_empty(h: Harness) -> None:
+    await h.queue("lp")
+    assert await h.claim("lp") == []
+    before = looks(h)
+    key = IdempotencyKey("lp-2", b"claim lp")
+
+    async def keyed() -> list[Claim]:
+        _, found = await h.wl.claim(
+            h.principal, "lp", WORKER, limit=1, lease_seconds=None, wait_seconds=10,
+            render=lambda claims: (200, list(claims)), idempotency=key,
+        )  # fmt: skip
+        return list(found)
+
+    waiting = asyncio.create_task(keyed())
+    await until(lambda: h.wl.signals.waiting == 1)
+    assert looks(h) == before + 1  # a repeat of the key would find its stored answer there
+    created = await h.create("for the keyed", queue="lp")
+    assert [c.task.id for c in await waiting] == [created.id]

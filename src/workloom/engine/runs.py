@@ -78,6 +78,8 @@ async def claim(u: Unit, queue_name: str, worker: Actor, limit: int, lease_secon
     queue = await queues.get(u, queue_name, cached=True)
     spec = _claim_spec(u, queue, worker, limit, lease_seconds)
     claimed, moved = await held_store.claim(u.conn, spec)
+    if len(claimed) < limit:
+        u.seen_empty(queue.id)
     return await _hand_over(
         u, queue, claimed, spec.token_prefix, worker, spec.lease_until, moved, written=moved is not None
     )
@@ -465,6 +467,8 @@ async def complete_and_claim(
         u.conn, completion.run_rows[0], completion.task_rows[0], spec
     )
     await _release_dependents(u, completion.tasks, waiting)
+    if not claimed and not waiting:
+        u.seen_empty(queue.id)
     claims = await _hand_over(
         u, queue, claimed, spec.token_prefix, worker, spec.lease_until, moved, written=moved is not None
     )
@@ -530,6 +534,8 @@ async def _claim_each(u: Unit, queue_name: str, workers: list[Actor], lease_seco
     spec = _claim_spec(u, queue, workers[0], len(workers), lease_seconds)
     claimers = [(worker, _token_prefix()) for worker in workers]
     claimed, moved = await held_store.claim_each(u.conn, spec, claimers)
+    if len(claimed) < len(claimers):
+        u.seen_empty(queue.id)
     written = moved is not None
     if moved is None and claimed:
         moved = await task_store.task_claim_ready(

@@ -169,29 +169,34 @@ class Workloom:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
         key = queue_key(queue.id)
+        # Seen empty an instant ago (``EmptyQueues``): wait for a wake-up at once rather than look first.
+        # Not under a key, whose first look may find its stored answer to give back.
+        look = not (idempotency is None and wait_seconds > 0 and self.runner.empty_queues.is_empty(queue.id))
         with self.signals.waiter(key, exclusive=True) as waiter:
             waited = False
             while True:
                 if waited and give_up is not None and await give_up():
                     return render([])  # nobody is listening: claim nothing for them
                 final = loop.time() >= deadline
-                found: list[int] = []
-                gone = give_up if waited else None
-                attempt = self._claim_attempt(queue_name, worker, limit, lease_seconds, found, gone)
-                try:
-                    rendered = await self.runner.respond(
-                        principal,
-                        attempt,
-                        render,
-                        idempotency,
-                        keep=_keep_claims(final),
-                        shared=small(limit),
-                    )
-                except _CallerGone:
-                    return render([])
-                claimed = sum(found)
-                if claimed or final or not found:  # not found: a stored answer was replayed
-                    break
+                if look or final:
+                    found: list[int] = []
+                    gone = give_up if waited else None
+                    attempt = self._claim_attempt(queue_name, worker, limit, lease_seconds, found, gone)
+                    try:
+                        rendered = await self.runner.respond(
+                            principal,
+                            attempt,
+                            render,
+                            idempotency,
+                            keep=_keep_claims(final),
+                            shared=small(limit),
+                        )
+                    except _CallerGone:
+                        return render([])
+                    claimed = sum(found)
+                    if claimed or final or not found:  # not found: a stored answer was replayed
+                        break
+                look = True
                 offer = (
                     Offer(principal, worker, frozenset((queue.name,)), limit, lease_seconds, give_up, waiter.fire)
                     if idempotency is None

@@ -103,8 +103,11 @@ class Signals:
         return sum(len(w) for w in self._waiters.values())
 
 
+QUEUE_PREFIX = "queue:"
+
+
 def queue_key(queue_id: str) -> str:
-    return f"queue:{queue_id}"
+    return QUEUE_PREFIX + queue_id
 
 
 def work_key(workspace_id: str) -> str:

@@ -21,6 +21,7 @@ from workloom.domain.clock import Clock
 from workloom.domain.errors import IdempotencyMismatch, WorkloomError
 from workloom.domain.models import Claim, Task
 from workloom.engine.caches import QueueCache
+from workloom.engine.empty_queues import EmptyQueues
 from workloom.engine.handoff import Handoffs, Offer
 from workloom.engine.principal import Principal
 from workloom.engine.sealing import open_sealed, seal
@@ -73,6 +74,9 @@ class Unit:
     # Waiting claimers' offers (``Handoffs``) and the claims this unit made for them, given them at commit.
     handoffs: Handoffs | None = None
     offers: dict[Offer, list[Claim]] = field(default_factory=dict)
+    # Queues this unit found nothing more to claim in, noted at commit (``EmptyQueues``), and its mark.
+    emptied: list[str] = field(default_factory=list)
+    began: int = 0
 
     @property
     def workspace_id(self) -> str:
@@ -107,6 +111,10 @@ class Unit:
 
     def wake(self, key: str) -> None:
         self.wakeups.add(key)
+
+    def seen_empty(self, queue_id: str) -> None:
+        """A claim of this unit found nothing more to claim in the queue (noted if the unit commits)."""
+        self.emptied.append(queue_id)
 
     def tally(self, name: str, amount: int = 1) -> None:
         """Count something for metrics; counted only if the transaction commits."""
@@ -214,6 +222,8 @@ class Runner:
         signals.observe(self.queue_cache.on_keys)
         self.numbers = TaskNumbers(db.url) if db.is_postgres else None
         self.handoffs = Handoffs()
+        self.empty_queues = EmptyQueues()
+        signals.observe(self.empty_queues.on_keys)
         # Set by the engine: where ``shared`` calls go (without it, each runs on its own).
         self.shared: SharedCommits | None = None
 
@@ -225,6 +235,7 @@ class Runner:
             queue_cache=self.queue_cache,
             numbers=self.numbers,
             handoffs=self.handoffs,
+            began=self.empty_queues.now(),
         )
 
     async def run(self, principal: Principal, op: Callable[[Unit], Awaitable[T]], *, shared: bool = False) -> T:
@@ -308,6 +319,7 @@ class Runner:
         self.handoffs.settle(unit, committed=True)
         self.publish(unit.wakeups)
         self.signals.notify(unit.wakeups)
+        self._note_empty(unit)
         self.on_commit(unit)
         if unit.deferred_error is not None:
             raise unit.deferred_error
@@ -320,7 +332,13 @@ class Runner:
         self.publish(wakeups)
         self.signals.notify(wakeups)
         for unit in units:
+            self._note_empty(unit)
             self.on_commit(unit)
+
+    def _note_empty(self, unit: Unit) -> None:
+        """After the unit's own wake-ups: a queue it enqueued to as well is not noted empty."""
+        for queue_id in unit.emptied:
+            self.empty_queues.seen_empty(queue_id, unit.began)
 
     async def close(self) -> None:
         if self.shared is not None:
