@@ -33,6 +33,14 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=r,
         )
+        self.claimers_waiting = Gauge(
+            "workloom_claimers_waiting", "Long-poll claims waiting for work in this process", registry=r
+        )
+        self.handoffs = Counter(
+            "workloom_handoffs_total",
+            "Runs claimed for a waiting claimer in the transaction that created them",
+            registry=r,
+        )
         self.shared_commits = Histogram(
             "workloom_shared_commit_calls",
             "Calls that committed together in one shared transaction (groups of more than one)",

@@ -68,6 +68,7 @@ class Workloom:
         self.access = Access(db, self.clock)
         self.events = EventReader(db, self.signals)
         self.ticker = Ticker(self.runner, self.clock, interval=tick_interval)
+        self.metrics.claimers_waiting.set_function(lambda: self.signals.claimers)
 
     @classmethod
     def from_url(cls, url: str, clock: Clock | None = None, *, pool_size: int = 20, **kwargs: Any) -> Workloom:
@@ -205,6 +206,7 @@ class Workloom:
                 handed = await self._wait(waiter, min(CLAIM_POLL_SECONDS, max(deadline - loop.time(), 0.0)), offer)
                 if handed:
                     rendered, claimed = render(handed), len(handed)
+                    self.metrics.handoffs.inc(claimed)
                     break
                 waited = True
         if claimed:
@@ -265,6 +267,7 @@ class Workloom:
                 )  # fmt: skip
                 handed = await self._wait(waiter, min(CLAIM_POLL_SECONDS, max(deadline - loop.time(), 0.0)), offer)
                 if handed:
+                    self.metrics.handoffs.inc()
                     found[:] = handed[:1]
                     rendered = render(handed[0])
                     break

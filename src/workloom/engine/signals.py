@@ -102,6 +102,11 @@ class Signals:
     def waiting(self) -> int:
         return sum(len(w) for w in self._waiters.values())
 
+    @property
+    def claimers(self) -> int:
+        """Exclusive waiters (long-poll claims), each counted once whatever the keys it watches."""
+        return len({w for ws in self._waiters.values() for w in ws if w.exclusive})
+
 
 QUEUE_PREFIX = "queue:"
 

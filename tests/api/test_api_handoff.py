@@ -1,0 +1,48 @@
+"""Over HTTP: a long-poll claim is handed a task created while it waits, in the create's own commit."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+from serverproc import ServerProcess
+
+WORKER = {"kind": "automation", "ref": "waiting"}
+
+
+def metric(api: httpx.Client, name: str) -> float:
+    for line in api.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def test_a_long_poll_claim_is_handed_a_task_created_while_it_waits(server: ServerProcess, api: httpx.Client) -> None:
+    assert api.post("/v1/queues", json={"name": "handed"}).status_code == 201
+    answers: list[httpx.Response] = []
+
+    def claim() -> None:
+        with server.client(timeout=30) as worker:
+            answers.append(worker.post("/v1/queues/handed/claim", json={"worker": WORKER, "wait_seconds": 20}))
+
+    waiting = threading.Thread(target=claim)
+    waiting.start()
+    deadline = time.monotonic() + 10
+    while metric(api, "workloom_claimers_waiting") < 1:  # an observable condition, bounded
+        assert time.monotonic() < deadline, "the claim never started waiting"
+        time.sleep(0.02)
+
+    created = api.post("/v1/tasks", json={"title": "for the waiting worker", "queue": "handed"})
+    waiting.join(timeout=10)
+
+    assert created.status_code == 201
+    assert created.json()["status"] == "in_progress"  # claimed as the create committed
+    (claim,) = answers[0].json()["claims"]
+    assert claim["task"]["id"] == created.json()["id"]
+    assert claim["run"]["claimed_by"] == WORKER
+    assert metric(api, "workloom_handoffs_total") == 1
+    assert metric(api, "workloom_claimers_waiting") == 0
+    done = api.post(f"/v1/runs/{claim['run']['id']}/complete", json={"claim_token": claim["claim_token"]})
+    assert done.status_code == 200
+    assert api.get(f"/v1/tasks/{created.json()['id']}").json()["status"] == "completed"
