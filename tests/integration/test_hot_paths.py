@@ -451,16 +451,16 @@ async def _complete_and_claim_counted(h: Harness, trips: Counter) -> tuple[Claim
 
 
 @POSTGRES_ONLY
-async def test_a_completion_that_claims_the_next_task_is_five_round_trips_on_postgres(
+async def test_a_completion_that_claims_the_next_task_is_four_round_trips_on_postgres(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     trips = RoundTrips(monkeypatch)
     claim, done, claimed = await _complete_and_claim_counted(h, trips)
 
     # Begin; the run and its task read and locked; in one statement both completed, with whether anything
-    # depends on the task, and the next run claimed with its task moved to in progress; the four events;
-    # commit.
-    assert trips.sent == ["BEGIN", "SELECT", "WITH", "INSERT", "COMMIT"]
+    # depends on the task, the completion's two events, and the next run claimed with its task moved to in
+    # progress and its two events; commit.
+    assert trips.sent == ["BEGIN", "SELECT", "WITH", "COMMIT"]
     assert done.status == "completed" and [c.task.title for c in claimed] == ["second"]
     assert claimed[0].task.status == "in_progress" and claimed[0].run.status == "claimed"
     first = await h.task(claim.task.id)

@@ -304,3 +304,15 @@ def test_a_value_the_statement_carries_itself_or_a_row_without_one_is_taken_the_
     plain = _compiled_for_sqlite(sa.insert(_ROWS_TABLE))
     with pytest.raises(KeyError):
         plain.args_each([_ROWS[0], {"id": "short"}])  # as one row at a time would: no value for "at"
+
+
+def test_statements_joined_as_one_keep_the_last_ones_own_with_parts_after_the_writes() -> None:
+    from workloom.store.fast import _joined
+
+    assert _joined(["INSERT INTO a VALUES ($1)", "SELECT 1"]) == "WITH w0 AS (INSERT INTO a VALUES ($1)) SELECT 1"
+    assert _joined(["INSERT INTO a VALUES ($1)", "INSERT INTO b VALUES ($2)", "WITH c AS (UPDATE c) SELECT 2"]) == (
+        "WITH w0 AS (INSERT INTO a VALUES ($1)), w1 AS (INSERT INTO b VALUES ($2)), c AS (UPDATE c) SELECT 2"
+    )
+    assert _joined(["DELETE FROM a", "WITH RECURSIVE r AS (SELECT 1) SELECT * FROM r"]) == (
+        "WITH RECURSIVE w0 AS (DELETE FROM a), r AS (SELECT 1) SELECT * FROM r"
+    )

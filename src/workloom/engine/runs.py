@@ -77,7 +77,7 @@ async def claim(u: Unit, queue_name: str, worker: Actor, limit: int, lease_secon
     u.principal.require("runs.work")
     queue = await queues.get(u, queue_name, cached=True)
     spec = _claim_spec(u, queue, worker, limit, lease_seconds)
-    claimed, moved = await held_store.claim(u.conn, spec)
+    claimed, moved = await held_store.claim(u.conn, spec, u.numbered_events())
     if len(claimed) < limit:
         u.seen_empty(queue.id)
     return await _hand_over(
@@ -464,7 +464,7 @@ async def complete_and_claim(
     queue = await queues.get(u, run.queue, cached=True)
     spec = _claim_spec(u, queue, worker, 1, lease_seconds)
     waiting, claimed, moved = await held_store.complete_and_claim_one(
-        u.conn, completion.run_rows[0], completion.task_rows[0], spec
+        u.conn, completion.run_rows[0], completion.task_rows[0], spec, u.numbered_events()
     )
     await _release_dependents(u, completion.tasks, waiting)
     if not claimed and not waiting:
@@ -533,7 +533,7 @@ async def _claim_each(u: Unit, queue_name: str, workers: list[Actor], lease_seco
     queue = await queues.get(u, queue_name, cached=True)
     spec = _claim_spec(u, queue, workers[0], len(workers), lease_seconds)
     claimers = [(worker, _token_prefix()) for worker in workers]
-    claimed, moved = await held_store.claim_each(u.conn, spec, claimers)
+    claimed, moved = await held_store.claim_each(u.conn, spec, claimers, u.numbered_events())
     if len(claimed) < len(claimers):
         u.seen_empty(queue.id)
     written = moved is not None

@@ -112,6 +112,24 @@ class Unit:
     def wake(self, key: str) -> None:
         self.wakeups.add(key)
 
+    def numbered_events(self) -> list[Write]:
+        """The events recorded so far, taken to be written with the unit's next statement (which must not
+        read them), when each has its number in its task's sequence already: a completion's, say, ahead
+        of the claim of the next run, in that claim's round trip instead of one of their own at the end.
+        None when some event is still to be numbered, or rows are held back for the end: the flush then
+        writes them all, in their order. PostgreSQL only: on SQLite a claim is several statements, and the
+        events all go in one at the end."""
+        if (
+            not self.events
+            or self.held
+            or self.unnumbered
+            or self.connection.dialect.name != "postgresql"
+            or any(e["task_sequence"] is None for e in self.events)
+        ):
+            return []
+        recorded, self.events = self.events, []
+        return event_store.event_inserts(recorded)
+
     def seen_empty(self, queue_id: str) -> None:
         """A claim of this unit found nothing more to claim in the queue (noted if the unit commits)."""
         self.emptied.append(queue_id)

@@ -568,10 +568,16 @@ def _parts(conn: AsyncConnection, writes: list[Write]) -> tuple[list[str], list[
 
 
 def _joined(parts: list[str]) -> str:
-    """Statements as one: each but the last a ``WITH`` part of the last."""
+    """Statements as one: each but the last a ``WITH`` part of the last (whose own ``WITH`` parts, if it has
+    any, follow them: PostgreSQL allows data-modifying ``WITH`` parts only at the top level)."""
     if len(parts) == 1:
         return parts[0]
-    return "WITH " + ", ".join(f"w{i} AS ({part})" for i, part in enumerate(parts[:-1])) + " " + parts[-1]
+    writes = ", ".join(f"w{i} AS ({part})" for i, part in enumerate(parts[:-1]))
+    last = parts[-1]
+    for opening in ("WITH RECURSIVE ", "WITH "):
+        if last.startswith(opening):
+            return f"{opening}{writes}, {last[len(opening) :]}"
+    return f"WITH {writes} {last}"
 
 
 class Statements:

@@ -8,6 +8,7 @@ completing one task per request the number of statements, not their work, sets t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -23,7 +24,7 @@ from workloom.store import events as event_store
 from workloom.store import rows
 from workloom.store import runs as run_store
 from workloom.store import tasks as task_store
-from workloom.store.fast import Statement, one_of, workspace_filter
+from workloom.store.fast import Statement, Write, one_of, rows_after, workspace_filter, write_all
 from workloom.store.schema import events, inline, queues, runs, task_dependencies, tasks
 
 _TASK_PREFIX = "t_"
@@ -274,12 +275,16 @@ class ClaimSpec:
         }
 
 
-async def claim(conn: AsyncConnection, spec: ClaimSpec) -> tuple[list[Run], dict[str, Task] | None]:
+async def claim(
+    conn: AsyncConnection, spec: ClaimSpec, writes: Sequence[Write] = ()
+) -> tuple[list[Run], dict[str, Task] | None]:
     """Claim up to ``spec.limit`` runs of the queue and, on PostgreSQL in the same statement, move their
     ready tasks (as ``tasks.task_claim_ready`` does): the runs claimed, and the tasks moved by id (a task
     that was not ready is not among them). Elsewhere the tasks are not moved here: None, and the caller
-    moves them."""
+    moves them. ``writes`` (rows the claim does not read: events) are written first, on PostgreSQL in the
+    same statement."""
     if conn.dialect.name != "postgresql":
+        await write_all(conn, writes)
         claimed = await run_store.run_claim(
             conn,
             workspace_id=spec.workspace_id,
@@ -292,8 +297,8 @@ async def claim(conn: AsyncConnection, spec: ClaimSpec) -> tuple[list[Run], dict
             idempotency_key=spec.idempotency_key,
         )
         return claimed, None
-    found = await (_CLAIM_ONE_MOVING_TASK if spec.limit == 1 else _CLAIM_MOVING_TASKS).rows(conn, spec.params())
-    return _claimed(found, spec.queue_name)
+    statement = _CLAIM_ONE_MOVING_TASK if spec.limit == 1 else _CLAIM_MOVING_TASKS
+    return _claimed(await rows_after(conn, writes, statement, spec.params()), spec.queue_name)
 
 
 _CLAIM_EACH: dict[int, Statement] = {}
@@ -308,19 +313,20 @@ def claim_each_statement(count: int) -> Statement:
 
 
 async def claim_each(
-    conn: AsyncConnection, spec: ClaimSpec, claimers: list[tuple[Actor, str]]
+    conn: AsyncConnection, spec: ClaimSpec, claimers: list[tuple[Actor, str]], writes: Sequence[Write] = ()
 ) -> tuple[list[Run], dict[str, Task] | None]:
     """``claim`` of one run for each of ``claimers`` (actor, token prefix), in order while there are runs:
     the runs claimed, the n-th for the n-th claimer with its token ``prefix + run id``, and the tasks moved
     (None where the caller moves them, as for ``claim``). ``spec``'s claimer and prefix are not used. On
-    PostgreSQL one statement; elsewhere a claim for the first claimer, then each run handed on."""
+    PostgreSQL one statement (with ``writes``, as ``claim``); elsewhere a claim for the first claimer, then
+    each run handed on."""
     if conn.dialect.name == "postgresql":
         statement = claim_each_statement(len(claimers))
         listed = [{"n": n, "kind": a.kind, "ref": a.ref, "prefix": p} for n, (a, p) in enumerate(claimers, start=1)]
-        found = await statement.rows(conn, {**spec.params(), "claimers": listed})
+        found = await rows_after(conn, writes, statement, {**spec.params(), "claimers": listed})
         return _claimed(found, spec.queue_name)
     first = replace(spec, claimer=claimers[0][0], token_prefix=claimers[0][1], limit=len(claimers))
-    claimed, _ = await claim(conn, first)
+    claimed, _ = await claim(conn, first, writes)
     handed = [
         changed(run, claimed_by=actor, claim_token_hash=hash_secret(prefix + run.id))
         for run, (actor, prefix) in zip(claimed, claimers, strict=False)
@@ -365,14 +371,20 @@ _COMPLETE_ONE_AND_CLAIM = Statement(_complete_one_and_claim())
 
 
 async def complete_and_claim_one(
-    conn: AsyncConnection, run_row: dict[str, Any], task_row: dict[str, Any], spec: ClaimSpec
+    conn: AsyncConnection,
+    run_row: dict[str, Any],
+    task_row: dict[str, Any],
+    spec: ClaimSpec,
+    writes: Sequence[Write] = (),
 ) -> tuple[set[str], list[Run], dict[str, Task] | None]:
     """``complete`` for one run, then ``claim`` of one more run (``spec.limit`` is 1): on PostgreSQL in one
-    statement. The ids of the completed tasks some task depends on, and what ``claim`` returns."""
+    statement, ``writes`` with it (as ``claim``). The ids of the completed tasks some task depends on, and
+    what ``claim`` returns."""
     assert spec.limit == 1
     if conn.dialect.name != "postgresql":
         waiting = await complete(conn, [run_row], [task_row])
-        return (waiting, *await claim(conn, spec))
-    found = await _COMPLETE_ONE_AND_CLAIM.rows(conn, {**_completion_params(run_row, task_row), **spec.params()})
+        return (waiting, *await claim(conn, spec, writes))
+    params = {**_completion_params(run_row, task_row), **spec.params()}
+    found = await rows_after(conn, writes, _COMPLETE_ONE_AND_CLAIM, params)
     waiting = {task_row["task_id"]} if found and found[0]["has_dependents"] else set()
     return (waiting, *_claimed(found, spec.queue_name))
