@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import math
@@ -97,12 +98,17 @@ async def latency(url: str, n: int, rate: float, warm: int = 0) -> dict[str, obj
         await asyncio.sleep(1.0)
         task = app.tasks["noop"]
         began = time.perf_counter()
-        for i in range(warm + n):
-            await asyncio.sleep(max(0.0, began + i / rate - time.perf_counter()))
-            await task.defer_async(sent=time.time() if i >= warm else 0.0)  # 0: not measured
-        deadline = time.monotonic() + 30
-        while len(latencies) < n and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+        gc.collect()
+        gc.disable()  # as the bench's own load generator does while it times latencies
+        try:
+            for i in range(warm + n):
+                await asyncio.sleep(max(0.0, began + i / rate - time.perf_counter()))
+                await task.defer_async(sent=time.time() if i >= warm else 0.0)  # 0: not measured
+            deadline = time.monotonic() + 30
+            while len(latencies) < n and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        finally:
+            gc.enable()
         worker.cancel()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(worker, 10)
