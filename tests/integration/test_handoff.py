@@ -4,15 +4,16 @@ own commit, and the claimer answered once it has committed; what is not committe
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 
 import pytest
 from harness import WORKER, Harness
 
-from workloom.domain.errors import Conflict
+from workloom.domain.errors import Conflict, Forbidden
 from workloom.domain.models import Claim, Task
 from workloom.domain.queries import ListQuery
-from workloom.engine import tasks
+from workloom.engine import service, tasks
 from workloom.engine.handoff import Offer
 from workloom.engine.tasks import NewTask
 from workloom.engine.unit import IdempotencyKey, Unit
@@ -250,3 +251,21 @@ async def test_a_claim_next_waiting_on_named_queues_is_handed_only_their_tasks(h
     assert created.status == "in_progress"
     claim = await claimer
     assert claim is not None and claim.task.id == created.id
+
+
+async def test_a_key_that_may_not_work_runs_is_refused_before_it_waits_or_is_handed_anything(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service, "CLAIM_POLL_SECONDS", 60)  # no look at the queue but the first
+    await h.queue("lp")
+    assert await h.claim("lp") == []  # the queue seen empty: a long-poll would wait without looking
+    observer = dataclasses.replace(h.principal, role="observer")  # a role granted nothing
+
+    with pytest.raises(Forbidden):
+        async with asyncio.timeout(5):  # refused at once, not after waiting (and maybe being handed work)
+            await h.wl.claim(
+                observer, "lp", WORKER, limit=1, lease_seconds=None, wait_seconds=30, render=lambda c: (200, c)
+            )
+    with pytest.raises(Forbidden):
+        await h.wl.claim_next(observer, WORKER, wait_seconds=10, render=lambda c: (200, c))
+    assert offers(h) == 0

@@ -166,6 +166,7 @@ class Workloom:
 
         ``give_up`` (true once the server is shutting down or the client has gone) ends the wait early:
         a claim made for a caller who is no longer there would sit out its lease unworked."""
+        principal.require("runs.work")  # here too: a long-poll may wait, and be handed work, without a look
         queue = await self._queue(principal, queue_name)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
@@ -231,6 +232,7 @@ class Workloom:
 
         Waits on the named queues' wake-ups; on the whole workspace's when no queue is named, or when a
         named one does not exist yet (a task naming it will create it)."""
+        principal.require("runs.work")
         names = list(dict.fromkeys(queues)) if queues is not None else None
         keys = [work_key(principal.workspace_id)]
         if names is not None:
