@@ -18,6 +18,7 @@ class Settings:
     log_level: str = "info"
     db_pool_size: int = 20
     shared_commits: int | None = None  # groups at once; None: the engine's default, 0: every call alone
+    claim_poll_seconds: float = 1.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -32,6 +33,7 @@ class Settings:
             "log_level": env.get("WORKLOOM_LOG_LEVEL", "info"),
             "db_pool_size": int(env.get("WORKLOOM_DB_POOL_SIZE", 20)),
             "shared_commits": int(env["WORKLOOM_SHARED_COMMITS"]) if env.get("WORKLOOM_SHARED_COMMITS") else None,
+            "claim_poll_seconds": float(env.get("WORKLOOM_CLAIM_POLL_SECONDS", 1.0)),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

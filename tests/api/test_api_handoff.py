@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import httpx
 from serverproc import ServerProcess
@@ -18,7 +19,16 @@ def metric(api: httpx.Client, name: str) -> float:
     return 0.0
 
 
-def test_a_long_poll_claim_is_handed_a_task_created_while_it_waits(server: ServerProcess, api: httpx.Client) -> None:
+def test_a_long_poll_claim_is_handed_a_task_created_while_it_waits(
+    start_server: Callable[..., ServerProcess],
+) -> None:
+    # No poll while it waits: once it is seen waiting, it stays so until woken or handed something.
+    server = start_server(WORKLOOM_CLAIM_POLL_SECONDS="60")
+    with server.client() as api:
+        handed_over(server, api)
+
+
+def handed_over(server: ServerProcess, api: httpx.Client) -> None:
     assert api.post("/v1/queues", json={"name": "handed"}).status_code == 201
     answers: list[httpx.Response] = []
 

@@ -13,10 +13,17 @@ from harness import WORKER, Harness
 from workloom.domain.errors import Conflict, Forbidden
 from workloom.domain.models import Claim, Task
 from workloom.domain.queries import ListQuery
-from workloom.engine import service, tasks
+from workloom.engine import tasks
 from workloom.engine.handoff import Offer
 from workloom.engine.tasks import NewTask
 from workloom.engine.unit import IdempotencyKey, Unit
+
+
+@pytest.fixture(autouse=True)
+def no_poll(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A waiting claimer looks again only when woken: once its offer is seen open, it stays open."""
+    monkeypatch.setattr(h.wl, "claim_poll_seconds", 60)
+
 
 CREATED_AND_HANDED = ["task.created", "task.ready", "run.queued", "run.claimed", "task.in_progress"]
 
@@ -253,10 +260,7 @@ async def test_a_claim_next_waiting_on_named_queues_is_handed_only_their_tasks(h
     assert claim is not None and claim.task.id == created.id
 
 
-async def test_a_key_that_may_not_work_runs_is_refused_before_it_waits_or_is_handed_anything(
-    h: Harness, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(service, "CLAIM_POLL_SECONDS", 60)  # no look at the queue but the first
+async def test_a_key_that_may_not_work_runs_is_refused_before_it_waits_or_is_handed_anything(h: Harness) -> None:
     await h.queue("lp")
     assert await h.claim("lp") == []  # the queue seen empty: a long-poll would wait without looking
     observer = dataclasses.replace(h.principal, role="observer")  # a role granted nothing

@@ -10,7 +10,7 @@ import pytest
 from harness import WORKER, Harness
 
 from workloom.domain.models import Claim
-from workloom.engine import runs, service
+from workloom.engine import runs
 from workloom.engine.unit import IdempotencyKey
 
 
@@ -94,7 +94,10 @@ def long_poll(h: Harness, wait_seconds: float = 10) -> asyncio.Task[list[Claim]]
     return asyncio.create_task(claim())
 
 
-async def test_a_worker_whose_completion_found_nothing_next_long_polls_without_looking_again(h: Harness) -> None:
+async def test_a_worker_whose_completion_found_nothing_next_long_polls_without_looking_again(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(h.wl, "claim_poll_seconds", 60)  # no look while it waits but a woken one
     await h.queue("lp")
     await h.create("first", queue="lp")
     claim = await h.claim_one("lp")
@@ -113,7 +116,7 @@ async def test_a_worker_whose_completion_found_nothing_next_long_polls_without_l
 async def test_a_queue_seen_empty_is_looked_at_again_once_work_arrives(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(service, "CLAIM_POLL_SECONDS", 60)  # only a wake-up or a look can find the task
+    monkeypatch.setattr(h.wl, "claim_poll_seconds", 60)  # only a wake-up or a look can find the task
     await h.queue("lp")
     assert await h.claim("lp") == []  # seen empty
     created = await h.create("arrived since", queue="lp")  # its wake-up voids what was seen

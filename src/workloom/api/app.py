@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             pool_size=settings.db_pool_size,
             tick_interval=settings.tick_interval,
             shared_groups=settings.shared_commits,
+            claim_poll_seconds=settings.claim_poll_seconds,
         )
         await wl.migrate()
         issued = await wl.access.bootstrap(settings.bootstrap_token)

@@ -32,7 +32,7 @@ from workloom.store.notify import Listener, Notifier
 T = TypeVar("T")
 
 # Wake-ups are the fast path; this poll only bounds how long a missed one (a retry whose backoff ran
-# out between ticks, a dropped LISTEN connection) can delay a waiting claimer.
+# out between ticks, a dropped LISTEN connection) can delay a waiting claimer (WORKLOOM_CLAIM_POLL_SECONDS).
 CLAIM_POLL_SECONDS = 1.0
 # Shared commits open at once on PostgreSQL: two, so that one group waiting on a row lock does not hold
 # back every call (one was as fast here; three made groups smaller and cost the database more per task).
@@ -52,9 +52,11 @@ class Workloom:
         *,
         tick_interval: float = 0.5,
         shared_groups: int | None = None,
+        claim_poll_seconds: float = CLAIM_POLL_SECONDS,
     ) -> None:
         self.db = db
         self.clock = clock or SystemClock()
+        self.claim_poll_seconds = claim_poll_seconds
         self.signals = Signals()
         self.metrics = Metrics()
         self._listener: Listener | None = None
@@ -204,7 +206,7 @@ class Workloom:
                     if idempotency is None
                     else None
                 )
-                handed = await self._wait(waiter, min(CLAIM_POLL_SECONDS, max(deadline - loop.time(), 0.0)), offer)
+                handed = await self._wait(waiter, min(self.claim_poll_seconds, max(deadline - loop.time(), 0.0)), offer)
                 if handed:
                     rendered, claimed = render(handed), len(handed)
                     self.metrics.handoffs.inc(claimed)
@@ -267,7 +269,7 @@ class Workloom:
                     if idempotency is None
                     else None
                 )  # fmt: skip
-                handed = await self._wait(waiter, min(CLAIM_POLL_SECONDS, max(deadline - loop.time(), 0.0)), offer)
+                handed = await self._wait(waiter, min(self.claim_poll_seconds, max(deadline - loop.time(), 0.0)), offer)
                 if handed:
                     self.metrics.handoffs.inc()
                     found[:] = handed[:1]

@@ -13,6 +13,7 @@ class Waiter:
         self._signals = signals
         self._keys = keys
         self.exclusive = exclusive
+        self.idle = False  # inside ``wait``, between its owner's looks at the work
         self._event = asyncio.Event()
 
     def __enter__(self) -> Waiter:
@@ -43,12 +44,14 @@ class Waiter:
 
     async def wait(self, timeout: float) -> bool:
         """True if woken, False on timeout; re-arms so the same waiter can be reused in a loop."""
+        self.idle = True
         try:
             await asyncio.wait_for(self._event.wait(), timeout=max(timeout, 0.0))
             return True
         except TimeoutError:
             return False
         finally:
+            self.idle = False
             self._event.clear()
 
 
@@ -104,8 +107,9 @@ class Signals:
 
     @property
     def claimers(self) -> int:
-        """Exclusive waiters (long-poll claims), each counted once whatever the keys it watches."""
-        return len({w for ws in self._waiters.values() for w in ws if w.exclusive})
+        """Exclusive waiters (long-poll claims) waiting for a wake-up now, not looking at the work: each
+        counted once whatever the keys it watches."""
+        return len({w for ws in self._waiters.values() for w in ws if w.exclusive and w.idle})
 
 
 QUEUE_PREFIX = "queue:"
