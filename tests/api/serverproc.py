@@ -8,12 +8,28 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 
 BOOT_TIMEOUT = 30.0
+
+
+def poll(condition: Callable[[], Any], what: str, timeout: float = 60.0, interval: float = 0.05) -> Any:
+    """The first truthy value of ``condition()`` within ``timeout`` seconds, or fail naming ``what``: for a
+    state the server shows (over HTTP, in its log) but announces to nobody."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}; last value: {value!r}")
+        time.sleep(interval)  # between looks at the condition, bounded by the deadline
 
 
 def free_port() -> int:

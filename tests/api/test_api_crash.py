@@ -14,25 +14,13 @@ from typing import Any
 
 import httpx
 import pytest
-from serverproc import ServerProcess
+from serverproc import ServerProcess, poll
 
 TASKS = 200
 ABANDONED = 10  # claimed before the crash and never completed by anyone holding that claim
 KILL_AFTER = 40  # committed completions observed before the server is killed
 LEASE_SECONDS = 2
 RECOVERY_DEADLINE = 30.0
-
-
-def poll(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    """Return the first truthy value of ``condition()`` within ``timeout`` seconds, or fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}; last value: {value!r}")
-        time.sleep(interval)  # bounded by the deadline above
 
 
 @dataclass
@@ -143,7 +131,7 @@ def test_kill_9_loses_no_committed_completion_and_recovers_expired_leases(
     for t in threads:
         t.start()
     try:
-        poll(lambda: len(traffic.committed) >= KILL_AFTER, 60, f"{KILL_AFTER} committed completions")
+        poll(lambda: len(traffic.committed) >= KILL_AFTER, f"{KILL_AFTER} committed completions", 60, 0.1)
     finally:
         first.kill()  # SIGKILL, also if the poll failed: the workers run until the server is gone
         for t in threads:
@@ -172,7 +160,7 @@ def test_kill_9_loses_no_committed_completion_and_recovers_expired_leases(
                 return {stranded[run_id]: r["attempt"] for run_id, r in runs.items()}
             return None
 
-        attempt_of = poll(expired_attempts, RECOVERY_DEADLINE, "the stranded runs to fail as lease_expired")
+        attempt_of = poll(expired_attempts, "the stranded runs to fail as lease_expired", RECOVERY_DEADLINE, 0.1)
 
         # A complete sent as the server died either committed or was lost with it; never half-done. (Polled:
         # the ticker expires due leases one transaction at a time, so one with the same deadline as the
@@ -180,7 +168,7 @@ def test_kill_9_loses_no_committed_completion_and_recovers_expired_leases(
         def unanswered_ends() -> list[tuple[str, str]]:
             return [(run["status"], run["end_reason"]) for run in map(partial(run_of, api), traffic.unanswered)]
 
-        poll(lambda: ("claimed", None) not in unanswered_ends(), RECOVERY_DEADLINE, "the unanswered runs to end")
+        poll(lambda: ("claimed", None) not in unanswered_ends(), "the unanswered runs to end", RECOVERY_DEADLINE, 0.1)
         ends = unanswered_ends()
         assert set(ends) <= {("completed", "completed"), ("failed", "lease_expired")}, ends
 
@@ -236,7 +224,7 @@ def test_sigterm_answers_a_waiting_long_poll_and_exits_cleanly(server: ServerPro
     with ThreadPoolExecutor(max_workers=1) as pool:
         future = pool.submit(long_poll)
         # The server has looked at the (empty) queue once: the claim is now waiting.
-        poll(lambda: _claim_attempts(server) >= 1, 10, "the long-poll claim to reach the server")
+        poll(lambda: _claim_attempts(server) >= 1, "the long-poll claim to reach the server", 10, 0.1)
         assert not future.done()
 
         signalled = time.monotonic()

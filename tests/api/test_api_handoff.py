@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 
 import httpx
-from serverproc import ServerProcess
+from serverproc import ServerProcess, poll
 
 WORKER = {"kind": "automation", "ref": "waiting"}
 
@@ -38,10 +37,7 @@ def handed_over(server: ServerProcess, api: httpx.Client) -> None:
 
     waiting = threading.Thread(target=claim)
     waiting.start()
-    deadline = time.monotonic() + 10
-    while metric(api, "workloom_claimers_waiting") < 1:  # an observable condition, bounded
-        assert time.monotonic() < deadline, "the claim never started waiting"
-        time.sleep(0.02)
+    poll(lambda: metric(api, "workloom_claimers_waiting") >= 1, "the claim to wait", 10)
 
     created = api.post("/v1/tasks", json={"title": "for the waiting worker", "queue": "handed"})
     waiting.join(timeout=10)

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
-from serverproc import ServerProcess
+from serverproc import ServerProcess, poll
 
 from workloom.client import AsyncClient, Client, Run
 from workloom.worker import Job, NonRetryableError, Release, Worker
@@ -34,18 +34,6 @@ DEADLINE = 60.0
 # The runtime does not depend on the database: most scenarios run on SQLite only; the lease-expiry one runs
 # on both, and the big drain on PostgreSQL.
 SQLITE = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
-
-
-def poll(condition: Callable[[], Any], what: str, timeout: float = DEADLINE, interval: float = 0.05) -> Any:
-    """The first truthy value of ``condition()`` within ``timeout`` seconds, or fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}; last value: {value!r}")
-        time.sleep(interval)  # between looks at the condition, bounded by the deadline
 
 
 async def apoll(condition: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -20,6 +21,13 @@ from workloom.engine.unit import Unit
 
 T = TypeVar("T")
 WORKER = Actor("agent_session", "worker-1")
+
+
+async def until(condition: Callable[[], bool], seconds: float = 10) -> None:
+    """Wait for an observable condition of the engine that no event announces, polled within a bound."""
+    async with asyncio.timeout(seconds):
+        while not condition():  # noqa: ASYNC110 (no event to await: poll the state, bounded)
+            await asyncio.sleep(0.005)
 
 
 @dataclass

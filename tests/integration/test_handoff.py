@@ -8,7 +8,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 
 import pytest
-from harness import WORKER, Harness
+from harness import WORKER, Harness, until
 
 from workloom.domain.errors import Conflict, Forbidden
 from workloom.domain.models import Claim, Task
@@ -51,13 +51,6 @@ def waiting_claim(
         return list(found)
 
     return asyncio.create_task(claim())
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Poll an observable condition, bounded."""
-    async with asyncio.timeout(10):
-        while not condition():  # noqa: ASYNC110 (no event to await: poll the state, bounded)
-            await asyncio.sleep(0.005)
 
 
 def offers(h: Harness) -> int:

@@ -4,10 +4,9 @@ long-poll at a queue just seen empty waits without looking again until work arri
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import pytest
-from harness import WORKER, Harness
+from harness import WORKER, Harness, until
 
 from workloom.domain.models import Claim
 from workloom.engine import runs
@@ -15,10 +14,8 @@ from workloom.engine.unit import IdempotencyKey
 
 
 async def _create_once_waiting(h: Harness, title: str) -> None:
-    """Create the task once a long-poll claimer is waiting on the queue (an observable condition, bounded)."""
-    async with asyncio.timeout(10):
-        while h.wl.signals.waiting == 0:  # noqa: ASYNC110 (no event to await: poll the count, bounded)
-            await asyncio.sleep(0.01)
+    """Create the task once a long-poll claimer is waiting on the queue."""
+    await until(lambda: h.wl.signals.waiting > 0)
     await h.create(title, queue="lp")
 
 
@@ -75,12 +72,6 @@ async def test_a_caller_still_there_gets_the_work_it_waited_for(h: Harness) -> N
 def looks(h: Harness) -> float:
     """Claim attempts made so far: each is a transaction that looks at the queue."""
     return h.wl.metrics.registry.get_sample_value("workloom_claim_latency_seconds_count") or 0.0
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    async with asyncio.timeout(10):
-        while not condition():  # noqa: ASYNC110 (no event to await: poll the state, bounded)
-            await asyncio.sleep(0.005)
 
 
 def long_poll(h: Harness, wait_seconds: float = 10) -> asyncio.Task[list[Claim]]:

@@ -85,8 +85,28 @@ async def claim(u: Unit, queue_name: str, worker: Actor, limit: int, lease_secon
     )
 
 
+def _lease_until(u: Unit, queue: Queue, lease_seconds: int | None) -> datetime:
+    """A claim's lease: as long as the claimer asked for, else the queue's."""
+    return u.now + timedelta(seconds=lease_seconds or queue.lease_seconds)
+
+
+def _claimed(u: Unit, run: Run, worker: Actor, token_hash: str, lease_until: datetime, key: str | None) -> Run:
+    """``run`` as a claim by ``worker`` leaves it (the rows say the same: ``store.run_mark_claimed``); ``key``:
+    the claim's idempotency key, if it came with one."""
+    return changed(
+        run,
+        status=run_states.apply(run.status, "claim"),
+        claim_token_hash=token_hash,
+        claimed_at=u.now,
+        heartbeat_at=u.now,
+        lease_until=lease_until,
+        claimed_by=worker,
+        idempotency_key=key or run.idempotency_key,
+    )
+
+
 def _claim_spec(u: Unit, queue: Queue, worker: Actor, limit: int, lease_seconds: int | None) -> held_store.ClaimSpec:
-    lease_until = u.now + timedelta(seconds=lease_seconds or queue.lease_seconds)
+    lease_until = _lease_until(u, queue, lease_seconds)
     return held_store.ClaimSpec(
         workspace_id=u.workspace_id,
         queue_id=queue.id,
@@ -132,17 +152,9 @@ async def hand_off(u: Unit, task: Task, run: Run, queue: Queue, sequence: int) -
     offer = await u.handoffs.take(u, queue.name) if u.handoffs is not None else None
     if offer is None:
         return None
-    lease_until = u.now + timedelta(seconds=offer.lease_seconds or queue.lease_seconds)
+    lease_until = _lease_until(u, queue, offer.lease_seconds)
     token = _token_prefix() + run.id
-    claimed = changed(
-        run,
-        status=run_states.apply(run.status, "claim"),
-        claim_token_hash=hash_secret(token),
-        claimed_at=u.now,
-        heartbeat_at=u.now,
-        lease_until=lease_until,
-        claimed_by=offer.worker,
-    )
+    claimed = _claimed(u, run, offer.worker, hash_secret(token), lease_until, None)  # offers have no key
     task.status = task_states.apply(task.status, "claim")
     for number, (kind, payload) in enumerate(
         (("run.claimed", _claimed_payload(lease_until, run.attempt)), ("task.in_progress", _in_progress_payload())),
@@ -198,7 +210,7 @@ async def _take(u: Unit, queue: Queue, candidates: list[Run], worker: Actor, lea
     """Hand locked queued runs of one queue to ``worker``: lease, token, events, tasks in progress."""
     if not candidates:
         return []
-    lease_until = u.now + timedelta(seconds=lease_seconds or queue.lease_seconds)
+    lease_until = _lease_until(u, queue, lease_seconds)
     prefix = _token_prefix()
     hashes = {run.id: hash_secret(prefix + run.id) for run in candidates}
     await store.run_mark_claimed(
@@ -216,19 +228,7 @@ async def _take(u: Unit, queue: Queue, candidates: list[Run], worker: Actor, lea
             for run in candidates
         ],
     )
-    claimed = [
-        changed(
-            run,
-            status="claimed",
-            claim_token_hash=hashes[run.id],
-            claimed_at=u.now,
-            heartbeat_at=u.now,
-            lease_until=lease_until,
-            claimed_by=worker,
-            idempotency_key=u.idempotency_key or run.idempotency_key,
-        )
-        for run in candidates
-    ]
+    claimed = [_claimed(u, run, worker, hashes[run.id], lease_until, u.idempotency_key) for run in candidates]
     return await _hand_over(u, queue, claimed, prefix, worker, lease_until)
 
 

@@ -201,12 +201,8 @@ class Workloom:
                     if claimed or final or not found:  # not found: a stored answer was replayed
                         break
                 look = True
-                offer = (
-                    Offer(principal, worker, frozenset((queue.name,)), limit, lease_seconds, give_up, waiter.fire)
-                    if idempotency is None
-                    else None
-                )
-                handed = await self._wait(waiter, min(self.claim_poll_seconds, max(deadline - loop.time(), 0.0)), offer)
+                offer = Offer(principal, worker, frozenset((queue.name,)), limit, lease_seconds, give_up, waiter.fire)
+                handed = await self._wait(waiter, deadline, offer if idempotency is None else None)
                 if handed:
                     rendered, claimed = render(handed), len(handed)
                     self.metrics.handoffs.inc(claimed)
@@ -263,13 +259,9 @@ class Workloom:
                     return render(None)
                 if final or not found or found[0] is not None:  # not found: a stored answer was replayed
                     break
-                offer = (
-                    Offer(principal, worker, frozenset(names) if names is not None else None, 1, lease_seconds,
-                          give_up, waiter.fire)
-                    if idempotency is None
-                    else None
-                )  # fmt: skip
-                handed = await self._wait(waiter, min(self.claim_poll_seconds, max(deadline - loop.time(), 0.0)), offer)
+                wanted = frozenset(names) if names is not None else None
+                offer = Offer(principal, worker, wanted, 1, lease_seconds, give_up, waiter.fire)
+                handed = await self._wait(waiter, deadline, offer if idempotency is None else None)
                 if handed:
                     self.metrics.handoffs.inc()
                     found[:] = handed[:1]
@@ -281,9 +273,11 @@ class Workloom:
             self.signals.pass_on(*keys)
         return rendered
 
-    async def _wait(self, waiter: Waiter, timeout: float, offer: Offer | None) -> list[Claim]:
-        """A long-poll's wait for a wake-up, with its ``offer`` open meanwhile (``Handoffs``): the claims
-        handed to it, once they are committed, or none."""
+    async def _wait(self, waiter: Waiter, deadline: float, offer: Offer | None) -> list[Claim]:
+        """A long-poll's wait for a wake-up (until its ``deadline`` on the loop's clock, or the poll for a
+        missed wake-up), with its ``offer`` open meanwhile (``Handoffs``; none under an idempotency key): the
+        claims handed to it, once they are committed, or none."""
+        timeout = min(self.claim_poll_seconds, max(deadline - asyncio.get_running_loop().time(), 0.0))
         if offer is None:
             await waiter.wait(timeout)
             return []
