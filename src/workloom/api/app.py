@@ -12,7 +12,7 @@ from fastapi.responses import ORJSONResponse
 from prometheus_client import disable_created_metrics
 
 import workloom
-from workloom.api import problems
+from workloom.api import dispatch, problems
 from workloom.api.middleware import BodyGuard, RequestContext
 from workloom.api.routers import claims, dashboard, events, inbox, ops, queues, runs, tasks
 from workloom.dialects import agh
@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.encoded_events = events.EncodedEvents()
     problems.install(app)
     # Routes are matched in order, one by one: the workers' calls first.
-    for router in (
+    native = (
         runs.router,
         tasks.router,
         queues.router,
@@ -68,9 +68,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         inbox.router,
         dashboard.router,
         ops.router,
-    ):
+    )
+    for router in native:
         app.include_router(router)
     app.add_middleware(BodyGuard, limit=settings.max_body_bytes)
     app.add_middleware(RequestContext)
     agh.mount(app)
+    dispatch.install(app, native)  # last: it builds the middleware stack
     return app

@@ -36,6 +36,11 @@ class LeanRoute(APIRoute):
         return handler if handler is not None else super().get_route_handler()
 
 
+def lean_handler(route: APIRoute) -> Callable[[Request], Coroutine[Any, Any, Response]] | None:
+    """The handler a ``LeanRoute`` serves ``route`` with, as declared; None where FastAPI's own serves it."""
+    return _lean_handler(route) if isinstance(route, LeanRoute) else None
+
+
 def _declared(route: APIRoute) -> Any:
     """What the route is as included (a router's prefix and dependencies added), where FastAPI builds the
     handler once per inclusion and says so through a context variable; else the route itself."""
