@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
 
+import orjson
 import pytest
 from harness import WORKER, Harness, until
 
@@ -15,8 +16,11 @@ from workloom.domain.models import Claim, Task
 from workloom.domain.queries import ListQuery
 from workloom.engine import tasks
 from workloom.engine.handoff import Offer
+from workloom.engine.sealing import seal
 from workloom.engine.tasks import NewTask
 from workloom.engine.unit import IdempotencyKey, Unit
+from workloom.store import idempotency as idempotency_store
+from workloom.store.fast import write_all
 
 
 @pytest.fixture(autouse=True)
@@ -182,19 +186,74 @@ async def test_a_claimer_whose_wait_ends_while_a_create_holds_its_offer_gets_wha
     assert [c.task.id for c in claims] == [created.id]
 
 
-async def test_a_claimer_waiting_under_an_idempotency_key_is_woken_to_claim_for_itself(h: Harness) -> None:
-    await h.queue("lp")
-    key = IdempotencyKey("claim-1", b"POST /v1/queues/lp/claim")
-    claimer = waiting_claim(h, idempotency=key)
-    await until(lambda: h.wl.signals.waiting == 1)
+async def test_a_claimer_waiting_under_an_idempotency_key_is_handed_the_task_and_its_answer_kept_under_it(
+    h: Harness,
+) -> None:
+    key, claimer = await waiting_under_a_key(h, "claim-1")
 
     created = await h.create("for a keyed claimer", queue="lp")
 
-    assert created.status == "ready"  # not handed: its answer is kept under its key by its own claim
+    assert created.status == "in_progress"
     async with asyncio.timeout(10):
         claims = await claimer
     assert [c.task.id for c in claims] == [created.id]
+    assert (await h.run(claims[0].run.id)).idempotency_key == "claim-1"  # the claimer's key, as its claim keeps it
+    # A retry of the claim (its answer lost on the way, say) gets the same run and token back, claims nothing.
+    await h.create("for the next claim", queue="lp")
+    _, replayed = await h.wl.claim(
+        h.principal, "lp", WORKER, limit=1, lease_seconds=None, wait_seconds=0,
+        render=lambda found: (200, list(found)), idempotency=key,
+    )  # fmt: skip
+    assert [(c["run"]["id"], c["claim_token"]) for c in replayed] == [(claims[0].run.id, claims[0].claim_token)]
     assert offers(h) == 0
+
+
+async def test_a_keyed_claimer_whose_key_was_answered_meanwhile_is_passed_over_and_gets_that_answer(
+    h: Harness,
+) -> None:
+    key, claimer = await waiting_under_a_key(h, "claim-2")
+    # Meanwhile a retry of the same claim was answered (elsewhere): its answer is stored under the key.
+    answered = [{"run": {"id": "r_elsewhere"}, "claim_token": "from the retry"}]
+    await h.do(lambda u: _store_answer(u, key, answered))
+
+    created = await h.create("not for a key answered already", queue="lp")
+
+    assert created.status == "ready"  # passed over: two answers under one key would be one too many
+    async with asyncio.timeout(10):
+        found = await claimer  # woken by the create, it finds the retry's answer under its key
+    assert found == answered
+    assert [c.task.id for c in await h.claim("lp")] == [created.id]
+
+
+async def test_two_claimers_waiting_under_one_key_are_not_both_handed_a_task(h: Harness) -> None:
+    key, first = await waiting_under_a_key(h, "claim-3")
+    again = waiting_claim(h, idempotency=key)  # the same claim, retried while the first still waits
+    await until(lambda: offers(h) == 2)
+
+    made = await h.do(lambda u: tasks.create_many(u, [NewTask(title=f"t{i}", queue="lp") for i in range(2)]))
+
+    assert [t.status for t in made] == ["in_progress", "ready"]
+    async with asyncio.timeout(10):
+        handed, replayed = await first, await again
+    assert [c.task.id for c in handed] == [made[0].id]
+    assert [c["run"]["id"] for c in replayed] == [handed[0].run.id]  # the retry gets the first answer
+
+
+async def waiting_under_a_key(h: Harness, key: str) -> tuple[IdempotencyKey, asyncio.Task[list[Claim]]]:
+    """A claim of queue ``lp`` under an idempotency key, seen waiting with its offer open."""
+    await h.queue("lp")
+    idempotency = IdempotencyKey(key, b"POST /v1/queues/lp/claim")
+    claimer = waiting_claim(h, idempotency=idempotency)
+    await until(lambda: offers(h) == 1)
+    return idempotency, claimer
+
+
+async def _store_answer(u: Unit, key: IdempotencyKey, body: object) -> None:
+    sealed = seal(key.key, orjson.dumps(body))
+    await write_all(
+        u.conn,
+        [idempotency_store.idempotency_write(u.workspace_id, key.key_hash, key.request_hash, 200, sealed, u.now)],
+    )
 
 
 async def test_no_offer_crosses_workspaces(h: Harness) -> None:

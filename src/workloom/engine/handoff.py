@@ -8,10 +8,16 @@ off, the claim is part of the create's own commit: the run is written claimed, w
 claim writes (``run.claimed``, ``task.in_progress``), so history cannot tell the two ways apart. Workflow
 engines call this a *sync match* (Temporal's matching service hands a task straight to a waiting poller).
 
-What is offered is narrow on purpose: a claimer that waits without an idempotency key (a key's answer is
-stored under it, and a retry of the same key could be storing one at the same moment), and only runs
-that are claimable the moment they are created. Every other run is claimed as before, by the claimer its
-commit wakes. An offer goes first to the claimer that has waited longest, as wake-ups do.
+Only runs claimable the moment they are created are offered; every other run is claimed as before, by
+the claimer its commit wakes. An offer goes first to the claimer that has waited longest, as wake-ups do.
+
+A claimer waiting under an idempotency key (the SDK's worker keys every claim, so that a retried claim
+gets the runs the lost answer held) is answered as its own claim would have been: the creating
+transaction stores the claimer's answer under its key, beside the claim. It does so only where it may
+without waiting (``idempotency_take_if_free``): no answer is stored under the key yet (a retry of the
+claim may have been answered meanwhile, on this server or another) and, on PostgreSQL, the key's lock is
+free (a retry may be claiming under it right now); else the offer is passed over, opened again when the
+transaction ends, and the run is left to be claimed. Two offers under one key are never held at once.
 
 Nothing is lost on the way: the claimer learns of a hand-off only once the creating transaction has
 committed; if it rolls back the offer is open again. A claimer whose wait ends while a transaction holds
@@ -23,16 +29,34 @@ claimer checks before its claim commits).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
 
 from workloom.domain.actors import Actor
 from workloom.domain.models import Claim
 from workloom.engine.principal import Principal
+from workloom.engine.sealing import seal
+from workloom.store import idempotency as idempotency_store
+from workloom.store.fast import Write
 
 if TYPE_CHECKING:
     from workloom.engine.unit import Unit
+
+Rendered = tuple[int, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedAnswer:
+    """How a claimer waiting under an idempotency key is answered: ``render`` makes its answer from the
+    claims handed to it, stored (sealed) under ``key`` by the transaction that hands them."""
+
+    key: str
+    key_hash: str
+    request_hash: str
+    render: Callable[[list[Claim]], Rendered]
 
 
 @dataclass(eq=False, slots=True)
@@ -46,9 +70,11 @@ class Offer:
     lease_seconds: int | None
     give_up: Callable[[], Awaitable[bool]] | None  # true once its caller has gone
     wake: Callable[[], None]  # ends the claimer's wait once its claims are committed
+    keyed: KeyedAnswer | None = None  # the claimer waits under an idempotency key
     state: Literal["open", "held", "done"] = "open"
     withdrawn: bool = False  # the claimer stopped waiting; a held offer is not opened again
     claims: list[Claim] = field(default_factory=list)
+    rendered: Rendered | None = None  # a keyed claimer's answer, as stored under its key
     settled: asyncio.Event = field(default_factory=asyncio.Event)
 
     def takes(self, queue_name: str) -> bool:
@@ -60,6 +86,7 @@ class Handoffs:
 
     def __init__(self) -> None:
         self._open: dict[str, dict[Offer, None]] = {}
+        self._keys: dict[tuple[str, str], Offer] = {}  # the keyed offers units hold, by workspace and key hash
 
     def open(self, offer: Offer) -> Offer:
         self._open.setdefault(offer.principal.workspace_id, {})[offer] = None
@@ -74,23 +101,62 @@ class Handoffs:
                 return offer
             self._close(offer)
             offer.state = "held"
-            u.offers[offer] = []
-            if offer.give_up is None or not await offer.give_up():
-                return offer
-            del u.offers[offer]  # its caller left: nothing for it, and its wait ends
-            self._finish(offer, [])
+            u.offers[offer] = []  # from here on, however ``u`` ends, it settles this offer
+            if offer.give_up is not None and await offer.give_up():
+                del u.offers[offer]  # its caller left: nothing for it, and its wait ends
+                self._finish(offer, [])
+                continue
+            if offer.keyed is not None and not await self._take_key(u, offer, offer.keyed):
+                del u.offers[offer]
+                u.passed_over.append(offer)  # opened again when ``u`` ends, not offered to it again
+                continue
+            return offer
+
+    async def _take_key(self, u: Unit, offer: Offer, keyed: KeyedAnswer) -> bool:
+        """Whether ``u`` may answer this keyed offer (see the module's note); if so, the answer is stored
+        with the unit's last rows."""
+        held = (u.workspace_id, keyed.key_hash)
+        if held in self._keys:
+            return False
+        u.touched = True  # the connection is used, though rows may be held back: this reads none of them
+        if not await idempotency_store.idempotency_take_if_free(u.connection, u.workspace_id, keyed.key_hash):
+            return False
+        self._keys[held] = offer
+
+        def answer() -> Sequence[Write]:
+            offer.rendered = status, body = keyed.render(u.offers[offer])
+            sealed = seal(keyed.key, orjson.dumps(body))
+            return [
+                idempotency_store.idempotency_write(
+                    u.workspace_id, keyed.key_hash, keyed.request_hash, status, sealed, u.now
+                )
+            ]
+
+        u.finish_with(answer)
+        return True
 
     def settle(self, u: Unit, *, committed: bool) -> None:
-        """``u`` ended: the offers it held get their claims (``committed``), or are open again."""
+        """``u`` ended: the offers it held get their claims (``committed``), or are open again; those it
+        passed over are open again."""
         held, u.offers = u.offers, {}
+        passed, u.passed_over = u.passed_over, []
         for offer, claims in held.items():
+            if offer.keyed is not None and self._keys.get(held_key := (u.workspace_id, offer.keyed.key_hash)) is offer:
+                del self._keys[held_key]
             if committed:
                 self._finish(offer, claims)
-            elif offer.withdrawn:
-                self._finish(offer, [])
             else:
-                offer.state = "open"
-                self.open(offer)
+                offer.rendered = None
+                self._reopen(offer)
+        for offer in passed:
+            self._reopen(offer)
+
+    def _reopen(self, offer: Offer) -> None:
+        if offer.withdrawn:
+            self._finish(offer, [])
+        else:
+            offer.state = "open"
+            self.open(offer)
 
     async def withdraw(self, offer: Offer) -> list[Claim]:
         """The claimer's wait is over: its offer is closed, and what was handed to it is returned, once

@@ -18,7 +18,7 @@ from workloom.engine import queues, runs, tasks
 from workloom.engine import queues as queue_cases
 from workloom.engine.access import Access
 from workloom.engine.events import EventReader
-from workloom.engine.handoff import Offer
+from workloom.engine.handoff import KeyedAnswer, Offer
 from workloom.engine.metrics import Metrics
 from workloom.engine.principal import Principal
 from workloom.engine.shared import SharedCommits, small
@@ -201,10 +201,13 @@ class Workloom:
                     if claimed or final or not found:  # not found: a stored answer was replayed
                         break
                 look = True
-                offer = Offer(principal, worker, frozenset((queue.name,)), limit, lease_seconds, give_up, waiter.fire)
-                handed = await self._wait(waiter, deadline, offer if idempotency is None else None)
+                keyed = _keyed(idempotency, render)
+                offer = Offer(
+                    principal, worker, frozenset((queue.name,)), limit, lease_seconds, give_up, waiter.fire, keyed
+                )
+                handed = await self._wait(waiter, deadline, offer)
                 if handed:
-                    rendered, claimed = render(handed), len(handed)
+                    rendered, claimed = offer.rendered or render(handed), len(handed)
                     self.metrics.handoffs.inc(claimed)
                     break
                 waited = True
@@ -260,12 +263,13 @@ class Workloom:
                 if final or not found or found[0] is not None:  # not found: a stored answer was replayed
                     break
                 wanted = frozenset(names) if names is not None else None
-                offer = Offer(principal, worker, wanted, 1, lease_seconds, give_up, waiter.fire)
-                handed = await self._wait(waiter, deadline, offer if idempotency is None else None)
+                keyed = _keyed(idempotency, lambda claims: render(claims[0]))
+                offer = Offer(principal, worker, wanted, 1, lease_seconds, give_up, waiter.fire, keyed)
+                handed = await self._wait(waiter, deadline, offer)
                 if handed:
                     self.metrics.handoffs.inc()
                     found[:] = handed[:1]
-                    rendered = render(handed[0])
+                    rendered = offer.rendered or render(handed[0])
                     break
                 waited = True
         if found and found[0] is not None:  # there may be more, for the next claimer waiting
@@ -273,14 +277,11 @@ class Workloom:
             self.signals.pass_on(*keys)
         return rendered
 
-    async def _wait(self, waiter: Waiter, deadline: float, offer: Offer | None) -> list[Claim]:
+    async def _wait(self, waiter: Waiter, deadline: float, offer: Offer) -> list[Claim]:
         """A long-poll's wait for a wake-up (until its ``deadline`` on the loop's clock, or the poll for a
-        missed wake-up), with its ``offer`` open meanwhile (``Handoffs``; none under an idempotency key): the
-        claims handed to it, once they are committed, or none."""
+        missed wake-up), with its ``offer`` open meanwhile (``Handoffs``): the claims handed to it, once they
+        are committed, or none."""
         timeout = min(self.claim_poll_seconds, max(deadline - asyncio.get_running_loop().time(), 0.0))
-        if offer is None:
-            await waiter.wait(timeout)
-            return []
         handoffs = self.runner.handoffs
         handoffs.open(offer)
         try:
@@ -333,6 +334,13 @@ class Workloom:
             return claims
 
         return attempt
+
+
+def _keyed(idempotency: IdempotencyKey | None, render: Callable[[list[Claim]], Rendered]) -> KeyedAnswer | None:
+    """How a long-poll under an idempotency key is answered when handed its claims (``Handoffs``)."""
+    if idempotency is None:
+        return None
+    return KeyedAnswer(idempotency.key, idempotency.key_hash, idempotency.request_hash, render)
 
 
 class _CallerGone(Exception):

@@ -74,6 +74,7 @@ class Unit:
     # Waiting claimers' offers (``Handoffs``) and the claims this unit made for them, given them at commit.
     handoffs: Handoffs | None = None
     offers: dict[Offer, list[Claim]] = field(default_factory=dict)
+    passed_over: list[Offer] = field(default_factory=list)  # taken out but not usable by this unit
     # Queues this unit found nothing more to claim in, noted at commit (``EmptyQueues``), and its mark.
     emptied: list[str] = field(default_factory=list)
     began: int = 0
@@ -221,6 +222,14 @@ class IdempotencyKey:
     key: str
     request: bytes  # everything that identifies the request: method, path and body
 
+    @property
+    def key_hash(self) -> str:
+        return hashlib.sha256(self.key.encode()).hexdigest()
+
+    @property
+    def request_hash(self) -> str:
+        return hashlib.sha256(self.request).hexdigest()
+
 
 class Runner:
     def __init__(
@@ -298,9 +307,7 @@ class Runner:
         """
         if idempotency is None:
             return render(await self.run(principal, op, shared=shared))
-        key = idempotency.key
-        key_hash = hashlib.sha256(key.encode()).hexdigest()
-        request_hash = hashlib.sha256(idempotency.request).hexdigest()
+        key, key_hash, request_hash = idempotency.key, idempotency.key_hash, idempotency.request_hash
         answers: list[Rendered] = []
 
         async def guarded(u: Unit) -> None:

@@ -66,3 +66,26 @@ async def idempotency_lock(conn: AsyncConnection, workspace_id: str, key_hash: s
 _LOCK = Statement(
     sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(sa.bindparam("k", type_=sa.Text), 0)))
 )
+
+
+def _free_key(dialect: str) -> sa.Select[tuple[bool]]:
+    stored = sa.exists().where(
+        idempotency_keys.c.workspace_id == sa.bindparam("workspace_id"),
+        idempotency_keys.c.key_hash == sa.bindparam("key_hash"),
+    )
+    if dialect != "postgresql":
+        return sa.select(sa.not_(stored).label("free"))
+    locked = sa.func.pg_try_advisory_xact_lock(sa.func.hashtextextended(sa.bindparam("k", type_=sa.Text), 0))
+    return sa.select(sa.and_(locked, sa.not_(stored)).label("free"))
+
+
+_FREE = Statement(_free_key)
+
+
+async def idempotency_take_if_free(conn: AsyncConnection, workspace_id: str, key_hash: str) -> bool:
+    """Whether this transaction may store the key's answer now, without waiting: no answer is stored under
+    it and (PostgreSQL) its lock was free, and is now held until commit. For a transaction that answers a
+    request other than its own (a hand-off to a claimer waiting under the key), which must not wait on it."""
+    params = {"workspace_id": workspace_id, "key_hash": key_hash, "k": f"{workspace_id}:{key_hash}"}
+    row = await _FREE.first(conn, params)
+    return bool(row and row["free"])
