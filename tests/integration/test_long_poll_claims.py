@@ -9,7 +9,7 @@ import pytest
 from harness import WORKER, Harness, until
 
 from workloom.domain.models import Claim
-from workloom.engine import runs
+from workloom.engine import runs, tasks
 from workloom.engine.unit import IdempotencyKey
 
 
@@ -17,6 +17,12 @@ async def _create_once_waiting(h: Harness, title: str) -> None:
     """Create the task once a long-poll claimer is waiting on the queue."""
     await until(lambda: h.wl.signals.waiting > 0)
     await h.create(title, queue="lp")
+
+
+async def _publish_once_waiting(h: Harness, task_id: str) -> None:
+    """Publish the task once the claimer waits (its offer open: it has looked, and waits to be woken)."""
+    await until(lambda: h.wl.runner.handoffs.waiting > 0)
+    await h.do(lambda u: tasks.publish(u, task_id))
 
 
 async def test_a_caller_gone_by_the_time_its_claim_is_made_gets_nothing_and_the_task_stays(h: Harness) -> None:
@@ -34,12 +40,12 @@ async def test_a_caller_gone_by_the_time_its_claim_is_made_gets_nothing_and_the_
         lease_seconds=None,
         wait_seconds=10,
         render=lambda found: (200, list(found)),
-        # Under a key, so that it is woken to claim for itself rather than handed the task by its create
-        # (test_handoff.py has the caller gone at a hand-off).
-        idempotency=IdempotencyKey("lp-1", b"claim lp"),
         give_up=give_up,
     )
-    (_, claims), _ = await asyncio.gather(claim, _create_once_waiting(h, "for someone listening"))
+    # Published, not created, while it waits: woken to claim for itself rather than handed the task by its
+    # create (test_handoff.py has the caller gone at a hand-off).
+    draft = await h.create("for someone listening", queue="lp", draft=True)
+    (_, claims), _ = await asyncio.gather(claim, _publish_once_waiting(h, draft.id))
     assert claims == []
     waiting = await h.claim("lp")  # the work stayed for the next caller
     assert [c.task.title for c in waiting] == ["for someone listening"]
