@@ -119,6 +119,7 @@ class Handoffs:
         if held in self._keys:
             return False
         u.touched = True  # the connection is used, though rows may be held back: this reads none of them
+        await u.sent()
         if not await idempotency_store.idempotency_take_if_free(u.connection, u.workspace_id, keyed.key_hash):
             return False
         self._keys[held] = offer

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -138,9 +140,38 @@ async def _create_simple(u: Unit, many: list[NewTask]) -> list[Task]:
     one reservation and one write for every create that commits with this one."""
     names = list(dict.fromkeys(new.queue for new in many if new.queue))
     by_name = {name: await queues.ensure(u, name) for name in names}
+    if len(many) <= PIPELINED_PART or not u.can_flush_soon:
+        return await _create_part(u, many, by_name)
+    created: list[Task] = []
+    try:
+        for start in range(0, len(many), PIPELINED_PART):
+            if start:
+                await u.flush_soon()  # the part before is written while this one is built
+            created += await _create_part(u, many[start : start + PIPELINED_PART], by_name)
+        await u.sent()  # nothing on its way once this returns: the last part is written at the unit's end
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await u.sent()  # the connection is free again before the transaction is rolled back
+        raise
+    return created
+
+
+# A large batch of creates is built and written in parts of this many, each part's rows inserted while the
+# next part is built (``Unit.flush_soon``), the loop let go every ``YIELD_EVERY`` tasks to move that write
+# along. In-process here, a batch of 1,000 on PostgreSQL (~78 ms of server Python, ~65 to 90 ms of PostgreSQL,
+# one after the other in one statement) took 142 ms in one part, 125 ms in parts of 250, 158 in parts of 125
+# (medians of 15, alternating): what PostgreSQL does per row now sets the pace.
+PIPELINED_PART = 250
+YIELD_EVERY = 10
+
+
+async def _create_part(u: Unit, many: list[NewTask], by_name: dict[str, Queue]) -> list[Task]:
+    """``_create_simple`` of tasks whose queues are ``by_name``: their rows held for the next flush."""
     created: list[Task] = []
     new_runs = []
-    for new in many:
+    for i, new in enumerate(many):
+        if u.sending is not None and i % YIELD_EVERY == 0:
+            await asyncio.sleep(0)  # the loop moves the part being written along: its number reservation, its send
         queue = by_name[new.queue] if new.queue else None
         task = _new_task(u, new, 0, queue)  # numbered at the unit's end
         run: Run | None = None

@@ -6,6 +6,7 @@ transaction, and ``Runner.respond`` does the same while making the call idempote
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections import Counter
@@ -78,6 +79,8 @@ class Unit:
     # Queues this unit found nothing more to claim in, noted at commit (``EmptyQueues``), and its mark.
     emptied: list[str] = field(default_factory=list)
     began: int = 0
+    # A flush sent and not waited for yet (``flush_soon``): whatever uses the connection next waits for it.
+    sending: asyncio.Future[None] | None = None
 
     @property
     def workspace_id(self) -> str:
@@ -151,16 +154,52 @@ class Unit:
         events where nothing has to run between them. ``final``: nothing else runs in this transaction."""
         await flush_together([self], writes, final=final)
 
+    @property
+    def can_flush_soon(self) -> bool:
+        """Whether ``flush_soon`` overlaps anything: on PostgreSQL, whose task numbers are reserved outside
+        the transaction (on SQLite numbering uses the connection the flush would still be using)."""
+        return self.numbers is not None and not self.finishing
 
-async def flush_together(units: Sequence[Unit], writes: Sequence[Write] = (), *, final: bool = False) -> None:
+    async def flush_soon(self) -> None:
+        """``flush`` without waiting for the database to run it: what is held and recorded is taken now, and
+        written while the unit goes on building what it writes next (a large batch of creates: Python
+        builds the next part while PostgreSQL inserts this one). The next flush, or use of the connection
+        through ``sent``, waits for it first; a failure of it surfaces there."""
+        self.sending = asyncio.ensure_future(flush_together([self]))
+
+    async def sent(self) -> None:
+        """Wait for the flush ``flush_soon`` sent, if one is on its way."""
+        if self.sending is not None:
+            sending, self.sending = self.sending, None
+            await sending
+
+
+def flush_together(units: Sequence[Unit], writes: Sequence[Write] = (), *, final: bool = False) -> Awaitable[None]:
     """``Unit.flush`` for units that share one transaction (``SharedCommits``): what they hold and the
-    events they recorded, in their order, go in one write (one round trip on PostgreSQL)."""
+    events they recorded, in their order, go in one write (one round trip on PostgreSQL). What is held is
+    taken when this is called, and written when it is awaited, after any flush still on its way."""
     new_tasks = [t for u in units for t in u.unnumbered]
     held = [w for u in units for w in u.held]
     events = [e for u in units for e in u.events]
     finishing = [finish for u in units for finish in u.finishing]
+    sending = [u.sending for u in units if u.sending is not None]
     for u in units:
-        u.held, u.events, u.unnumbered, u.finishing = [], [], [], []
+        u.held, u.events, u.unnumbered, u.finishing, u.sending = [], [], [], [], None
+    return _flush_taken(units, sending, new_tasks, held, events, finishing, writes, final)
+
+
+async def _flush_taken(
+    units: Sequence[Unit],
+    sending: list[asyncio.Future[None]],
+    new_tasks: list[Task],
+    held: list[Write],
+    events: list[dict[str, Any]],
+    finishing: list[Callable[[], Sequence[Write]]],
+    writes: Sequence[Write],
+    final: bool,
+) -> None:
+    for earlier in sending:  # a flush still on its way goes first (and a failure of it stops this one)
+        await earlier
     last_unit = units[-1]
     if new_tasks:
         await _number(last_unit, new_tasks)
