@@ -340,6 +340,43 @@ async def test_handler_is_cancelled_when_its_lease_is_lost(server: ServerProcess
 
 
 @SQLITE
+async def test_a_task_created_while_the_worker_waits_is_handed_to_it(
+    start_server: Callable[..., ServerProcess],
+) -> None:
+    """The worker keys every claim; a task created while it long-polls is claimed for it in the create's own
+    commit (the hand-off), and its handler runs it."""
+    server = start_server(WORKLOOM_CLAIM_POLL_SECONDS="60")  # once seen waiting, it waits until handed work
+    handled: list[str] = []
+    async with AsyncClient(server.url, server.token) as client:
+        await client.create_queue("handed")
+        app = Worker(client, name="waiting", wait_seconds=5, grace_period=2)  # the test ends within its first wait
+
+        @app.handler("handed")
+        async def handle(job: Job) -> str:
+            handled.append(job.task.id)
+            return "done"
+
+        async with serving(app):
+            await apoll(lambda: claimers_waiting(server) >= 1, "the worker to wait for work")
+            created = await client.create_task("for the waiting worker", queue="handed")
+            assert created.status == "in_progress"  # claimed for the worker as the create committed
+            await apoll(lambda: handled == [created.id], "the handler to run the task")
+
+            async def completed() -> bool:
+                return (await client.get_task(created.id)).status == "completed"
+
+            await apoll(completed, "the task to complete")
+
+
+def claimers_waiting(server: ServerProcess) -> float:
+    with server.client() as api:
+        for line in api.get("/metrics").text.splitlines():
+            if line.startswith("workloom_claimers_waiting "):
+                return float(line.split()[1])
+    return 0.0
+
+
+@SQLITE
 async def test_progress_and_usage_show_in_the_run(server: ServerProcess) -> None:
     agent_reported, script_reported = threading.Event(), threading.Event()
     go = threading.Event()
