@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from starlette.responses import Response
 
 from workloom.api.app import create_app
 from workloom.api.dispatch import LeanDispatch
+from workloom.api.lean import LeanRoute
 from workloom.settings import Settings
 
 
@@ -113,3 +115,33 @@ def test_what_it_does_not_serve_is_left_to_the_router(app: FastAPI) -> None:
     assert dispatch.find("DELETE", "/v1/queues") is None
     assert dispatch.find("GET", "/openapi.json") is None
     assert dispatch.find("POST", "/compat/agh/v1/tasks") is None
+
+
+def test_routes_with_a_parameter_up_front_keep_their_place_in_the_order() -> None:
+    declared = APIRouter(route_class=LeanRoute)
+
+    @declared.get("/v1/{kind}/latest")
+    async def latest_of_any_kind(kind: str) -> Response:
+        return Response()
+
+    @declared.get("/v1/things/latest")
+    async def latest_thing() -> Response:
+        return Response()  # declared after the parameterised route: never reached for /v1/things/latest
+
+    @declared.get("/v1/things/{thing_id}")
+    async def one_thing(thing_id: str) -> Response:
+        return Response()
+
+    async def router(scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+    dispatch = LeanDispatch(router, [declared])
+
+    def endpoint(path: str) -> str | None:
+        found = dispatch.find("GET", path)
+        return found[0].route.endpoint.__name__ if found else None
+
+    assert endpoint("/v1/things/latest") == "latest_of_any_kind"  # the first declared that matches
+    assert endpoint("/v1/things/t_1") == "one_thing"
+    assert endpoint("/v1/others/latest") == "latest_of_any_kind"  # a head no literal route has
+    assert endpoint("/v1/others/o_1") is None

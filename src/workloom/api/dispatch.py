@@ -36,6 +36,11 @@ class _Entry:
     app: ASGIApp | None  # the lean handler as an ASGI app; None: FastAPI serves this route
 
 
+def _head(path: str) -> tuple[str, ...]:
+    """A path's first two segments (``/v1/tasks/t_1`` → ``("v1", "tasks")``): the key routes are kept by."""
+    return tuple(path.split("/", 3)[1:3])
+
+
 class LeanDispatch:
     """Stands where the router was (innermost, inside the exception handlers); see the module's note."""
 
@@ -50,10 +55,20 @@ class LeanDispatch:
                 entry = _Entry(route, route.path.split("{", 1)[0], request_response(handler) if handler else None)
                 for method in route.methods or ():
                     self.by_method.setdefault(method, []).append(entry)
+        # Per method, the routes a path could match by its first two segments, in declaration order: those
+        # whose path starts with those segments, and those with a parameter among them (any path's).
+        self._by_head: dict[tuple[str, tuple[str, ...]], list[_Entry]] = {}
+        self._anywhere: dict[str, list[_Entry]] = {}
+        for method, entries in self.by_method.items():
+            anywhere = [e for e in entries if "{" in "/".join(_head(e.route.path))]
+            self._anywhere[method] = anywhere
+            for head in {_head(e.route.path) for e in entries if e not in anywhere}:
+                self._by_head[method, head] = [e for e in entries if e in anywhere or _head(e.route.path) == head]
 
     def find(self, method: str, path: str) -> tuple[_Entry, dict[str, object]] | None:
         """The first route (in declaration order) this method and path match, and its path parameters."""
-        for entry in self.by_method.get(method, ()):
+        entries = self._by_head.get((method, _head(path)))
+        for entry in entries if entries is not None else self._anywhere.get(method, ()):
             if not path.startswith(entry.literal):
                 continue
             match = entry.route.path_regex.match(path)
