@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import time
 from dataclasses import dataclass
 
@@ -11,7 +12,7 @@ from workloom.domain.errors import NotFound, Unauthorized, ValidationFailed
 from workloom.domain.ids import new_id
 from workloom.domain.models import ApiKey, Workspace
 from workloom.domain.roles import ROLES
-from workloom.domain.secrets import hash_secret, matches, new_secret
+from workloom.domain.secrets import hash_secret, new_secret
 from workloom.engine.principal import Principal
 from workloom.store import workspaces as store
 from workloom.store.database import Database
@@ -52,7 +53,7 @@ class Access:
                 if len(self._known) >= KEY_CACHE_SIZE:
                     self._known.clear()
                 self._known[key_hash] = (time.monotonic() + KEY_CACHE_SECONDS, found[0], found[1])
-        if found is None or not matches(secret, found[1]):
+        if found is None or not hmac.compare_digest(key_hash, found[1]):  # the hash found by, in constant time
             raise Unauthorized("the API key is not valid; create one with 'workloom keys create'")
         key = found[0]
         actor = Actor(ACTOR_KIND_BY_ROLE[key.role], key.name or key.id)
