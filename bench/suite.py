@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import itertools
 import json
 import os
 import platform
@@ -268,8 +269,8 @@ class Http:
             timeout=aiohttp.ClientTimeout(total=120),
         )
 
-    async def post(self, path: str, json: Any = None) -> Reply:
-        async with self._session.post(path, json=json) as response:
+    async def post(self, path: str, json: Any = None, headers: dict[str, str] | None = None) -> Reply:
+        async with self._session.post(path, json=json, headers=headers) as response:
             return Reply(response.status, await response.read())
 
     async def get(self, path: str) -> Reply:
@@ -396,20 +397,27 @@ class Api:
                 raise RuntimeError(f"batch complete: {response.status_code} {response.text[:300]}")
         await asyncio.gather(*(self.complete_one(c) for c in claims))
 
-    async def complete_one(self, claim: dict[str, Any], claim_next: bool = False) -> list[dict[str, Any]]:
-        """Complete the claim's run; with ``claim_next`` the run claimed after it in the same call (or none)."""
+    async def complete_one(
+        self, claim: dict[str, Any], claim_next: bool = False, key: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Complete the claim's run; with ``claim_next`` the run claimed after it in the same call (or none).
+        ``key``: sent as its ``Idempotency-Key``, as the SDK sends one with every call."""
         body: dict[str, Any] = {"claim_token": claim["claim_token"]}
         if claim_next:
             body["claim_next"] = {"limit": 1}
-        response = await self.http.post(f"/v1/runs/{claim['run']['id']}/complete", json=body)
+        headers = {"Idempotency-Key": key} if key else None
+        response = await self.http.post(f"/v1/runs/{claim['run']['id']}/complete", json=body, headers=headers)
         if response.status_code != 200:
             raise RuntimeError(f"complete: {response.status_code} {response.text[:300]}")
         claims: list[dict[str, Any]] = response.json()["claims"] if claim_next else []
         return claims
 
-    async def claim(self, queue: str, limit: int, wait: float, ref: str = "bench") -> list[dict[str, Any]]:
+    async def claim(
+        self, queue: str, limit: int, wait: float, ref: str = "bench", key: str | None = None
+    ) -> list[dict[str, Any]]:
         body = {"worker": {"kind": "automation", "ref": ref}, "limit": limit, "wait_seconds": wait}
-        response = await self.http.post(f"/v1/queues/{queue}/claim", json=body)
+        headers = {"Idempotency-Key": key} if key else None
+        response = await self.http.post(f"/v1/queues/{queue}/claim", json=body, headers=headers)
         if response.status_code != 200:
             raise RuntimeError(f"claim: {response.status_code} {response.text[:300]}")
         claims: list[dict[str, Any]] = response.json()["claims"]
@@ -528,18 +536,23 @@ async def wl_enqueue_batch(api: Api, queue: str, count: int, chunk: int) -> floa
     return count / elapsed
 
 
-async def wl_latency(api: Api, queue: str, count: int, rate: float) -> dict[str, float]:
+async def wl_latency(api: Api, queue: str, count: int, rate: float, *, keyed: bool = False) -> dict[str, float]:
     """``rate`` tasks/s created one at a time; long-poll claimers; enqueue (create sent) → claim received.
-    The first second's tasks (``warm_up``) are not measured, here as in the procrastinate peer."""
+    The first second's tasks (``warm_up``) are not measured, here as in the procrastinate peer. ``keyed``:
+    every claim and completion under an ``Idempotency-Key`` of its own, as the SDK's worker calls."""
     await api.queue(queue)
     latencies: list[float] = []
     finished = asyncio.Event()
+    calls = itertools.count()
+
+    def key() -> str | None:
+        return f"{queue}-{next(calls)}" if keyed else None
 
     async def claimer(index: int) -> None:
         claims: list[dict[str, Any]] = []
         while not finished.is_set():
             if not claims:
-                claims = await api.claim(queue, 1, 2, ref=f"latency-{index}")
+                claims = await api.claim(queue, 1, 2, ref=f"latency-{index}", key=key())
             now = time.time()
             for c in claims:
                 if "sent" in c["task"]["data"]:
@@ -547,7 +560,7 @@ async def wl_latency(api: Api, queue: str, count: int, rate: float) -> dict[str,
             if len(latencies) >= count:
                 finished.set()
             if claims:  # a worker's loop: the completion claims the next run, if one is waiting
-                claims = await api.complete_one(claims[0], claim_next=True)
+                claims = await api.complete_one(claims[0], claim_next=True, key=key())
 
     claimers = [asyncio.create_task(claimer(i)) for i in range(LATENCY_WORKERS)]
     await asyncio.sleep(0.5)
@@ -928,6 +941,12 @@ def run_postgres(url: str, wanted: list[str], suite: Suite, python: Path | None)
                 for key in ("p50_ms", "p99_ms", "max_ms"):
                     suite.record("latency", f"workloom_{key}", lat[key], "ms")
                 suite.record("latency", "workloom_handed_pct", lat["handed_pct"], "%")
+                keyed = on_api(
+                    lambda a: wl_latency(a, f"latk-{tag}", sizes.latency, sizes.latency_rate, keyed=True),  # noqa: B023
+                    "latency_keyed",
+                )
+                for key in ("p50_ms", "p99_ms", "handed_pct"):
+                    suite.record("latency", f"workloom_keyed_{key}", keyed[key], "%" if key == "handed_pct" else "ms")
                 if lat["claimed"] < sizes.latency:
                     suite.note(f"latency: only {lat['claimed']:.0f}/{sizes.latency} tasks were claimed in time")
                 if python is not None:
