@@ -3,16 +3,18 @@ still one transaction, whole and in order, and a part that fails undoes all of i
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from harness import Harness
+from harness import WORKER, Harness, until
 
 from workloom.domain.errors import WorkloomError
 from workloom.domain.queries import ListQuery
 from workloom.engine import tasks, unit
 from workloom.engine.tasks import NewTask
+from workloom.engine.unit import IdempotencyKey
 from workloom.store.fast import Write
 
 
@@ -68,3 +70,37 @@ async def test_a_part_that_fails_to_be_written_undoes_the_whole_batch(
     assert (await h.list(ListQuery(limit=100))).items == []  # the part written before the failure is undone too
     after = await h.create("after the failure", queue="q")  # the connection is sound
     assert after.status == "ready"
+
+
+async def test_a_keyed_claimer_handed_runs_of_several_parts_keeps_them_all_under_its_key(
+    h: Harness, parts_of_three: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(h.wl, "claim_poll_seconds", 60)  # once seen waiting, it waits until handed work
+    flush_soon = unit.Unit.flush_soon
+
+    async def written_before_the_next_part(self: unit.Unit) -> None:
+        await flush_soon(self)
+        await self.sent()  # each part wholly written (and whatever it took answered) before the next is built
+
+    monkeypatch.setattr(unit.Unit, "flush_soon", written_before_the_next_part)
+    await h.queue("q")
+    key = IdempotencyKey("batch-claim", b"POST /v1/queues/q/claim")
+
+    async def claim(wait_seconds: float) -> list[Any]:
+        _, found = await h.wl.claim(
+            h.principal, "q", WORKER, limit=20, lease_seconds=None, wait_seconds=wait_seconds,
+            render=lambda claims: (200, list(claims)), idempotency=key,
+        )  # fmt: skip
+        return list(found)
+
+    claimer = asyncio.create_task(claim(10))
+    await until(lambda: h.wl.runner.handoffs.waiting == 1)
+
+    made = await h.do(lambda u: tasks.create_many(u, batch(25)))
+
+    assert [t.status for t in made] == ["in_progress"] * 20 + ["ready"] * 5
+    handed = await claimer
+    assert [c.task.id for c in handed] == [t.id for t in made[:20]]
+    # Its answer, kept under its key, holds every run of every part: a retry gets all twenty back.
+    replayed = await claim(0)
+    assert [c["run"]["id"] for c in replayed] == [c.run.id for c in handed]

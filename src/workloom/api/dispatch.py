@@ -81,12 +81,13 @@ class LeanDispatch:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope.get("root_path"):
             found = self.find(scope["method"], scope["path"])
-            if found is not None and found[0].app is not None:
+            app = found[0].app if found is not None else None
+            if found is not None and app is not None:
                 entry, params = found
                 scope["path_params"] = {**scope.get("path_params", {}), **params}
                 scope["endpoint"] = entry.route.endpoint
                 scope["route"] = entry.route
-                await found[0].app(scope, receive, send)
+                await app(scope, receive, send)
                 return
         await self.router(scope, receive, send)
 

@@ -31,31 +31,24 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
-
-import orjson
+from typing import TYPE_CHECKING, Literal
 
 from workloom.domain.actors import Actor
 from workloom.domain.models import Claim
 from workloom.engine.principal import Principal
-from workloom.engine.sealing import seal
 from workloom.store import idempotency as idempotency_store
 from workloom.store.fast import Write
 
 if TYPE_CHECKING:
-    from workloom.engine.unit import Unit
-
-Rendered = tuple[int, Any]
+    from workloom.engine.unit import IdempotencyKey, Rendered, Unit
 
 
 @dataclass(frozen=True, slots=True)
 class KeyedAnswer:
     """How a claimer waiting under an idempotency key is answered: ``render`` makes its answer from the
-    claims handed to it, stored (sealed) under ``key`` by the transaction that hands them."""
+    claims handed to it, stored under the key by the transaction that hands them."""
 
-    key: str
-    key_hash: str
-    request_hash: str
+    idempotency: IdempotencyKey
     render: Callable[[list[Claim]], Rendered]
 
 
@@ -115,23 +108,19 @@ class Handoffs:
     async def _take_key(self, u: Unit, offer: Offer, keyed: KeyedAnswer) -> bool:
         """Whether ``u`` may answer this keyed offer (see the module's note); if so, the answer is stored
         with the unit's last rows."""
-        held = (u.workspace_id, keyed.key_hash)
+        ident = keyed.idempotency
+        held = (u.workspace_id, ident.key_hash)
         if held in self._keys:
             return False
         u.touched = True  # the connection is used, though rows may be held back: this reads none of them
         await u.sent()
-        if not await idempotency_store.idempotency_take_if_free(u.connection, u.workspace_id, keyed.key_hash):
+        if not await idempotency_store.idempotency_take_if_free(u.connection, u.workspace_id, ident.key_hash):
             return False
         self._keys[held] = offer
 
         def answer() -> Sequence[Write]:
-            offer.rendered = status, body = keyed.render(u.offers[offer])
-            sealed = seal(keyed.key, orjson.dumps(body))
-            return [
-                idempotency_store.idempotency_write(
-                    u.workspace_id, keyed.key_hash, keyed.request_hash, status, sealed, u.now
-                )
-            ]
+            offer.rendered = keyed.render(u.offers[offer])
+            return [ident.stored(u.workspace_id, offer.rendered, u.now)]
 
         u.finish_with(answer)
         return True
@@ -142,8 +131,10 @@ class Handoffs:
         held, u.offers = u.offers, {}
         passed, u.passed_over = u.passed_over, []
         for offer, claims in held.items():
-            if offer.keyed is not None and self._keys.get(held_key := (u.workspace_id, offer.keyed.key_hash)) is offer:
-                del self._keys[held_key]
+            if offer.keyed is not None:
+                key = (u.workspace_id, offer.keyed.idempotency.key_hash)
+                if self._keys.get(key) is offer:
+                    del self._keys[key]
             if committed:
                 self._finish(offer, claims)
             else:

@@ -154,7 +154,7 @@ async def hand_off(u: Unit, task: Task, run: Run, queue: Queue, sequence: int) -
         return None
     lease_until = _lease_until(u, queue, offer.lease_seconds)
     token = _token_prefix() + run.id
-    key = offer.keyed.key if offer.keyed is not None else None  # the claimer's key, not the creating call's
+    key = offer.keyed.idempotency.key if offer.keyed is not None else None  # the claimer's key, not the creating call's
     claimed = _claimed(u, run, offer.worker, hash_secret(token), lease_until, key)
     task.status = task_states.apply(task.status, "claim")
     for number, (kind, payload) in enumerate(

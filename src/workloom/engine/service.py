@@ -338,9 +338,7 @@ class Workloom:
 
 def _keyed(idempotency: IdempotencyKey | None, render: Callable[[list[Claim]], Rendered]) -> KeyedAnswer | None:
     """How a long-poll under an idempotency key is answered when handed its claims (``Handoffs``)."""
-    if idempotency is None:
-        return None
-    return KeyedAnswer(idempotency.key, idempotency.key_hash, idempotency.request_hash, render)
+    return KeyedAnswer(idempotency, render) if idempotency is not None else None
 
 
 class _CallerGone(Exception):

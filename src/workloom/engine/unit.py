@@ -158,14 +158,17 @@ class Unit:
     def can_flush_soon(self) -> bool:
         """Whether ``flush_soon`` overlaps anything: on PostgreSQL, whose task numbers are reserved outside
         the transaction (on SQLite numbering uses the connection the flush would still be using)."""
-        return self.numbers is not None and not self.finishing
+        return self.numbers is not None
 
     async def flush_soon(self) -> None:
         """``flush`` without waiting for the database to run it: what is held and recorded is taken now, and
         written while the unit goes on building what it writes next (a large batch of creates: Python
         builds the next part while PostgreSQL inserts this one). The next flush, or use of the connection
-        through ``sent``, waits for it first; a failure of it surfaces there."""
+        through ``sent``, waits for it first; a failure of it surfaces there. What ``finish_with`` asked
+        for stays for the unit's last flush: an answer made now would miss what the unit does next."""
+        finishing, self.finishing = self.finishing, []
         self.sending = asyncio.ensure_future(flush_together([self]))
+        self.finishing = finishing
 
     async def sent(self) -> None:
         """Wait for the flush ``flush_soon`` sent, if one is on its way."""
@@ -260,14 +263,19 @@ async def _number(u: Unit, new_tasks: list[Task]) -> None:
 class IdempotencyKey:
     key: str
     request: bytes  # everything that identifies the request: method, path and body
+    key_hash: str = field(init=False)
+    request_hash: str = field(init=False)
 
-    @property
-    def key_hash(self) -> str:
-        return hashlib.sha256(self.key.encode()).hexdigest()
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key_hash", hashlib.sha256(self.key.encode()).hexdigest())
+        object.__setattr__(self, "request_hash", hashlib.sha256(self.request).hexdigest())
 
-    @property
-    def request_hash(self) -> str:
-        return hashlib.sha256(self.request).hexdigest()
+    def stored(self, workspace_id: str, rendered: Rendered, now: datetime) -> Write:
+        """``rendered`` (status, body) as the answer kept under this key: sealed, a write for the unit's last
+        rows. By the call's own unit, or by one that hands a claimer waiting under the key its claims."""
+        status, body = rendered
+        sealed = seal(self.key, orjson.dumps(body))
+        return store.idempotency_write(workspace_id, self.key_hash, self.request_hash, status, sealed, now)
 
 
 class Runner:
@@ -346,7 +354,8 @@ class Runner:
         """
         if idempotency is None:
             return render(await self.run(principal, op, shared=shared))
-        key, key_hash, request_hash = idempotency.key, idempotency.key_hash, idempotency.request_hash
+        ident = idempotency  # narrowed, for the closures below
+        key, key_hash, request_hash = ident.key, ident.key_hash, ident.request_hash
         answers: list[Rendered] = []
 
         async def guarded(u: Unit) -> None:
@@ -367,12 +376,10 @@ class Runner:
             def answer() -> list[Write]:
                 # Rendered once what the unit created is numbered (the answer may show the numbers); kept
                 # in the unit's last write.
-                status, body = render(result)
-                answers[:] = [(status, body)]
+                answers[:] = [rendered := render(result)]
                 if u.deferred_error is not None or not keep(result):
                     return []
-                sealed = seal(key, orjson.dumps(body))
-                return [store.idempotency_write(u.workspace_id, key_hash, request_hash, status, sealed, u.now)]
+                return [ident.stored(u.workspace_id, rendered, u.now)]
 
             u.finish_with(answer)
 

@@ -60,7 +60,12 @@ async def idempotency_lock(conn: AsyncConnection, workspace_id: str, key_hash: s
     """Serialise requests that share a key, so the second waits and then finds the first answer.
     SQLite needs nothing: its transactions already run one at a time."""
     if conn.dialect.name == "postgresql":
-        await _LOCK.execute(conn, {"k": f"{workspace_id}:{key_hash}"})
+        await _LOCK.execute(conn, {"k": _lock_key(workspace_id, key_hash)})
+
+
+def _lock_key(workspace_id: str, key_hash: str) -> str:
+    """What a key's advisory lock is taken on (hashed to the lock's number by PostgreSQL)."""
+    return f"{workspace_id}:{key_hash}"
 
 
 _LOCK = Statement(
@@ -86,6 +91,6 @@ async def idempotency_take_if_free(conn: AsyncConnection, workspace_id: str, key
     """Whether this transaction may store the key's answer now, without waiting: no answer is stored under
     it and (PostgreSQL) its lock was free, and is now held until commit. For a transaction that answers a
     request other than its own (a hand-off to a claimer waiting under the key), which must not wait on it."""
-    params = {"workspace_id": workspace_id, "key_hash": key_hash, "k": f"{workspace_id}:{key_hash}"}
+    params = {"workspace_id": workspace_id, "key_hash": key_hash, "k": _lock_key(workspace_id, key_hash)}
     row = await _FREE.first(conn, params)
     return bool(row and row["free"])
