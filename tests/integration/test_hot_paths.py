@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
 from typing import Any, Protocol
@@ -486,7 +487,11 @@ class HandOvers:
 
         async def counted(conn: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
             if self.on:
-                sql = next((a for a in (*args, *getattr(fn, "args", ())) if isinstance(a, str)), None)
+                given = (*args, *getattr(fn, "args", ()))
+                sql = next((a for a in given if isinstance(a, str)), None)
+                runs = next((a for a in given if isinstance(a, list)), None)
+                if sql is None and runs is not None:  # statements in one hand-over (``fast._sqlite_run_all``)
+                    sql = "+".join(run[0].split(None, 1)[0] for run in runs)
                 self.sent.append(sql.split(None, 1)[0].upper() if sql else getattr(fn, "__name__", "?"))
             return await execute(conn, fn, *args, **kwargs)
 
@@ -509,11 +514,10 @@ async def test_a_completion_that_claims_the_next_task_is_one_hand_over_per_state
     # Through SQLAlchemy's adapter each statement took four (cursor, execute, fetch, close), and the pool's
     # rollback after COMMIT one more; straight through the driver each statement is at most one, writes
     # that run one after another go together (the run and task completed, then the task's dependents
-    # read), and a connection taken back after its commit is not rolled back. (BEGIN IMMEDIATE still goes
-    # through SQLAlchemy.)
+    # read), and a connection taken back after its commit is not rolled back. BEGIN IMMEDIATE goes with
+    # the first statement (through SQLAlchemy's adapter it took three: cursor, BEGIN, close).
     assert trips.sent == [
-        *("cursor", "BEGIN", "close"),
-        "SELECT",  # the run and its task, locked
+        "BEGIN+SELECT",  # the transaction begun; the run and its task, locked
         "UPDATE+UPDATE+SELECT",  # both completed; whether a task depends on that one
         *("SELECT", "UPDATE", "UPDATE"),  # the next run found, claimed, its task moved
         "INSERT",  # the four events
@@ -522,6 +526,61 @@ async def test_a_completion_that_claims_the_next_task_is_one_hand_over_per_state
     assert done.status == "completed" and [c.task.title for c in claimed] == ["second"]
     assert (await h.task(claim.task.id)).status == "completed"
     assert claimed[0].task.status == "in_progress" and claimed[0].run.status == "claimed"
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize("first", ["driver", "sqlalchemy", "sent"])
+async def test_a_unit_s_first_statement_begins_its_transaction_on_sqlite(h: Harness, first: str) -> None:
+    # BEGIN IMMEDIATE goes with a unit's first statement, whichever way that statement goes to SQLite (one
+    # hand-over to its thread, SQLAlchemy's adapter, writes sent ahead); what the unit wrote before it
+    # failed is undone, as it was when SQLAlchemy began every unit itself.
+    task = await h.create("before")
+
+    async def update_then_refuse() -> None:
+        async with h.wl.db.transaction() as conn:
+            if first == "driver":
+                await task_store.task_update(conn, task.id, {"title": "after"})
+            elif first == "sqlalchemy":
+                await conn.execute(sa.update(tasks_table).values(title="after").where(tasks_table.c.id == task.id))
+            else:
+                write = Write(Statement(sa.update(tasks_table).values(title=sa.bindparam("t"))), [{"t": "after"}])
+                sent = fast.write_all_soon(conn, [write])
+                assert sent is not None
+                await sent.done()
+            raw = conn.sync_connection.connection.dbapi_connection._connection._conn  # type: ignore[union-attr]
+            assert raw.in_transaction
+            raise Refused
+
+    with pytest.raises(Refused):
+        await update_then_refuse()
+    assert (await h.task(task.id)).title == "before"
+    await h.do(lambda u: tasks.patch(u, task.id, {"title": "kept"}))
+    assert (await h.task(task.id)).title == "kept"
+
+
+@SQLITE_ONLY
+async def test_a_unit_whose_begin_failed_begins_with_its_next_statement_on_sqlite(h: Harness, tmp_path: Any) -> None:
+    # Another process holds SQLite's write lock past the busy timeout: the unit's first statement fails
+    # with BEGIN IMMEDIATE's error, and its next statement tries BEGIN again (it must not run outside a
+    # transaction, committed at once).
+    task = await h.create("before")
+    async with h.wl.db.read() as conn:
+        await conn.exec_driver_sql("PRAGMA busy_timeout = 50")
+        path = (await conn.exec_driver_sql("PRAGMA database_list")).all()[0][2]
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        async with h.wl.db.transaction() as conn:
+            with pytest.raises(sa.exc.DBAPIError, match="locked"):
+                await task_store.task_update(conn, task.id, {"title": "locked out"})
+            other.execute("ROLLBACK")
+            await task_store.task_update(conn, task.id, {"title": "after"})
+            raw = conn.sync_connection.connection.dbapi_connection._connection._conn  # type: ignore[union-attr]
+            assert raw.in_transaction
+            await conn.rollback()
+    finally:
+        other.close()
+    assert (await h.task(task.id)).title == "before"
 
 
 @SQLITE_ONLY

@@ -13,6 +13,8 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolResetState
 
+from workloom.store import fast
+
 DEFAULT_URL = "sqlite:///./workloom.db"
 
 
@@ -83,9 +85,31 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _sqlite_begin_immediate(conn: sa.Connection) -> None:
-    # Take the write lock up front so two transactions never deadlock upgrading a read lock.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+def _threaded(conn: sa.Connection) -> Any:
+    """aiosqlite's connection under ``conn`` (SQLAlchemy's adapter wraps it)."""
+    adapted: Any = conn.connection.dbapi_connection
+    return adapted._connection
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    # BEGIN IMMEDIATE (the write lock taken up front, so two transactions never deadlock upgrading a read
+    # lock) goes with the transaction's first statement (``fast.begin_pending``).
+    fast.begin_pending(_threaded(conn))
+
+
+def _sqlite_begin_first(conn: sa.Connection, cursor: Any, *_args: Any) -> None:
+    # A statement through SQLAlchemy (the hot ones go through ``fast``) begins the transaction itself.
+    if fast.begin_now(_threaded(conn)):
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+        except Exception:
+            fast.begin_pending(_threaded(conn))  # nothing began: the next statement tries again
+            raise
+
+
+def _sqlite_end(conn: sa.Connection) -> None:
+    # A transaction that ran no statement never began in SQLite: nothing is left to begin.
+    fast.begin_now(_threaded(conn))
 
 
 def _sqlite_reset(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
@@ -119,7 +143,10 @@ def connect(url: str, *, pool_size: int = 20) -> Database:
             pool_reset_on_return=None,
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
+        event.listen(engine.sync_engine, "before_cursor_execute", _sqlite_begin_first)
+        event.listen(engine.sync_engine, "commit", _sqlite_end)
+        event.listen(engine.sync_engine, "rollback", _sqlite_end)
         event.listen(engine.sync_engine.pool, "reset", _sqlite_reset)
     else:
         # A fixed pool, no overflow: a connection opened for a burst and closed after it costs more (the

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
@@ -234,29 +235,72 @@ _LiteRun = tuple[str, Any, bool]
 
 def _sqlite_run_all(
     connection: sqlite3.Connection, runs: list[_LiteRun]
-) -> tuple[list[Any], tuple[int, sqlite3.Error] | None]:
-    # Runs on aiosqlite's thread: the statements in order, in one hand-over; the last one's rows, or the
-    # position and error of the one that failed (raised on the loop's side, naming its statement).
-    found: list[Any] = []
+) -> tuple[tuple[list[Any], int], tuple[int, sqlite3.Error] | None]:
+    # Runs on aiosqlite's thread: the statements in order, in one hand-over; the last one's rows and count,
+    # or the position and error of the one that failed (raised on the loop's side, naming its statement).
+    found: tuple[list[Any], int] = ([], -1)
     for position, (sql, args, many) in enumerate(runs):
         try:
-            found, _ = _sqlite_run(connection, sql, args, many)
+            found = _sqlite_run(connection, sql, args, many)
         except sqlite3.Error as error:
-            return [], (position, error)
+            return ([], -1), (position, error)
     return found, None
+
+
+# A unit's BEGIN IMMEDIATE goes to SQLite's thread with the unit's first statement, in its hand-over,
+# rather than on its own when the unit begins (through SQLAlchemy's adapter: three hand-overs). Each
+# hand-over lets the event loop run whatever else is ready before the unit goes on (a previous request's
+# answer sent, the next request read), and the one connection is held all that while: in a drain, ~2 ms
+# of a 20 ms unit between taking the connection and beginning. The connections whose transaction has
+# begun for SQLAlchemy but not yet in SQLite (``begin_pending``, set by the store's engine events).
+_BEGIN: _LiteRun = ("BEGIN IMMEDIATE", (), False)
+_begin_pending: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def begin_pending(threaded: Any) -> None:
+    """``threaded`` (aiosqlite's connection) is to begin its transaction with its first statement."""
+    _begin_pending.add(threaded)
+
+
+def begin_now(threaded: Any) -> bool:
+    """Whether ``threaded`` still had to begin its transaction; from here on, the caller begins it."""
+    if threaded in _begin_pending:
+        _begin_pending.discard(threaded)
+        return True
+    return False
+
+
+def _begun(threaded: Any, runs: list[_LiteRun]) -> tuple[list[_LiteRun], bool]:
+    """``runs``, after BEGIN IMMEDIATE where the transaction has not begun in SQLite yet."""
+    if begin_now(threaded):
+        return [_BEGIN, *runs], True
+    return runs, False
+
+
+def _refused(threaded: Any, runs: list[_LiteRun], began: bool, failed: tuple[int, sqlite3.Error]) -> Exception:
+    """The error to raise for the statement of ``runs`` that failed (``failed``: its position and error)."""
+    position, error = failed
+    if began and position == 0:
+        begin_pending(threaded)  # nothing began: the next statement tries again
+    refused = _driver_error(error, runs[position][0])
+    refused.__cause__ = error
+    return refused
 
 
 async def on_sqlite_thread(
     adapted: Any, sql: str, args: Sequence[Any] | list[Sequence[Any]] = (), *, many: bool = False
 ) -> tuple[list[Any], int]:
     """Run ``sql`` on the SQLite connection SQLAlchemy's adapter ``adapted`` wraps, in one hand-over to its
-    thread: its rows and the count of rows it changed."""
+    thread (after BEGIN IMMEDIATE, where its transaction is still to begin): its rows and the count of rows
+    it changed."""
     threaded = adapted._connection  # aiosqlite's Connection: one queue to its thread
-    try:
-        result: tuple[list[Any], int] = await threaded._execute(_sqlite_run, threaded._conn, sql, args, many)
-    except sqlite3.Error as error:
-        raise _driver_error(error, sql) from error
-    return result
+    runs, began = _begun(threaded, [(sql, args, many)])
+    outcome: tuple[tuple[list[Any], int], tuple[int, sqlite3.Error] | None]
+    outcome = await threaded._execute(_sqlite_run_all, threaded._conn, runs)
+    found, failed = outcome
+    if failed is not None:
+        raise _refused(threaded, runs, began, failed)
+    return found
 
 
 def _adapted(conn: AsyncConnection) -> Any:
@@ -267,7 +311,7 @@ def _adapted(conn: AsyncConnection) -> Any:
 
 
 async def _on_sqlite(conn: AsyncConnection, sql: str, args: Any, *, many: bool = False) -> tuple[list[Any], int]:
-    """Run ``sql`` inside the transaction ``conn`` holds (BEGIN IMMEDIATE was sent when the unit began)."""
+    """Run ``sql`` inside the transaction ``conn`` holds."""
     return await on_sqlite_thread(_adapted(conn), sql, args, many=many)
 
 
@@ -275,17 +319,22 @@ class SentWrites:
     """Statements handed to SQLite's thread in one hand-over (``_send``), not waited for yet."""
 
     def __init__(
-        self, outcome: asyncio.Future[tuple[list[Any], tuple[int, sqlite3.Error] | None]], runs: list[_LiteRun]
+        self,
+        outcome: asyncio.Future[tuple[tuple[list[Any], int], tuple[int, sqlite3.Error] | None]],
+        runs: list[_LiteRun],
+        threaded: Any,
+        began: bool,
     ) -> None:
         self._outcome = outcome
         self._runs = runs
+        self._threaded = threaded
+        self._began = began
 
     async def done(self) -> list[Any]:
         """Wait for them: the last one's rows; raises what the first of them that failed raised."""
-        found, failed = await self._outcome
+        (found, _), failed = await self._outcome
         if failed is not None:
-            position, error = failed
-            raise _driver_error(error, self._runs[position][0]) from error
+            raise _refused(self._threaded, self._runs, self._began, failed)
         return found
 
 
@@ -296,10 +345,11 @@ def _send(conn: AsyncConnection, runs: list[_LiteRun]) -> SentWrites:
     threaded = _adapted(conn)._connection
     if not threaded._running or threaded._connection is None:
         raise ValueError("Connection closed")  # as aiosqlite says it
-    outcome: asyncio.Future[tuple[list[Any], tuple[int, sqlite3.Error] | None]]
+    runs, began = _begun(threaded, runs)
+    outcome: asyncio.Future[tuple[tuple[list[Any], int], tuple[int, sqlite3.Error] | None]]
     outcome = asyncio.get_running_loop().create_future()
     threaded._tx.put_nowait((outcome, partial(_sqlite_run_all, threaded._conn, runs)))
-    return SentWrites(outcome, runs)
+    return SentWrites(outcome, runs, threaded, began)
 
 
 def write_all_soon(conn: AsyncConnection, writes: Sequence[Write]) -> SentWrites | None:

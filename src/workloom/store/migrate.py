@@ -43,6 +43,10 @@ def _current(connection: sa.Connection) -> str | None:
 async def upgrade(db: Database) -> None:
     """Bring the schema to the newest revision (SQLite's ``BEGIN IMMEDIATE`` serialises it there)."""
     async with db.transaction() as conn:
+        # On SQLite the transaction begins with its first statement: begin it before alembic runs. Alembic
+        # imports the migration scripts as it goes, and a server that began inside that import (waiting
+        # for the write lock there) held back the server that had it, which then never committed.
+        await conn.exec_driver_sql("SELECT 1")
         await conn.run_sync(_upgrade)
 
 
