@@ -68,29 +68,26 @@ def _lock_key(workspace_id: str, key_hash: str) -> str:
     return f"{workspace_id}:{key_hash}"
 
 
-_LOCK = Statement(
-    sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(sa.bindparam("k", type_=sa.Text), 0)))
-)
+def _advisory(function: str) -> Statement:
+    """``SELECT <function>(the key's lock number)``: one of PostgreSQL's transaction-level advisory locks."""
+    number = sa.func.hashtextextended(sa.bindparam("k", type_=sa.Text), 0)
+    return Statement(sa.select(getattr(sa.func, function)(number).label("locked")))
 
 
-def _free_key(dialect: str) -> sa.Select[tuple[bool]]:
-    stored = sa.exists().where(
-        idempotency_keys.c.workspace_id == sa.bindparam("workspace_id"),
-        idempotency_keys.c.key_hash == sa.bindparam("key_hash"),
-    )
-    if dialect != "postgresql":
-        return sa.select(sa.not_(stored).label("free"))
-    locked = sa.func.pg_try_advisory_xact_lock(sa.func.hashtextextended(sa.bindparam("k", type_=sa.Text), 0))
-    return sa.select(sa.and_(locked, sa.not_(stored)).label("free"))
-
-
-_FREE = Statement(_free_key)
+_LOCK = _advisory("pg_advisory_xact_lock")
+_TRY_LOCK = _advisory("pg_try_advisory_xact_lock")
 
 
 async def idempotency_take_if_free(conn: AsyncConnection, workspace_id: str, key_hash: str) -> bool:
-    """Whether this transaction may store the key's answer now, without waiting: no answer is stored under
-    it and (PostgreSQL) its lock was free, and is now held until commit. For a transaction that answers a
-    request other than its own (a hand-off to a claimer waiting under the key), which must not wait on it."""
-    params = {"workspace_id": workspace_id, "key_hash": key_hash, "k": _lock_key(workspace_id, key_hash)}
-    row = await _FREE.first(conn, params)
-    return bool(row and row["free"])
+    """Whether this transaction may store the key's answer now, without waiting: (PostgreSQL) its lock was
+    free, and is now held until commit, and no answer is stored under it. For a transaction that answers a
+    request other than its own (a hand-off to a claimer waiting under the key), which must not wait on it.
+
+    The stored answer is looked for in a statement of its own once the lock is held: a statement sees what
+    had committed when it began, so looked for in the locking one, an answer committed by the lock's
+    holder while that statement ran would be missed, and a second answer stored under the key."""
+    if conn.dialect.name == "postgresql":
+        row = await _TRY_LOCK.first(conn, {"k": _lock_key(workspace_id, key_hash)})
+        if not (row and row["locked"]):
+            return False
+    return await idempotency_get(conn, workspace_id, key_hash) is None
