@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from workloom.store.database import DEFAULT_URL
+from workloom.store.database import DEFAULT_URL, async_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +20,11 @@ class Settings:
     shared_commits: int | None = None  # groups at once; None: the engine's default, 0: every call alone
     claim_poll_seconds: float = 1.0
     extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def embedded(self) -> bool:
+        """Whether the database is the embedded one (SQLite)."""
+        return async_url(self.database_url).startswith("sqlite")
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

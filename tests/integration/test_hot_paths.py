@@ -972,23 +972,31 @@ async def test_a_claim_is_one_statement_between_begin_and_commit_on_postgres(
     assert (await h.event_types(claim.task.id))[-2:] == ["run.claimed", "task.in_progress"]
 
 
+DEPENDS = Statement(sa.insert(task_dependencies))
+
+
+def dependency_row(h: Harness, task: Task, on: Task) -> dict[str, Any]:
+    """A row of ``task_dependencies``: ``task`` depends on ``on``."""
+    return {
+        "workspace_id": h.principal.workspace_id,
+        "task_id": task.id,
+        "depends_on_task_id": on.id,
+        "kind": "blocks",
+        "created_at": h.clock.now(),
+    }
+
+
 async def test_writes_sent_together_stop_at_the_first_that_fails_and_leave_nothing(h: Harness) -> None:
     # On SQLite the writes go to its thread in one hand-over: the failing one (a task depending on itself)
     # must still raise the error it raises alone, and the transaction leave nothing of the writes before it.
     first, second = await h.create("first"), await h.create("second")
-    depends = Statement(sa.insert(task_dependencies))
-
-    def row(task: Task, on: Task) -> dict[str, Any]:
-        return {
-            "workspace_id": h.principal.workspace_id,
-            "task_id": task.id,
-            "depends_on_task_id": on.id,
-            "kind": "blocks",
-            "created_at": h.clock.now(),
-        }
 
     async def together(u: Unit) -> None:
-        writes = [Write(depends, [row(first, second), row(second, first)]), Write(depends, [row(first, first)])]
+        row = dependency_row
+        writes = [
+            Write(DEPENDS, [row(h, first, second), row(h, second, first)]),
+            Write(DEPENDS, [row(h, first, first)]),
+        ]
         await write_all(u.conn, writes)
 
     with pytest.raises(sa.exc.IntegrityError):

@@ -31,7 +31,7 @@ from workloom.engine.lifecycle import (
     schedule_retry,
     task_queue,
 )
-from workloom.engine.signals import events_key
+from workloom.engine.signals import events_key, queue_key
 from workloom.engine.unit import Unit
 from workloom.store import held as held_store
 from workloom.store import queues as queue_store
@@ -76,12 +76,15 @@ async def claim(u: Unit, queue_name: str, worker: Actor, limit: int, lease_secon
     """Claim up to ``limit`` runs; each is handed to exactly one claimer, with a token only it holds."""
     u.principal.require("runs.work")
     queue = await queues.get(u, queue_name, cached=True)
-    spec = _claim_spec(u, queue, worker, limit, lease_seconds)
+    return await _claim(u, queue, _claim_spec(u, queue, worker, limit, lease_seconds))
+
+
+async def _claim(u: Unit, queue: Queue, spec: held_store.ClaimSpec) -> list[Claim]:
     claimed, moved = await held_store.claim(u.conn, spec, u.numbered_events())
-    if len(claimed) < limit:
+    if len(claimed) < spec.limit:
         u.seen_empty(queue.id)
     return await _hand_over(
-        u, queue, claimed, spec.token_prefix, worker, spec.lease_until, moved, written=moved is not None
+        u, queue, claimed, spec.token_prefix, spec.claimer, spec.lease_until, moved, written=moved is not None
     )
 
 
@@ -481,9 +484,27 @@ async def complete_and_claim(
 async def complete_many_and_claim(
     u: Unit, items: list[tuple[str, str, Any]], queue_name: str, worker: Actor, limit: int, lease_seconds: int | None
 ) -> tuple[list[Run | WorkloomError], list[Claim]]:
-    """``complete_many``, then claim up to ``limit`` runs of ``queue_name`` for ``worker``, in one transaction."""
+    """``complete_many``, then claim up to ``limit`` runs of ``queue_name`` for ``worker``, in one transaction.
+
+    On SQLite the claim's runs are read first, sent ahead of the completions' read, and claimed while SQLite
+    writes the completions: its thread works while this one builds what it writes next (the completions
+    built while it reads, the claim while it writes them), where it was idle between statements. Unless
+    the completions made some run of the queue claimable (a dependent released, a lapsed lease requeued:
+    they wake its claimers), the runs read first are the ones the claim would take after them."""
+    u.principal.require("runs.work")
+    queue = await queues.get(u, queue_name, cached=True)
+    spec = _claim_spec(u, queue, worker, limit, lease_seconds)
+    ahead = held_store.claim_candidates_soon(u.conn, spec)
     outcomes = await complete_many(u, items)
-    return outcomes, await claim(u, queue_name, worker, limit, lease_seconds)
+    if ahead is None:
+        return outcomes, await _claim(u, queue, spec)
+    if queue_key(queue.id) in u.wakeups:
+        await ahead.rows()  # read for nothing: the claim reads again, after the completions
+        return outcomes, await _claim(u, queue, spec)
+    claimed, moved = await held_store.claim_read(u.conn, spec, ahead)
+    if len(claimed) < limit:
+        u.seen_empty(queue.id)
+    return outcomes, await _hand_over(u, queue, claimed, spec.token_prefix, worker, spec.lease_until, moved)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from workloom.engine.events import EventReader
 from workloom.engine.handoff import KeyedAnswer, Offer
 from workloom.engine.metrics import Metrics
 from workloom.engine.principal import Principal
-from workloom.engine.shared import SharedCommits, small
+from workloom.engine.shared import SharedCommits
 from workloom.engine.signals import Signals, Waiter, queue_key, work_key
 from workloom.engine.ticker import Ticker
 from workloom.engine.unit import IdempotencyKey, Rendered, Runner, Unit
@@ -66,7 +66,12 @@ class Workloom:
         )
         groups = shared_groups if shared_groups is not None else (SHARED_GROUPS if db.is_postgres else 1)
         if groups > 0:
-            self.runner.shared = SharedCommits(self.runner, groups=groups, on_group=self.metrics.shared_commits.observe)
+            self.runner.shared = SharedCommits(
+                self.runner,
+                groups=groups,
+                on_group=self.metrics.shared_commits.observe,
+                any_size=not db.is_postgres,
+            )
         self.access = Access(db, self.clock)
         self.events = EventReader(db, self.signals)
         self.ticker = Ticker(self.runner, self.clock, interval=tick_interval)
@@ -114,10 +119,13 @@ class Workloom:
 
     # -- running use cases -------------------------------------------------------------------------------
 
-    async def run(self, principal: Principal, op: Callable[[Unit], Awaitable[T]], *, shared: bool = False) -> T:
-        """Run the use case ``op`` as one unit of work. ``shared``: a short call of a hot path (a worker's
-        completion, a create), which may commit together with others arriving at the same time."""
-        return await self.runner.run(principal, op, shared=shared)
+    async def run(
+        self, principal: Principal, op: Callable[[Unit], Awaitable[T]], *, shared: bool = False, items: int = 1
+    ) -> T:
+        """Run the use case ``op`` as one unit of work. ``shared``: a call of a hot path (a worker's
+        completion, a create), which may commit together with others arriving at the same time; ``items``:
+        how many items it is about (``SharedCommits.takes``)."""
+        return await self.runner.run(principal, op, shared=shared, items=items)
 
     async def respond(
         self,
@@ -127,8 +135,9 @@ class Workloom:
         idempotency: IdempotencyKey | None = None,
         *,
         shared: bool = False,
+        items: int = 1,
     ) -> Rendered:
-        return await self.runner.respond(principal, op, render, idempotency, shared=shared)
+        return await self.runner.respond(principal, op, render, idempotency, shared=shared, items=items)
 
     async def respond_claiming(
         self,
@@ -138,6 +147,7 @@ class Workloom:
         idempotency: IdempotencyKey | None = None,
         *,
         shared: bool = False,
+        items: int = 1,
     ) -> Rendered:
         """``respond`` for a call that also claims runs (a completion that claims the next), counted as claims."""
         claimed: list[Claim] = []
@@ -146,7 +156,7 @@ class Workloom:
             claimed[:] = done[1]  # a transaction run again sets it again
             return render(done)
 
-        rendered = await self.runner.respond(principal, op, render_counting, idempotency, shared=shared)
+        rendered = await self.runner.respond(principal, op, render_counting, idempotency, shared=shared, items=items)
         if claimed:
             self.metrics.claims.labels(claimed[0].run.queue or "").inc(len(claimed))
         return rendered
@@ -193,7 +203,8 @@ class Workloom:
                             render,
                             idempotency,
                             keep=_keep_claims(final),
-                            shared=small(limit),
+                            shared=True,
+                            items=limit,
                         )
                     except _CallerGone:
                         return render([])

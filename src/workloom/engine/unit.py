@@ -32,7 +32,7 @@ from workloom.store import idempotency as store
 from workloom.store import tasks as task_store
 from workloom.store import workspaces as workspace_store
 from workloom.store.database import Database, is_transient
-from workloom.store.fast import Write, write_all, write_all_soon
+from workloom.store.fast import Write, sent_all, write_all, write_all_soon
 from workloom.store.numbers import TaskNumbers
 
 if TYPE_CHECKING:
@@ -188,7 +188,15 @@ def flush_together(units: Sequence[Unit], writes: Sequence[Write] = (), *, final
     sending = [u.sending for u in units if u.sending is not None]
     for u in units:
         u.held, u.events, u.unnumbered, u.finishing, u.sending = [], [], [], [], None
-    return _flush_taken(units, sending, new_tasks, held, events, finishing, writes, final)
+    flushing = _flush_taken(units, sending, new_tasks, held, events, finishing, writes, final)
+    return _then_all_sent(flushing, units[-1].connection) if final else flushing
+
+
+async def _then_all_sent(flushing: Awaitable[None], conn: AsyncConnection) -> None:
+    """``flushing``, then whatever the units sent without waiting (SQLite): all of it has run, and failed
+    nowhere, before they commit."""
+    await flushing
+    await sent_all(conn)
 
 
 async def _flush_taken(
@@ -312,11 +320,14 @@ class Runner:
             began=self.empty_queues.now(),
         )
 
-    async def run(self, principal: Principal, op: Callable[[Unit], Awaitable[T]], *, shared: bool = False) -> T:
+    async def run(
+        self, principal: Principal, op: Callable[[Unit], Awaitable[T]], *, shared: bool = False, items: int = 1
+    ) -> T:
         """Run ``op`` in a transaction of its own; ``shared``: in one it may share with other calls that
-        arrive while it waits (``SharedCommits``), for short calls on the hot paths."""
-        if shared and self.shared is not None:
-            return await self.shared.run(principal, op)
+        arrive while it waits (``SharedCommits``), for calls on the hot paths; ``items``: how many items
+        (completions, claims) the call is about, which decides whether it shares."""
+        if shared and self.shared is not None and self.shared.takes(items):
+            return await self.shared.run(principal, op, items)
         for attempt in range(1, TRANSIENT_RETRIES + 1):
             unit: Unit | None = None
             try:
@@ -347,13 +358,14 @@ class Runner:
         *,
         keep: Callable[[T], bool] = lambda _: True,
         shared: bool = False,
+        items: int = 1,
     ) -> Rendered:
         """Run ``op`` and render its answer; under an idempotency key, a repeat gets the first answer.
 
         ``keep`` decides whether an answer is final enough to store (an empty long-poll is not).
         """
         if idempotency is None:
-            return render(await self.run(principal, op, shared=shared))
+            return render(await self.run(principal, op, shared=shared, items=items))
         ident = idempotency  # narrowed, for the closures below
         key, key_hash, request_hash = ident.key, ident.key_hash, ident.request_hash
         answers: list[Rendered] = []
@@ -383,7 +395,7 @@ class Runner:
 
             u.finish_with(answer)
 
-        await self.run(principal, guarded, shared=shared)
+        await self.run(principal, guarded, shared=shared, items=items)
         return answers[0]
 
     def _after_commit(self, unit: Unit) -> None:

@@ -107,9 +107,13 @@ def _sqlite_begin_first(conn: sa.Connection, cursor: Any, *_args: Any) -> None:
             raise
 
 
-def _sqlite_end(conn: sa.Connection) -> None:
+def _sqlite_commit(conn: sa.Connection) -> None:
     # A transaction that ran no statement never began in SQLite: nothing is left to begin.
-    fast.begin_now(_threaded(conn))
+    fast.transaction_ended(_threaded(conn), committed=True)
+
+
+def _sqlite_rollback(conn: sa.Connection) -> None:
+    fast.transaction_ended(_threaded(conn), committed=False)
 
 
 def _sqlite_reset(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
@@ -145,8 +149,8 @@ def connect(url: str, *, pool_size: int = 20) -> Database:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         event.listen(engine.sync_engine, "before_cursor_execute", _sqlite_begin_first)
-        event.listen(engine.sync_engine, "commit", _sqlite_end)
-        event.listen(engine.sync_engine, "rollback", _sqlite_end)
+        event.listen(engine.sync_engine, "commit", _sqlite_commit)
+        event.listen(engine.sync_engine, "rollback", _sqlite_rollback)
         event.listen(engine.sync_engine.pool, "reset", _sqlite_reset)
     else:
         # A fixed pool, no overflow: a connection opened for a burst and closed after it costs more (the

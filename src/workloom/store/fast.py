@@ -135,7 +135,10 @@ def _compile(stmt: Executable, dialect: Dialect) -> _Compiled:
     columns = tuple(
         (column[0], column[3]._cached_result_processor(dialect, None)) for column in compiled._result_columns
     )
-    bulk = _bulk(expanded.statement, names, fixed, compiled, dialect)
+    if dialect.name == "sqlite":
+        bulk = _lite_bulk(expanded.statement, names, fixed)
+    else:
+        bulk = _bulk(expanded.statement, names, fixed, compiled, dialect)
     return _Compiled(expanded.statement, names, fixed, tuple(bind_processors.get(n) for n in names), columns, bulk)
 
 
@@ -195,6 +198,36 @@ def _bulk(sql: str, names: tuple[str, ...], fixed: dict[str, Any], compiled: Any
     return None
 
 
+def _lite_bulk(sql: str, names: tuple[str, ...], fixed: dict[str, Any]) -> _Bulk | None:
+    """SQLite's set-based form of ``sql`` (as ``_bulk``'s): ``INSERT … SELECT`` or ``UPDATE … FROM`` the
+    elements of ``json_each(?1)``, constants numbered after it. One statement is one call into SQLite,
+    which runs all of its rows without the GIL: a statement run once per row (``executemany``) gives the
+    GIL back and takes it again for every row, and while the event loop's thread runs Python each taking
+    waits for it, so that none of SQLite's work overlaps the loop's."""
+    pieces = sql.split("?")
+    if sqlite3.sqlite_version_info < (3, 33) or len(pieces) != len(names) + 1:
+        return None  # UPDATE … FROM is 3.33's; a "?" in the text that is no parameter
+    per_row = tuple(i for i, name in enumerate(names) if name not in fixed)
+    scalar = tuple(i for i, name in enumerate(names) if name in fixed)
+    element = {i: n for n, i in enumerate(per_row)}
+    numbered = {i: n for n, i in enumerate(scalar, start=2)}
+    parts = [pieces[0]]
+    for i, piece in enumerate(pieces[1:]):
+        parts.append(f"json_extract(u.value, '$[{element[i]}]')" if i in element else f"?{numbered[i]}")
+        parts.append(piece)
+    sql = "".join(parts)
+    source = "json_each(?1) AS u"
+    raw = (False,) * len(per_row)
+    if sql.startswith("INSERT INTO ") and sql.count(" VALUES (") == 1 and " RETURNING " not in sql:
+        head, values = sql.split(" VALUES (")
+        if values.endswith(")"):  # in the array's order, as one insert per row would
+            return _Bulk(f"{head} SELECT {values[:-1]} FROM {source} ORDER BY u.key", per_row, raw, scalar)
+    if sql.startswith("UPDATE ") and sql.count(" WHERE ") == 1 and " RETURNING " not in sql:
+        head, where = sql.split(" WHERE ")
+        return _Bulk(f"{head} FROM {source} WHERE {where}", per_row, raw, scalar)
+    return None
+
+
 _KEY = re.compile(r"\b(\w+)\.id = (\(u\.r->>\d+\)::[A-Z]+(?:\(\d+\))?)")
 
 
@@ -229,8 +262,9 @@ def _sqlite_run(
         cursor.close()
 
 
-# A statement for SQLite's thread: its text, its arguments, and whether they are one set per row.
-_LiteRun = tuple[str, Any, bool]
+# A statement for SQLite's thread: its text, its arguments, whether they are one set per row, and how
+# many rows it must change (None: any number).
+_LiteRun = tuple[str, Any, bool, int | None]
 
 
 def _sqlite_run_all(
@@ -238,13 +272,25 @@ def _sqlite_run_all(
 ) -> tuple[tuple[list[Any], int], tuple[int, sqlite3.Error] | None]:
     # Runs on aiosqlite's thread: the statements in order, in one hand-over; the last one's rows and count,
     # or the position and error of the one that failed (raised on the loop's side, naming its statement).
+    if not connection.in_transaction and not runs[0][0].startswith("BEGIN"):
+        # SQLite rolled the whole transaction back when an earlier statement failed (a full disk, say):
+        # run nothing more, each would commit on its own. A statement sent without waiting may follow one
+        # that failed so, before the caller has seen that failure.
+        return ([], -1), (0, sqlite3.OperationalError("the transaction was rolled back before this statement"))
     found: tuple[list[Any], int] = ([], -1)
-    for position, (sql, args, many) in enumerate(runs):
+    for position, (sql, args, many, changes) in enumerate(runs):
         try:
             found = _sqlite_run(connection, sql, args, many)
         except sqlite3.Error as error:
             return ([], -1), (position, error)
+        if changes is not None and found[1] != changes:
+            # Rows read earlier in this transaction, under its write lock, were to be changed: they were not.
+            return ([], -1), (position, _Unchanged(f"{changes} rows were to change, {found[1]} did"))
     return found, None
+
+
+class _Unchanged(sqlite3.DatabaseError):
+    """A write sent without waiting changed other rows than the reads it was built from said it would."""
 
 
 # A unit's BEGIN IMMEDIATE goes to SQLite's thread with the unit's first statement, in its hand-over,
@@ -253,7 +299,7 @@ def _sqlite_run_all(
 # answer sent, the next request read), and the one connection is held all that while: in a drain, ~2 ms
 # of a 20 ms unit between taking the connection and beginning. The connections whose transaction has
 # begun for SQLAlchemy but not yet in SQLite (``begin_pending``, set by the store's engine events).
-_BEGIN: _LiteRun = ("BEGIN IMMEDIATE", (), False)
+_BEGIN: _LiteRun = ("BEGIN IMMEDIATE", (), False, None)
 _begin_pending: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
@@ -294,7 +340,7 @@ async def on_sqlite_thread(
     thread (after BEGIN IMMEDIATE, where its transaction is still to begin): its rows and the count of rows
     it changed."""
     threaded = adapted._connection  # aiosqlite's Connection: one queue to its thread
-    runs, began = _begun(threaded, [(sql, args, many)])
+    runs, began = _begun(threaded, [(sql, args, many, None)])
     outcome: tuple[tuple[list[Any], int], tuple[int, sqlite3.Error] | None]
     outcome = await threaded._execute(_sqlite_run_all, threaded._conn, runs)
     found, failed = outcome
@@ -316,7 +362,8 @@ async def _on_sqlite(conn: AsyncConnection, sql: str, args: Any, *, many: bool =
 
 
 class SentWrites:
-    """Statements handed to SQLite's thread in one hand-over (``_send``), not waited for yet."""
+    """Statements handed to SQLite's thread in one hand-over (``_send``), not waited for yet: whoever sent
+    them awaits ``done()``, or the unit's end does (``sent_all``), before its transaction commits."""
 
     def __init__(
         self,
@@ -332,10 +379,39 @@ class SentWrites:
 
     async def done(self) -> list[Any]:
         """Wait for them: the last one's rows; raises what the first of them that failed raised."""
-        (found, _), failed = await self._outcome
+        try:
+            (found, _), failed = await self._outcome
+        finally:
+            unwaited = _unwaited.get(self._threaded)
+            if unwaited is not None and self in unwaited:
+                unwaited.remove(self)
         if failed is not None:
             raise _refused(self._threaded, self._runs, self._began, failed)
         return found
+
+
+# Per connection (aiosqlite's), what was sent to its thread and not waited for yet, oldest first.
+_unwaited: weakref.WeakKeyDictionary[Any, list[SentWrites]] = weakref.WeakKeyDictionary()
+
+
+async def sent_all(conn: AsyncConnection) -> None:
+    """Wait for everything sent on ``conn``'s transaction without waiting (SQLite), in the order sent;
+    raises what the first that failed raised. A unit's end calls it before it commits."""
+    if conn.dialect.name == "postgresql":
+        return
+    unwaited = _unwaited.get(_adapted(conn)._connection)
+    while unwaited:
+        await unwaited[0].done()
+
+
+def transaction_ended(threaded: Any, *, committed: bool) -> None:
+    """The transaction on ``threaded`` (aiosqlite's connection) ends: nothing is left to begin, and what was
+    sent and not waited for is forgotten. A commit with some of it unwaited is refused: its failure, if it
+    failed, would go unnoticed and the transaction commit without it."""
+    begin_now(threaded)
+    unwaited = _unwaited.pop(threaded, None)
+    if committed and unwaited:
+        raise RuntimeError("statements sent without waiting were not waited for before commit (fast.sent_all)")
 
 
 def _send(conn: AsyncConnection, runs: list[_LiteRun]) -> SentWrites:
@@ -349,7 +425,31 @@ def _send(conn: AsyncConnection, runs: list[_LiteRun]) -> SentWrites:
     outcome: asyncio.Future[tuple[tuple[list[Any], int], tuple[int, sqlite3.Error] | None]]
     outcome = asyncio.get_running_loop().create_future()
     threaded._tx.put_nowait((outcome, partial(_sqlite_run_all, threaded._conn, runs)))
-    return SentWrites(outcome, runs, threaded, began)
+    sent = SentWrites(outcome, runs, threaded, began)
+    _unwaited.setdefault(threaded, []).append(sent)
+    return sent
+
+
+class SentRead:
+    """A read handed to SQLite's thread (``read_soon``), its rows to be taken with ``rows()``."""
+
+    def __init__(self, sent: SentWrites, compiled: _Compiled) -> None:
+        self._sent = sent
+        self._compiled = compiled
+
+    async def rows(self) -> list[dict[str, Any]]:
+        return [self._compiled.row(record) for record in await self._sent.done()]
+
+
+def read_soon(conn: AsyncConnection, statement: Statement, params: Mapping[str, Any]) -> SentRead | None:
+    """On SQLite, hand ``statement`` to its thread now and go on: it reads what the transaction holds when
+    its turn comes (after whatever was sent before it). None where it cannot be sent so (PostgreSQL)."""
+    if conn.dialect.name == "postgresql":
+        return None
+    lite = statement._lite(conn)
+    if lite is None:
+        return None
+    return SentRead(_send(conn, [(lite.sql, lite.args(params), False, None)]), lite)
 
 
 def write_all_soon(conn: AsyncConnection, writes: Sequence[Write]) -> SentWrites | None:
@@ -372,9 +472,23 @@ def _lite_runs(conn: AsyncConnection, writes: Sequence[Write]) -> list[_LiteRun]
         lite = write.statement._lite(conn)
         if lite is None:
             return None
-        rows = write.rows
-        runs.append((lite.sql, lite.args(rows[0]), False) if len(rows) == 1 else (lite.sql, lite.args_each(rows), True))
+        runs.append(_lite_many(lite, write.rows, write.changes))
     return runs
+
+
+def _lite_many(lite: _Compiled, rows: Sequence[Mapping[str, Any]], changes: int | None = None) -> _LiteRun:
+    """``lite`` once per row of ``rows`` as a statement for SQLite's thread: its set-based form where it has
+    one and the rows fit it (JSON's values), else run once per row."""
+    if len(rows) > 1 and lite.bulk is not None:
+        try:
+            shaped = lite.shaped(rows)
+        except TypeError:  # a value JSON has no form for (bytes)
+            shaped = None
+        if shaped is not None:
+            return (shaped[0], shaped[1], False, changes)
+    if len(rows) == 1:
+        return (lite.sql, lite.args(rows[0]), False, changes)
+    return (lite.sql, lite.args_each(rows), True, changes)
 
 
 async def driver(conn: AsyncConnection, *, begin: bool = True) -> asyncpg.Connection:
@@ -509,7 +623,8 @@ class Statement:
             if lite is None:
                 await conn.execute(self.statement(conn.dialect.name), [dict(p) for p in params])
             else:
-                await _on_sqlite(conn, lite.sql, lite.args_each(params), many=True)
+                sql, args, many, _ = _lite_many(lite, params)
+                await _on_sqlite(conn, sql, args, many=many)
             return
         compiled = self._pg(conn)
         raw = await driver(conn)
@@ -529,6 +644,9 @@ class Write:
 
     statement: Statement
     rows: Sequence[Mapping[str, Any]]
+    # How many rows it must change, all rows together, where that is known (rows read earlier in the
+    # transaction): checked on SQLite, where a write sent without waiting fails at the unit's end if not.
+    changes: int | None = None
 
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
@@ -581,7 +699,7 @@ async def rows_after(
         runs = _lite_runs(conn, writes)
         lite = statement._lite(conn)
         if runs is not None and lite is not None:
-            found = await _send(conn, [*runs, (lite.sql, lite.args(params), False)]).done()
+            found = await _send(conn, [*runs, (lite.sql, lite.args(params), False, None)]).done()
             return [lite.row(row) for row in found]
     parts = _parts(conn, writes)
     if parts is None or not writes:

@@ -24,7 +24,17 @@ from workloom.store import events as event_store
 from workloom.store import rows
 from workloom.store import runs as run_store
 from workloom.store import tasks as task_store
-from workloom.store.fast import Statement, Write, one_of, rows_after, workspace_filter, write_all
+from workloom.store.fast import (
+    SentRead,
+    Statement,
+    Write,
+    one_of,
+    read_soon,
+    rows_after,
+    workspace_filter,
+    write_all,
+    write_all_soon,
+)
 from workloom.store.schema import events, inline, queues, runs, task_dependencies, tasks
 
 _TASK_PREFIX = "t_"
@@ -159,8 +169,25 @@ async def complete(conn: AsyncConnection, run_rows: list[dict[str, Any]], task_r
     if len(run_rows) == 1 and len(task_rows) == 1 and conn.dialect.name == "postgresql":
         found = await _COMPLETE_ONE.first(conn, _completion_params(run_rows[0], task_rows[0]))
         return {task_rows[0]["task_id"]} if found and found["has_dependents"] else set()
-    writes = [run_store.run_complete_writes(run_rows), task_store.task_complete_writes(task_rows)]
-    return await task_store.dependency_dependents_after(conn, writes, [row["task_id"] for row in task_rows])
+    writes = [
+        run_store.run_complete_writes(run_rows, changes=len(run_rows)),
+        task_store.task_complete_writes(task_rows, changes=len(task_rows)),
+    ]
+    task_ids = [row["task_id"] for row in task_rows]
+    dependents = task_store.dependency_dependents_soon(conn, task_ids) if len(run_rows) >= WRITES_SOON_AT else None
+    if dependents is None:
+        return await task_store.dependency_dependents_after(conn, writes, task_ids)
+    # SQLite: the read first (it reads nothing the writes change), then the writes, both sent at once; the
+    # caller goes on (building a claim, say) while SQLite writes them, and the unit's end waits for them.
+    if write_all_soon(conn, writes) is None:
+        await write_all(conn, writes)
+    return await dependents
+
+
+# Completions of at least this many runs are written on SQLite without waiting (``complete``): the read of
+# their dependents then goes on its own, one more hand-over (~0.2 ms of the loop), against ~35 µs a
+# completion of SQLite's writing that the caller's next work runs beside.
+WRITES_SOON_AT = 8
 
 
 def _claim_moving_tasks(limit: int | None = None, claim: sa.Update | None = None) -> sa.Select[Any]:
@@ -299,6 +326,58 @@ async def claim(
         return claimed, None
     statement = _CLAIM_ONE_MOVING_TASK if spec.limit == 1 else _CLAIM_MOVING_TASKS
     return _claimed(await rows_after(conn, writes, statement, spec.params()), spec.queue_name)
+
+
+def _candidates_with_tasks(dialect: str) -> sa.Select[Any]:
+    """What ``runs.run_claim_candidates`` reads, each run beside its task (SQLite: no row locks)."""
+    paired = sa.select(runs, *(column.label(_TASK_PREFIX + column.name) for column in tasks.c))
+    return run_store.claimable(paired.select_from(runs.join(tasks, tasks.c.id == runs.c.task_id)))
+
+
+_CANDIDATES_WITH_TASKS = Statement(_candidates_with_tasks)
+
+
+def claim_candidates_soon(conn: AsyncConnection, spec: ClaimSpec) -> SentRead | None:
+    """SQLite: the runs a claim of ``spec`` takes and their tasks, read without waiting (``fast.read_soon``),
+    ahead of the rest of the unit; ``claim_read`` claims them. None on PostgreSQL, whose claim locks what
+    it reads (``SKIP LOCKED``) in the statement that claims."""
+    params = {"workspace_id": spec.workspace_id, "queue_id": spec.queue_id, "now": spec.now, "limit": spec.limit}
+    return read_soon(conn, _CANDIDATES_WITH_TASKS, params)
+
+
+async def claim_read(conn: AsyncConnection, spec: ClaimSpec, read: SentRead) -> tuple[list[Run], dict[str, Task]]:
+    """Claim the runs ``claim_candidates_soon`` read, moving their ready tasks, as ``claim`` does; the writes
+    sent without waiting (``fast.write_all_soon``), each to change exactly the rows it names. Read under
+    the transaction's write lock (SQLite has one writer), the rows are as read unless this transaction
+    changed them since, which the caller rules out. The runs claimed, and the tasks moved by id."""
+    found = await read.rows()
+    write, claimed = run_store.run_claim_marks(
+        [rows.run(row) for row in found],
+        now=spec.now,
+        token_prefix=spec.token_prefix,
+        lease_until=spec.lease_until,
+        claimer=spec.claimer,
+        idempotency_key=spec.idempotency_key,
+    )
+    moved = {}
+    for row in found:
+        task = rows.task(_task_part(row), spec.queue_name)
+        if task.status == "ready":
+            moved[task.id] = changed(
+                task,
+                status=spec.task_status,
+                updated_at=spec.now,
+                last_activity_at=spec.now,
+                blocked_reason=None,
+                event_sequence=task.event_sequence + spec.task_events,
+            )
+    writes = [write]
+    if moved:
+        status, events = spec.task_status, spec.task_events
+        writes.append(task_store.task_claim_ready_writes(list(moved), status=status, now=spec.now, events=events))
+    if write_all_soon(conn, writes) is None:
+        await write_all(conn, writes)
+    return claimed, moved
 
 
 _CLAIM_EACH: dict[int, Statement] = {}

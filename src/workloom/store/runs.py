@@ -170,9 +170,10 @@ async def run_complete_many(conn: AsyncConnection, rows_: list[dict[str, Any]]) 
     await _COMPLETE.many(conn, rows_)
 
 
-def run_complete_writes(rows_: list[dict[str, Any]]) -> Write:
-    """``run_complete_many`` as a write, to be sent with others (``fast.write_all``, ``fast.rows_after``)."""
-    return Write(_COMPLETE, rows_)
+def run_complete_writes(rows_: list[dict[str, Any]], *, changes: int | None = None) -> Write:
+    """``run_complete_many`` as a write, to be sent with others (``fast.write_all``, ``fast.rows_after``);
+    ``changes``: how many rows it must change."""
+    return Write(_COMPLETE, rows_, changes)
 
 
 async def run_claim(
@@ -193,29 +194,48 @@ async def run_claim(
     candidates (locked ``SKIP LOCKED`` on PostgreSQL), then the marks. This is SQLite's claim, where the
     one writer (the transaction began IMMEDIATE) makes the select exact; PostgreSQL claims in one statement
     (``claim_statement``, run by ``held.claim`` with the tasks' move)."""
-    claim = {
-        "now": now,
-        "lease": lease_until,
-        "kind": claimer.kind,
-        "ref": claimer.ref,
-        "idempotency_key": idempotency_key,
-    }
     candidates = await run_claim_candidates(conn, workspace_id=workspace_id, queue_id=queue_id, now=now, limit=limit)
-    hashes = {run.id: hash_secret(token_prefix + run.id) for run in candidates}
-    await run_mark_claimed(conn, [{"run_id": run.id, "token_hash": hashes[run.id], **claim} for run in candidates])
-    return [
-        changed(
-            run,
-            status="claimed",
-            claim_token_hash=hashes[run.id],
-            claimed_at=now,
-            heartbeat_at=now,
-            lease_until=lease_until,
-            claimed_by=claimer,
-            idempotency_key=idempotency_key or run.idempotency_key,
+    write, claimed = run_claim_marks(
+        candidates,
+        now=now,
+        token_prefix=token_prefix,
+        lease_until=lease_until,
+        claimer=claimer,
+        idempotency_key=idempotency_key,
+    )
+    await _MARK_CLAIMED.many(conn, write.rows)
+    return claimed
+
+
+def run_claim_marks(
+    candidates: list[Run],
+    *,
+    now: datetime,
+    token_prefix: str,
+    lease_until: datetime,
+    claimer: Actor,
+    idempotency_key: str | None,
+) -> tuple[Write, list[Run]]:
+    """Marking queued ``candidates`` claimed (as ``run_claim`` does), as a write that must change each of
+    them, and the runs as it leaves them."""
+    claim = {"now": now, "lease": lease_until, "kind": claimer.kind, "ref": claimer.ref}
+    marks, claimed = [], []
+    for run in candidates:
+        token_hash = hash_secret(token_prefix + run.id)
+        marks.append({"run_id": run.id, "token_hash": token_hash, "idempotency_key": idempotency_key, **claim})
+        claimed.append(
+            changed(
+                run,
+                status="claimed",
+                claim_token_hash=token_hash,
+                claimed_at=now,
+                heartbeat_at=now,
+                lease_until=lease_until,
+                claimed_by=claimer,
+                idempotency_key=idempotency_key or run.idempotency_key,
+            )
         )
-        for run in candidates
-    ]
+    return Write(_MARK_CLAIMED, marks, len(marks)), claimed
 
 
 def _locked_candidates(limit: sa.ColumnElement[int], *, ordered: bool = False) -> sa.Select[Any]:
@@ -304,10 +324,11 @@ async def run_claim_candidates(
     return [rows.run(row) for row in await _CANDIDATES.rows(conn, params)]
 
 
-def _candidates(dialect: str) -> sa.Select[Any]:
-    stmt = (
-        sa.select(runs)
-        .where(
+def claimable(stmt: sa.Select[Any]) -> sa.Select[Any]:
+    """``stmt`` (a select from ``runs``) narrowed to the runs a claim of ``:queue_id`` takes: queued and
+    available ``:now``, highest priority then oldest first, at most ``:limit``."""
+    return (
+        stmt.where(
             runs.c.workspace_id == sa.bindparam("workspace_id"),
             runs.c.queue_id == sa.bindparam("queue_id"),
             runs.c.status == inline("queued"),
@@ -316,6 +337,10 @@ def _candidates(dialect: str) -> sa.Select[Any]:
         .order_by(runs.c.priority.desc(), runs.c.available_at, runs.c.id)
         .limit(sa.bindparam("limit", type_=sa.Integer))
     )
+
+
+def _candidates(dialect: str) -> sa.Select[Any]:
+    stmt = claimable(sa.select(runs))
     return stmt.with_for_update(skip_locked=True, of=runs) if dialect == "postgresql" else stmt
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +13,17 @@ from workloom.domain.models import Task
 from workloom.domain.priority import RANK
 from workloom.domain.queries import ListQuery, Page, encode_cursor
 from workloom.store import rows
-from workloom.store.fast import ById, Statement, Statements, Write, one_of, rows_after, workspace_filter
+from workloom.store.fast import (
+    ById,
+    SentRead,
+    Statement,
+    Statements,
+    Write,
+    one_of,
+    read_soon,
+    rows_after,
+    workspace_filter,
+)
 from workloom.store.schema import queues, runs, task_dependencies, tasks
 
 _WITH_QUEUE = sa.select(tasks, queues.c.name.label("queue_name")).select_from(
@@ -184,6 +195,16 @@ async def task_update_many(
     return await _UPDATE_MANY.execute_many(conn, sorted(task_ids), values, expected_status)
 
 
+# What a claim writes to a ready task it moves (``:to_status``, ``:events`` numbers reserved).
+_CLAIM_MOVE = {
+    "status": sa.bindparam("to_status", type_=tasks.c.status.type),
+    "updated_at": sa.bindparam("now", type_=tasks.c.updated_at.type),
+    "last_activity_at": sa.bindparam("now", type_=tasks.c.updated_at.type),
+    "blocked_reason": None,
+    "event_sequence": tasks.c.event_sequence + sa.bindparam("events", type_=sa.Integer),
+}
+
+
 def _claim_ready(dialect: str) -> sa.Update:
     return (
         sa.update(tasks)
@@ -192,18 +213,21 @@ def _claim_ready(dialect: str) -> sa.Update:
             one_of(tasks.c.id, "ids", dialect),
             tasks.c.status == "ready",
         )
-        .values(
-            status=sa.bindparam("to_status", type_=tasks.c.status.type),
-            updated_at=sa.bindparam("now", type_=tasks.c.updated_at.type),
-            last_activity_at=sa.bindparam("now", type_=tasks.c.updated_at.type),
-            blocked_reason=None,
-            event_sequence=tasks.c.event_sequence + sa.bindparam("events", type_=sa.Integer),
-        )
+        .values(_CLAIM_MOVE)
         .returning(*tasks.c)
     )
 
 
 _CLAIM_READY = Statement(_claim_ready)
+_CLAIM_READY_BY_ID = Statement(
+    sa.update(tasks).where(tasks.c.id == sa.bindparam("task_id"), tasks.c.status == "ready").values(_CLAIM_MOVE)
+)
+
+
+def task_claim_ready_writes(ids: list[str], *, status: str, now: datetime, events: int) -> Write:
+    """``task_claim_ready`` of tasks known to be ready, as a write that must change each of them."""
+    moves = [{"task_id": task_id, "to_status": status, "now": now, "events": events} for task_id in ids]
+    return Write(_CLAIM_READY_BY_ID, moves, len(moves))
 
 
 async def task_claim_ready(
@@ -244,9 +268,9 @@ async def task_complete_many(conn: AsyncConnection, rows_: list[dict[str, Any]])
     await _COMPLETE.many(conn, rows_)
 
 
-def task_complete_writes(rows_: list[dict[str, Any]]) -> Write:
-    """``task_complete_many`` as a write, to be sent with others."""
-    return Write(_COMPLETE, rows_)
+def task_complete_writes(rows_: list[dict[str, Any]], *, changes: int | None = None) -> Write:
+    """``task_complete_many`` as a write, to be sent with others; ``changes``: how many rows it must change."""
+    return Write(_COMPLETE, rows_, changes)
 
 
 async def task_delete(conn: AsyncConnection, task_id: str) -> None:
@@ -449,6 +473,17 @@ async def dependency_dependents_after(conn: AsyncConnection, writes: list[Write]
     """``writes``, then ``dependency_dependents_many`` (which must not depend on them): one round trip."""
     found = await rows_after(conn, writes, _DEPENDED_ON, {"ids": task_ids})
     return {row["depends_on_task_id"] for row in found}
+
+
+def dependency_dependents_soon(conn: AsyncConnection, task_ids: list[str]) -> Awaitable[set[str]] | None:
+    """Which of ``task_ids`` some task depends on, read on SQLite's thread without waiting (``fast.read_soon``):
+    await it for the ids. None on PostgreSQL."""
+    read = read_soon(conn, _DEPENDED_ON, {"ids": task_ids})
+    return _depended_on(read) if read is not None else None
+
+
+async def _depended_on(read: SentRead) -> set[str]:
+    return {row["depends_on_task_id"] for row in await read.rows()}
 
 
 _DEPENDED_ON = Statement(

@@ -26,7 +26,6 @@ from workloom.domain.models import Claim, Run
 from workloom.engine import runs
 from workloom.engine.principal import Principal
 from workloom.engine.service import Workloom
-from workloom.engine.shared import small
 from workloom.engine.unit import IdempotencyKey
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"], route_class=LeanRoute)
@@ -60,7 +59,7 @@ async def complete_runs(
     after = body.claim_next
     if after is None:
         status, data = await wl.respond(
-            p, lambda u: runs.complete_many(u, items), rendered, idem, shared=small(len(items))
+            p, lambda u: runs.complete_many(u, items), rendered, idem, shared=True, items=len(items)
         )
         return json(data, status)
 
@@ -74,7 +73,8 @@ async def complete_runs(
         lambda u: runs.complete_many_and_claim(u, items, after.queue, worker, after.limit, after.lease_seconds),
         rendered_claiming,
         idem,
-        shared=small(len(items)) and small(after.limit),
+        shared=True,
+        items=len(items) + after.limit,
     )
     return json(data, status)
 
