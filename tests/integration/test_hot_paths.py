@@ -790,15 +790,8 @@ async def test_a_read_outside_a_unit_is_its_statements_alone_on_postgres(
 AWKWARD = ['quote " and \\ backslash', "é ✓ 日本 — \n tab\t", "{not, an, array}", "NULL", ""]
 
 
-async def test_a_batch_writes_every_value_as_one_at_a_time_would(h: Harness) -> None:
-    # On PostgreSQL a batch's rows go as one JSON document: text that looks like JSON, arrays or NULL,
-    # JSON nulls, numbers, flags and instants must all come back as they were given.
-    given = [
-        NewTask(title=AWKWARD[0], queue="bulk", data=None, metadata={"k": None}, priority="high"),
-        NewTask(title=AWKWARD[1], queue="bulk", data={"texts": AWKWARD, "n": 2**53, "x": 1.5, "ok": False}),
-        NewTask(title=AWKWARD[2], queue="bulk", data=[None, {"deep": [AWKWARD[3]]}], description=AWKWARD[4]),
-        NewTask(title="drafted", queue="bulk", data="plain text", draft=True),
-    ]
+async def created_as_given(h: Harness, given: list[NewTask]) -> list[Task]:
+    """Create ``given`` in one batch; each task reads back as it was given (and as the create answered)."""
     made = await h.do(lambda u: tasks.create_many(u, given))
     for new, task in zip(given, made, strict=True):
         stored = await h.task(task.id)
@@ -811,6 +804,19 @@ async def test_a_batch_writes_every_value_as_one_at_a_time_would(h: Harness) -> 
             new.priority,
             new.draft,
         )
+    return made
+
+
+async def test_a_batch_writes_every_value_as_one_at_a_time_would(h: Harness) -> None:
+    # On PostgreSQL a batch's rows go as one JSON document: text that looks like JSON, arrays or NULL,
+    # JSON nulls, numbers, flags and instants must all come back as they were given.
+    given = [
+        NewTask(title=AWKWARD[0], queue="bulk", data=None, metadata={"k": None}, priority="high"),
+        NewTask(title=AWKWARD[1], queue="bulk", data={"texts": AWKWARD, "n": 2**53, "x": 1.5, "ok": False}),
+        NewTask(title=AWKWARD[2], queue="bulk", data=[None, {"deep": [AWKWARD[3]]}], description=AWKWARD[4]),
+        NewTask(title="drafted", queue="bulk", data="plain text", draft=True),
+    ]
+    await created_as_given(h, given)
 
     claims = await h.claim("bulk", limit=3)
     results: list[Any] = [None, {"echo": AWKWARD}, [1, None, "two"]]

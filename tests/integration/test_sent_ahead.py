@@ -8,16 +8,18 @@ before the unit commits, and a failure of it rolls the whole unit back."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from harness import Harness
-from test_hot_paths import DEPENDS, SQLITE_ONLY, HandOvers, dependency_row
+from test_hot_paths import AWKWARD, DEPENDS, SQLITE_ONLY, HandOvers, created_as_given, dependency_row
 
 from workloom.domain.actors import Actor
 from workloom.domain.models import Run, Task
-from workloom.engine import runs
+from workloom.engine import runs, tasks
 from workloom.engine.shared import MOST_ITEMS_PER_GROUP
+from workloom.engine.tasks import NewTask
 from workloom.engine.unit import Unit
 from workloom.store import fast
 from workloom.store import tasks as task_store
@@ -142,14 +144,14 @@ async def test_a_batch_completion_claims_the_dependent_it_releases_when_that_is_
 async def test_a_batch_completion_that_claims_sends_its_writes_ahead_in_few_hand_overs_on_sqlite(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for i in range(20):
-        await h.create(f"job {i}", queue="batch")
-    held = await h.claim("batch", limit=10, worker=WORKER)
+    many = fast.MANY_AS_ONE_FROM
+    await h.do(lambda u: tasks.create_many(u, [NewTask(title=f"job {i}", queue="batch") for i in range(2 * many)]))
+    held = await h.claim("batch", limit=many, worker=WORKER)
     items = [(c.run.id, c.claim_token, None) for c in held]
     trips = HandOvers(monkeypatch)
 
     trips.on = True
-    _, claimed = await h.do(lambda u: runs.complete_many_and_claim(u, items, "batch", WORKER, 10, None))
+    _, claimed = await h.do(lambda u: runs.complete_many_and_claim(u, items, "batch", WORKER, many, None))
     trips.on = False
 
     assert trips.sent == [
@@ -158,10 +160,10 @@ async def test_a_batch_completion_that_claims_sends_its_writes_ahead_in_few_hand
         "SELECT",  # whether a task depends on them
         "UPDATE+UPDATE",  # the runs and tasks completed, sent without waiting ...
         "UPDATE+UPDATE",  # ... and the runs claimed and their tasks moved, built meanwhile
-        "INSERT",  # the forty events
+        "INSERT",  # the events, four a task
         "commit",
     ], " ".join(trips.sent)
-    assert len(claimed) == 10 and {c.task.id for c in claimed}.isdisjoint(c.task.id for c in held)
+    assert len(claimed) == many and {c.task.id for c in claimed}.isdisjoint(c.task.id for c in held)
 
 
 @SQLITE_ONLY
@@ -189,3 +191,38 @@ async def test_large_calls_commit_alone_on_postgres(h: Harness) -> None:
 
     assert await asyncio.gather(*(h.wl.run(h.principal, noop, shared=True, items=200) for _ in range(3))) == [1] * 3
     assert shared.grouped == 0
+
+
+async def test_a_batch_large_enough_to_go_as_one_statement_keeps_every_value_as_given(h: Harness) -> None:
+    # From ``MANY_AS_ONE_FROM`` rows a write goes to SQLite as one statement over a JSON array: text that
+    # looks like JSON or NULL, JSON nulls, big numbers, flags and instants must come back as they were given.
+    count = fast.MANY_AS_ONE_FROM
+    values: list[Any] = [None, {"texts": AWKWARD, "n": 2**53, "x": 1.5, "ok": False}, [None, {"deep": ["NULL"]}], "t"]
+    given = [
+        NewTask(
+            title=AWKWARD[i % len(AWKWARD)] or "empty",
+            queue="values",
+            data=values[i % len(values)],
+            metadata={"i": i, "none": None},
+            description=AWKWARD[(i + 1) % len(AWKWARD)],
+            priority=("low", "medium", "high", "urgent")[i % 4],
+            draft=i % 7 == 0,
+        )
+        for i in range(count)
+    ]
+    made = await created_as_given(h, given)
+    for new, task in zip(given, made, strict=True):
+        created = (await h.timeline(task.id))[0]
+        assert (created.type, created.payload["title"], created.payload["draft"]) == (
+            "task.created",
+            new.title,
+            new.draft,
+        )
+
+    claims = await h.claim("values", limit=count)
+    items = [(c.run.id, c.claim_token, values[i % len(values)]) for i, c in enumerate(claims)]
+    outcomes = await h.do(lambda u: runs.complete_many(u, items))
+    assert all(isinstance(o, Run) and o.status == "completed" for o in outcomes)
+    for claim, (_, _, result) in zip(claims, items, strict=True):
+        task = await h.task(claim.task.id)
+        assert (task.status, task.output, task.closed_at) == ("completed", result, h.clock.now())

@@ -25,6 +25,7 @@ from workloom.store import rows
 from workloom.store import runs as run_store
 from workloom.store import tasks as task_store
 from workloom.store.fast import (
+    MANY_AS_ONE_FROM,
     SentRead,
     Statement,
     Write,
@@ -186,8 +187,9 @@ async def complete(conn: AsyncConnection, run_rows: list[dict[str, Any]], task_r
 
 # Completions of at least this many runs are written on SQLite without waiting (``complete``): the read of
 # their dependents then goes on its own, one more hand-over (~0.2 ms of the loop), against ~35 µs a
-# completion of SQLite's writing that the caller's next work runs beside.
-WRITES_SOON_AT = 8
+# completion of SQLite's writing that the caller's next work runs beside. Only as one statement does that
+# writing run beside Python (``fast.MANY_AS_ONE_FROM``): run once per row it takes the GIL for every row.
+WRITES_SOON_AT = MANY_AS_ONE_FROM
 
 
 def _claim_moving_tasks(limit: int | None = None, claim: sa.Update | None = None) -> sa.Select[Any]:
