@@ -38,6 +38,7 @@ from workloom.store import queues as queue_store
 from workloom.store import runs as store
 from workloom.store import tasks as task_store
 from workloom.store import timers as timer_store
+from workloom.store.fast import SentRead
 
 MAX_LEASE_SECONDS = 24 * 3600
 # A result that arrives after the run was taken away from its holder is kept for inspection; a repeat
@@ -79,12 +80,18 @@ async def claim(u: Unit, queue_name: str, worker: Actor, limit: int, lease_secon
     return await _claim(u, queue, _claim_spec(u, queue, worker, limit, lease_seconds))
 
 
-async def _claim(u: Unit, queue: Queue, spec: held_store.ClaimSpec) -> list[Claim]:
-    claimed, moved = await held_store.claim(u.conn, spec, u.numbered_events())
+async def _claim(u: Unit, queue: Queue, spec: held_store.ClaimSpec, ahead: SentRead | None = None) -> list[Claim]:
+    """The claim ``spec`` asks for; ``ahead``: of the runs read for it already (SQLite, ``claim_read``)."""
+    if ahead is None:
+        claimed, moved = await held_store.claim(u.conn, spec, u.numbered_events())
+        written = moved is not None
+    else:
+        claimed, moved = await held_store.claim_read(u.conn, spec, ahead)
+        written = False
     if len(claimed) < spec.limit:
         u.seen_empty(queue.id)
     return await _hand_over(
-        u, queue, claimed, spec.token_prefix, spec.claimer, spec.lease_until, moved, written=moved is not None
+        u, queue, claimed, spec.token_prefix, spec.claimer, spec.lease_until, moved, written=written
     )
 
 
@@ -496,15 +503,10 @@ async def complete_many_and_claim(
     spec = _claim_spec(u, queue, worker, limit, lease_seconds)
     ahead = held_store.claim_candidates_soon(u.conn, spec)
     outcomes = await complete_many(u, items)
-    if ahead is None:
-        return outcomes, await _claim(u, queue, spec)
-    if queue_key(queue.id) in u.wakeups:
+    if ahead is not None and queue_key(queue.id) in u.wakeups:
         await ahead.rows()  # read for nothing: the claim reads again, after the completions
-        return outcomes, await _claim(u, queue, spec)
-    claimed, moved = await held_store.claim_read(u.conn, spec, ahead)
-    if len(claimed) < limit:
-        u.seen_empty(queue.id)
-    return outcomes, await _hand_over(u, queue, claimed, spec.token_prefix, worker, spec.lease_until, moved)
+        ahead = None
+    return outcomes, await _claim(u, queue, spec, ahead)
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,7 +108,8 @@ def _sqlite_begin_first(conn: sa.Connection, cursor: Any, *_args: Any) -> None:
 
 
 def _sqlite_commit(conn: sa.Connection) -> None:
-    # A transaction that ran no statement never began in SQLite: nothing is left to begin.
+    # Nothing is left to begin (a transaction that ran no statement never began in SQLite), and nothing
+    # sent without waiting may be left unwaited (``fast.transaction_ended``).
     fast.transaction_ended(_threaded(conn), committed=True)
 
 

@@ -471,8 +471,7 @@ async def dependency_dependents_many(conn: AsyncConnection, task_ids: list[str])
 
 async def dependency_dependents_after(conn: AsyncConnection, writes: list[Write], task_ids: list[str]) -> set[str]:
     """``writes``, then ``dependency_dependents_many`` (which must not depend on them): one round trip."""
-    found = await rows_after(conn, writes, _DEPENDED_ON, {"ids": task_ids})
-    return {row["depends_on_task_id"] for row in found}
+    return _depended_on_ids(await rows_after(conn, writes, _DEPENDED_ON, {"ids": task_ids}))
 
 
 def dependency_dependents_soon(conn: AsyncConnection, task_ids: list[str]) -> Awaitable[set[str]] | None:
@@ -483,7 +482,11 @@ def dependency_dependents_soon(conn: AsyncConnection, task_ids: list[str]) -> Aw
 
 
 async def _depended_on(read: SentRead) -> set[str]:
-    return {row["depends_on_task_id"] for row in await read.rows()}
+    return _depended_on_ids(await read.rows())
+
+
+def _depended_on_ids(found: list[dict[str, Any]]) -> set[str]:
+    return {row["depends_on_task_id"] for row in found}
 
 
 _DEPENDED_ON = Statement(
