@@ -13,6 +13,7 @@ values look exactly as they do through ``conn.execute``.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import decimal
 import re
 import sqlite3
@@ -20,7 +21,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import asyncpg
@@ -223,6 +224,7 @@ HOIST_FROM = 16
 # it, rows not fitting one of them send every value in every row.
 MOST_FORMS = 8
 _PLAIN = frozenset({str, int, bool, decimal.Decimal})
+_ZONE = attrgetter("tzinfo")
 
 
 def _alike(column: tuple[Any, ...]) -> bool:
@@ -232,11 +234,12 @@ def _alike(column: tuple[Any, ...]) -> bool:
         return False
     if first is None:
         return True
-    if type(first) in _PLAIN:
+    kind = type(first)
+    if kind in _PLAIN:
         return len(set(map(type, column))) == 1  # ``True == 1`` and ``1 == 1.0``: the same type too
-    # JSON, where {"a": 1} == {"a": True}, and instants, equal in other time zones: alike as written
-    written = orjson.dumps(first)
-    return all(orjson.dumps(value) == written for value in column)
+    if kind is datetime.datetime:  # one instant is equal to itself in another time zone, not written alike
+        return len(set(map(type, column))) == 1 and len(set(map(_ZONE, column))) == 1
+    return len(set(map(orjson.dumps, column))) == 1  # JSON, where {"a": 1} == {"a": True}: alike as written
 
 
 _JSON_CASTS = {"::JSONB", "::JSON"}
