@@ -92,6 +92,30 @@ def test_an_unexpected_answer_is_a_workloom_error() -> None:
         call.result(httpx.Response(200, text="<html>"))
 
 
+def test_a_batch_answer_is_read_whole_keeping_what_this_sdk_does_not_know_yet() -> None:
+    # A worker's batch answer is parsed and validated from its bytes in one pass: every item, with any
+    # field a newer server adds kept on the model, and a wrong item refused as an unexpected answer.
+    task = {"id": "task_1", "title": "T", "status": "in_progress", "data": {"big": 2**64, "x": [1.5, None]},
+            "created_at": "2026-12-06T12:00:00Z", "new_field": {"a": 1}}  # fmt: skip
+    run = {"id": "run_1", "task_id": "task_1", "attempt": 1, "status": "claimed"}
+    claim = {"task": task, "run": run, "claim_token": "ct", "lease_until": "2026-12-06T12:05:00+00:00"}
+    answer = {"items": [{"run_id": "run_0", "status": "completed"}], "claims": [claim], "next": "ignored"}
+    call = calls.complete_runs_and_claim([("run_0", "t0")], "q", {"kind": "automation", "ref": "w"}, 10, None, None)
+
+    outcomes, claims = call.result(httpx.Response(200, json=answer))
+
+    assert [(o.run_id, o.ok) for o in outcomes] == [("run_0", True)]
+    (got,) = claims
+    assert (got.task.data, got.run.status, got.claim_token) == ({"big": 2**64, "x": [1.5, None]}, "claimed", "ct")
+    assert got.lease_until == datetime(2026, 12, 6, 12, 5, tzinfo=UTC)
+    assert got.task.model_extra == {"new_field": {"a": 1}}
+    wrong = {**answer, "claims": [{**claim, "claim_token": None}]}
+    with pytest.raises(WorkloomError, match="unexpected answer to POST /v1/runs/complete"):
+        call.result(httpx.Response(200, json=wrong))
+    with pytest.raises(WorkloomError, match="unexpected answer"):
+        calls.claim("q", {"kind": "automation", "ref": "w"}, 1, None, 0, None).result(httpx.Response(200, json={}))
+
+
 def test_settings_come_from_arguments_then_the_environment() -> None:
     policy = RetryPolicy()
     env = {"WORKLOOM_URL": "https://wl.example.com/", "WORKLOOM_API_KEY": "wl_env"}
