@@ -133,6 +133,42 @@ async def test_feeds_of_two_workspaces_see_only_their_own(h: Harness) -> None:
     theirs.close()
 
 
+async def test_the_engine_stops_only_once_a_read_for_the_streams_has_ended(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stream's read is not cancelled mid-query (it would lose its connection unclosed, and on SQLite hold
+    # the write lock): stopping waits for it, so that no connection outlives the engine.
+    await h.queue("q")
+    reading, release = asyncio.Event(), asyncio.Event()
+    order: list[str] = []
+    read = h.wl.events._read_batch
+
+    async def held_up(workspace_id: str, cursor: int) -> Any:
+        reading.set()
+        await release.wait()
+        try:
+            return await read(workspace_id, cursor)
+        finally:
+            order.append("read ended")
+
+    monkeypatch.setattr(h.wl.events, "_read_batch", held_up)
+    catching_up = asyncio.ensure_future(h.wl.events.subscribe(h.principal, 0).next(PATIENCE))
+    await asyncio.wait_for(reading.wait(), PATIENCE)
+    catching_up.cancel()  # the stream stopped, as a stopping server stops its streams first
+
+    async def close() -> None:
+        await h.wl.events.close()
+        order.append("closed")
+
+    closing = asyncio.ensure_future(close())
+    finished, _ = await asyncio.wait({closing}, timeout=0.5)
+    assert not finished, "the streams' reader closed while its read was still running"
+    release.set()
+    await asyncio.wait_for(closing, PATIENCE)
+    assert order == ["read ended", "closed"]
+    assert catching_up.cancelled()
+
+
 async def test_feeds_go_on_after_the_log_could_not_be_read_for_a_moment(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from workloom.domain.actors import Actor
 from workloom.domain.errors import NotFound
@@ -56,6 +56,7 @@ async def record(
 
 
 log = logging.getLogger("workloom.events")
+T = TypeVar("T")
 
 # A writer left idle inside its transaction would hold every stream back; past this wait, deliver anyway.
 HORIZON_PATIENCE = timedelta(seconds=5)
@@ -76,6 +77,17 @@ class EventReader:
         self.poll_seconds = poll_seconds
         self._reads: dict[tuple[str, int], asyncio.Future[_Batch]] = {}
         self._tails: dict[str, _Tail] = {}
+        # Reads that go on when whoever awaited them is cancelled (``shielded``), until they end.
+        self._in_flight: set[asyncio.Future[Any]] = set()
+
+    def shielded(self, read: Awaitable[T]) -> Awaitable[T]:
+        """``read`` run to its end even if the caller is cancelled: a read cancelled mid-query loses its
+        connection without closing it (on SQLite, still holding the database's write lock). ``close`` waits
+        for every such read, so that none outlives the engine's connections."""
+        running = asyncio.ensure_future(read)
+        self._in_flight.add(running)
+        running.add_done_callback(self._in_flight.discard)
+        return asyncio.shield(running)
 
     async def timeline(
         self, principal: Principal, task_id: str, after_sequence: int = 0, limit: int = 1000
@@ -99,9 +111,8 @@ class EventReader:
         cursor = after_sequence
         with self.signals.waiter(events_key(principal.workspace_id)) as waiter:
             while stop is None or not stop.is_set():
-                # Shielded: a stream is stopped by cancelling it, and a read cancelled mid-query loses its
-                # connection without closing it (on SQLite, still holding the database's write lock).
-                batch = await asyncio.shield(self.timeline(principal, task_id, cursor, limit=500))
+                # Shielded: a stream is stopped by cancelling it.
+                batch = await self.shielded(self.timeline(principal, task_id, cursor, limit=500))
                 for event in batch:
                     cursor = event.task_sequence or cursor
                     yield event
@@ -129,9 +140,15 @@ class EventReader:
         return Feed(self, principal.workspace_id, after, accepts, stop, buffer)
 
     async def close(self) -> None:
-        """End every feed and stop reading for them (the engine is stopping)."""
+        """End every feed and stop reading for them (the engine is stopping); return once no read is left
+        running, whoever started it."""
         for tail in list(self._tails.values()):
             await tail.close()
+        if self._in_flight:
+            ended, _ = await asyncio.wait(set(self._in_flight))
+            for read in ended:  # what failed here was to be tried again, by readers now gone
+                if not read.cancelled():
+                    read.exception()
 
     def _tail(self, workspace_id: str) -> _Tail:
         tail = self._tails.get(workspace_id)
@@ -148,7 +165,7 @@ class EventReader:
             shared = asyncio.ensure_future(self._read_batch(workspace_id, cursor))
             self._reads[key] = shared
             shared.add_done_callback(lambda _f: self._reads.pop(key, None))
-        return await asyncio.shield(shared)
+        return await self.shielded(shared)
 
     async def _read_batch(self, workspace_id: str, cursor: int) -> _Batch:
         async with self.db.read() as conn:
@@ -355,8 +372,7 @@ class _Tail:
                         continue
                     cursor = min(s.cursor for s in following)
                     try:
-                        # Shielded: a read cancelled mid-query (at shutdown) would lose its connection unclosed.
-                        batch, horizon = await asyncio.shield(reader._read_batch(self._workspace_id, cursor))
+                        batch, horizon = await reader.shielded(reader._read_batch(self._workspace_id, cursor))
                     except Exception:  # the database away for a moment: the streams wait, then go on
                         log.warning("reading the event log for streams failed; trying again", exc_info=True)
                         await waiter.wait(reader.poll_seconds)
