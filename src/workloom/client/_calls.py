@@ -157,7 +157,7 @@ def _items(model: type[M]) -> Callable[[bytes], list[M]]:
     answer = _Items[model]  # type: ignore[valid-type]
 
     def parse(raw: bytes) -> list[M]:
-        return list(answer.model_validate_json(raw).items)
+        return answer.model_validate_json(raw).items
 
     return parse
 

@@ -90,11 +90,7 @@ class _Compiled:
             hoisted = tuple(n for n, column in enumerate(zip(*picked, strict=True)) if _alike(column))
             if len(hoisted) == len(names):
                 hoisted = hoisted[1:]  # the document has a value per row, which sets the number of rows
-        sql = bulk.form(hoisted)
-        if sql is None:  # too many forms of this statement already: every value in every row
-            hoisted = ()
-            sql = bulk.form(())
-            assert sql is not None
+        hoisted, sql = bulk.form(hoisted)
         binds = self.binds
         varying = [n for n in range(len(names)) if n not in hoisted] if hoisted else range(len(names))
         steps = [
@@ -182,19 +178,26 @@ class _Bulk:
     scalar: tuple[int, ...]  # positions that stay one value for every row (constants the statement carries)
     casts: tuple[str, ...]  # per ``per_row``: its placeholder's cast (PostgreSQL; none on SQLite)
     postgres: bool
+    # The texts with some values sent once, by which (``form``); the one with every value in every row.
     forms: dict[tuple[int, ...], str] = field(default_factory=dict, compare=False)
+    every_row: str = field(init=False, compare=False)
 
-    def form(self, hoisted: tuple[int, ...]) -> str | None:
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "every_row", self._render(()))
+
+    def form(self, hoisted: tuple[int, ...]) -> tuple[tuple[int, ...], str]:
         """The statement's text with the row-varying parameters ``hoisted`` (positions into ``per_row``) sent
-        once, numbered after the constants; the others are read from each row of the document, in their
-        order. None once the statement has ``MOST_FORMS`` texts (each is a prepared statement per
-        connection) and this is not one of them; the one with every value in every row is always there."""
+        once, numbered after the constants, the others read from each row of the document in their order;
+        and which were hoisted. Once the statement has ``MOST_FORMS`` such texts (each is a prepared
+        statement per connection), rows that fit none of them send every value in every row."""
+        if not hoisted:
+            return hoisted, self.every_row
         found = self.forms.get(hoisted)
         if found is None:
-            if hoisted and len(self.forms) >= MOST_FORMS:
-                return None
+            if len(self.forms) >= MOST_FORMS:
+                return (), self.every_row
             found = self.forms[hoisted] = self._render(hoisted)
-        return found
+        return hoisted, found
 
     def _render(self, hoisted: tuple[int, ...]) -> str:
         first_hoisted = 2 + len(self.scalar)
