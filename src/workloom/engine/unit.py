@@ -43,7 +43,8 @@ Rendered = tuple[int, Any]
 
 IDEMPOTENCY_RETENTION = timedelta(hours=24)
 # Two transactions that lock the same rows in opposite orders: the database aborts one (deadlock or
-# serialization failure) and running it again is always safe, since nothing of it was committed.
+# serialization failure), or a connection dies before its COMMIT was sent: running it again is always
+# safe, since nothing of it was committed.
 TRANSIENT_RETRIES = 4
 log = logging.getLogger("workloom.engine")
 
@@ -341,7 +342,10 @@ class Runner:
                 if not isinstance(exc, Exception):
                     raise
                 if attempt < TRANSIENT_RETRIES and is_transient(exc):
-                    log.info("transaction retried after a transient conflict", extra={"attempt": attempt})
+                    log.info(
+                        "transaction retried after a transient failure",
+                        extra={"attempt": attempt, "error": type(exc).__name__},
+                    )
                     continue
                 raise
             assert unit is not None

@@ -1,0 +1,204 @@
+"""PostgreSQL connections kept between uses (``store.database.KeptConnections``): a connection is kept only
+after a clean use, every use of the engine shares the whole pool, and stopping closes them all."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+import sqlalchemy as sa
+from harness import Harness
+
+from workloom.domain.clock import ManualClock
+from workloom.domain.errors import NotFound
+from workloom.domain.queries import ListQuery
+from workloom.engine import tasks
+from workloom.engine.service import Workloom
+from workloom.engine.tasks import NewTask
+from workloom.engine.unit import Unit
+from workloom.store.database import plain_url
+
+
+@pytest.fixture
+def pg_url(postgres_server: Any) -> Any:
+    name = postgres_server.create(template=postgres_server.migrated_template())
+    try:
+        yield postgres_server.url_for(name)
+    finally:
+        postgres_server.drop_later(name)
+
+
+@contextlib.asynccontextmanager
+async def engine(url: str, pool_size: int) -> AsyncIterator[Harness]:
+    clock = ManualClock()
+    wl = Workloom.from_url(url, clock, pool_size=pool_size)
+    try:
+        yield await Harness.open(wl, clock)
+    finally:
+        await wl.stop()
+
+
+async def _sessions(url: str, state: str | None = None) -> int:
+    """Server sessions on this database other than the one asking (``state``: only those in it)."""
+    conn = await asyncpg.connect(plain_url(url))
+    try:
+        count: int = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND ($1::text IS NULL OR state = $1)",
+            state,
+        )
+        return count
+    finally:
+        await conn.close()
+
+
+async def _cut_every_session(url: str) -> None:
+    """End every other session on the database, and wait until the server has: none of them is left."""
+    conn = await asyncpg.connect(plain_url(url))
+    try:
+        cut = await conn.fetchval(
+            "WITH others AS MATERIALIZED (SELECT pid FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid())"
+            " SELECT array_agg(pid) FROM others WHERE pg_terminate_backend(pid)"
+        )
+        assert cut and len(cut) >= 2
+        async with asyncio.timeout(10):
+            while await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)", cut):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)  # the server's view of the ended sessions, polled
+    finally:
+        await conn.close()
+
+
+async def test_no_call_fails_after_the_database_ended_every_session(pg_url: str) -> None:
+    """PostgreSQL restarted, or an operator ended the sessions: the connections they leave dead are let go
+    when next taken (asyncpg has seen the server close them), and the calls run on new ones."""
+    async with engine(pg_url, pool_size=4) as h:
+        for n in range(6):
+            await asyncio.gather(h.create(f"before {n}"), h.create(f"beside {n}"))
+        async with h.wl.db.read() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+        await _cut_every_session(pg_url)
+        for n in range(10):
+            assert (await h.create(f"after {n}")).title == f"after {n}"
+            async with h.wl.db.read() as conn:
+                assert (await conn.execute(sa.text("SELECT 1"))).scalar() == 1
+
+
+async def test_a_call_whose_connection_dies_before_its_commit_runs_again_on_another(pg_url: str) -> None:
+    """The connection dies between two statements of a call (a network cut the loop has not yet seen):
+    nothing of that attempt committed, so the call runs again, once, on a new connection."""
+    async with engine(pg_url, pool_size=2) as h:
+        attempts = 0
+
+        async def create_after_losing_the_first_connection(u: Unit) -> Any:
+            nonlocal attempts
+            attempts += 1
+            first = await tasks.create(u, NewTask(title=f"attempt {attempts}", queue="q"))
+            await u.flush()
+            if attempts == 1:
+                pid = (await u.conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar()
+                killer = await asyncpg.connect(plain_url(pg_url))
+                try:
+                    await killer.execute("SELECT pg_terminate_backend($1)", pid)
+                finally:
+                    await killer.close()
+                await u.conn.execute(sa.text("SELECT 1"))
+            return first
+
+        task = await h.do(create_after_losing_the_first_connection)
+        assert attempts == 2
+        assert task.title == "attempt 2"
+        titles = [t.title for t in (await h.list(ListQuery(limit=100))).items]
+        assert titles == ["attempt 2"]
+
+
+async def test_a_call_cancelled_inside_a_statement_commits_nothing_and_leaves_no_transaction_open(
+    pg_url: str,
+) -> None:
+    async with engine(pg_url, pool_size=2) as h:
+        inside = asyncio.Event()
+
+        async def create_then_hang(u: Unit) -> None:
+            await tasks.create(u, NewTask(title="never committed", queue="q"))
+            await u.flush()
+            inside.set()
+            await u.conn.execute(sa.text("SELECT pg_sleep(30)"))
+
+        call = asyncio.ensure_future(h.do(create_then_hang))
+        await inside.wait()
+        call.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await call
+        for n in range(6):  # more calls than connections: each of them is used again
+            task = await h.create(f"after {n}", queue="q")
+            assert (await h.task(task.id)).title == f"after {n}"
+        titles = [t.title for t in (await h.list(ListQuery(limit=100))).items]
+        assert "never committed" not in titles
+        async with asyncio.timeout(10):
+            while await _sessions(pg_url, "idle in transaction"):  # noqa: ASYNC110 (the server's view, polled)
+                await asyncio.sleep(0.02)
+
+
+async def test_reads_and_transactions_share_the_whole_pool(pg_url: str) -> None:
+    """Connections waiting between transactions serve reads, and the other way round; a use that waits for
+    a connection gets the next one given back, not the pool's timeout half a minute later."""
+    async with engine(pg_url, pool_size=2) as h:
+        db = h.wl.db
+        async with db.transaction() as a, db.transaction() as b:
+            await a.execute(sa.text("SELECT 1"))
+            await b.execute(sa.text("SELECT 1"))
+        async with asyncio.timeout(5):
+            async with db.read() as a, db.read() as b:
+                assert (await a.execute(sa.text("SELECT 1"))).scalar() == 1
+                assert (await b.execute(sa.text("SELECT 1"))).scalar() == 1
+            async with db.transaction() as a, db.transaction() as b:
+                await a.execute(sa.text("SELECT 1"))
+                await b.execute(sa.text("SELECT 1"))
+
+        held = asyncio.Event()
+        release = asyncio.Event()
+
+        async def hold() -> None:
+            async with db.transaction() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+                held.set()
+                await release.wait()
+
+        holders = [asyncio.ensure_future(hold()), asyncio.ensure_future(hold())]
+        async with asyncio.timeout(5):
+            while not held.is_set():  # noqa: ASYNC110 (the first holder's connection taken)
+                await asyncio.sleep(0.005)
+            waiting = asyncio.ensure_future(h.create("waits for a connection"))
+            await asyncio.sleep(0)  # the create asks the pool before the holders give their connections back
+            release.set()
+            await asyncio.gather(*holders)
+            task = await waiting
+        assert (await h.task(task.id)).title == "waits for a connection"
+
+
+async def test_stopping_the_engine_closes_every_connection_it_kept(pg_url: str) -> None:
+    async with engine(pg_url, pool_size=4) as h:
+        await asyncio.gather(*(h.create(f"task {n}") for n in range(8)))
+        async with h.wl.db.read() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+        assert await _sessions(pg_url) >= 1
+    async with asyncio.timeout(10):
+        while await _sessions(pg_url):  # noqa: ASYNC110 (the server's view of the closed sessions, polled)
+            await asyncio.sleep(0.02)
+
+
+async def test_a_read_that_raised_is_not_kept_half_done(pg_url: str) -> None:
+    """A read cut short by an error leaves nothing behind for the next use of its connection."""
+    async with engine(pg_url, pool_size=1) as h:
+        with pytest.raises(NotFound):
+            await h.task("tsk_does_not_exist")
+        async with h.wl.db.read() as conn:
+            with pytest.raises(sa.exc.DBAPIError):
+                await conn.execute(sa.text("SELECT 1/0"))
+        async with h.wl.db.read() as conn:
+            assert (await conn.execute(sa.text("SELECT 1"))).scalar() == 1
+        assert (await h.create("after the error")).title == "after the error"
