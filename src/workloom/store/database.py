@@ -99,10 +99,6 @@ class KeptConnections:
             return
         self._idle[autocommit].append((conn, since))
 
-    @property
-    def idle(self) -> int:
-        return len(self._idle[False]) + len(self._idle[True])
-
     async def close(self) -> None:
         self._closed = True
         for idle in self._idle.values():
@@ -114,21 +110,18 @@ class KeptConnections:
         return "AUTOCOMMIT" if autocommit else str(self._engine.dialect.default_isolation_level)
 
 
-def _driver_closed(conn: AsyncConnection) -> bool:
-    if conn.closed or conn.invalidated or conn.sync_connection is None:
-        return False
-    adapted: Any = conn.sync_connection.connection.dbapi_connection
-    raw: Any = getattr(adapted, "_connection", None)
-    return raw is not None and bool(raw.is_closed())
+def _dead(conn: AsyncConnection) -> bool:
+    """Whether ``conn``'s session is over: SQLAlchemy has invalidated it, or asyncpg has seen it close. The
+    hot statements go to asyncpg directly (``fast``), so SQLAlchemy does not see every connection that
+    died under them, and its pool would hand such a connection out again, call after call."""
+    return conn.invalidated or fast.driver_closed(conn)
 
 
 async def _let_go_if_dead(conn: AsyncConnection) -> bool:
-    """Close ``conn`` if its session is over, and say so. The hot statements go to asyncpg directly
-    (``fast``), so SQLAlchemy does not see a connection that died under them: it is invalidated here, or
-    SQLAlchemy's pool would hand the dead connection out again, call after call."""
+    """Close ``conn`` (invalidated, so that the pool discards it) if its session is over; and say so."""
     if conn.closed:
         return True
-    if not (conn.invalidated or _driver_closed(conn)):
+    if not _dead(conn):
         return False
     if not conn.invalidated:
         await conn.invalidate()
@@ -171,7 +164,7 @@ class Database:
                 try:
                     yield conn
                 except Exception as exc:
-                    if conn.invalidated or _driver_closed(conn):
+                    if _dead(conn):
                         raise ConnectionLost("the database connection closed during the transaction") from exc
                     raise
             clean = True

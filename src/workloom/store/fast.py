@@ -109,14 +109,11 @@ class _Compiled:
                 if value is not None:
                     row[col] = process(value)
             table.append(row)
+        # Then each value sent once: the statement's constants, and the values every row has alike.
+        once = [(self.fixed[self.names[i]], binds[i]) for i in bulk.scalar]
+        once += [(params[0][names[n]], binds[bulk.per_row[n]]) for n in hoisted]
         out: list[Any] = [orjson.dumps(table).decode()]
-        for i in bulk.scalar:
-            value, process = self.fixed[self.names[i]], binds[i]
-            out.append(process(value) if process is not None and value is not None else value)
-        first = params[0]
-        for n in hoisted:
-            value, process = first[names[n]], binds[bulk.per_row[n]]
-            out.append(process(value) if process is not None and value is not None else value)
+        out += [process(value) if process is not None and value is not None else value for value, process in once]
         return sql, out
 
     def shaped(self, params: Sequence[Mapping[str, Any]]) -> tuple[str, list[Any]] | None:
@@ -596,15 +593,22 @@ async def driver(conn: AsyncConnection, *, begin: bool = True) -> asyncpg.Connec
     ``begin=False`` is for: the one statement of a transaction that has no other (nothing has begun it,
     and SQLAlchemy's COMMIT then finds nothing to commit).
     """
-    adapted: Any = conn.sync_connection.connection.dbapi_connection if conn.sync_connection else None
-    if adapted is None:
-        raise RuntimeError("no connection")
+    adapted = _adapted(conn)
     if begin and adapted._transaction is None and adapted.isolation_level != "autocommit":
         async with adapted._execute_mutex:
             if adapted._transaction is None:
                 await adapted._start_transaction()
     raw: asyncpg.Connection = adapted._connection
     return raw
+
+
+def driver_closed(conn: AsyncConnection) -> bool:
+    """Whether the asyncpg connection under ``conn`` has closed (its session ended by the server): what
+    SQLAlchemy does not see when the statement that met it went to asyncpg directly."""
+    if conn.closed or conn.invalidated or conn.sync_connection is None:
+        return False
+    raw: Any = getattr(_adapted(conn), "_connection", None)
+    return raw is not None and bool(raw.is_closed())
 
 
 def one_of(column: sa.ColumnElement[Any], name: str, dialect: str) -> sa.ColumnElement[bool]:
