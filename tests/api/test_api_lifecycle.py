@@ -11,7 +11,8 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-from serverproc import ServerProcess
+from prometheus_client.parser import text_string_to_metric_families
+from serverproc import ServerProcess, poll
 
 WORKER = {"kind": "automation", "ref": "worker-1"}
 
@@ -575,3 +576,49 @@ def test_identifiers_health_metrics_and_request_ids(server: ServerProcess, api: 
     generated = api.get("/v1/tasks").headers.get("x-request-id")
     assert generated
     assert api.get("/v1/tasks").headers["x-request-id"] != generated
+
+
+def counters(server: ServerProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every counter sample of ``/metrics``: (name, sorted labels) → value."""
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        if family.type == "counter"
+        for sample in family.samples
+    }
+
+
+def test_metrics_count_requests_claims_completions_failures_and_lease_expiries(
+    server: ServerProcess, api: httpx.Client
+) -> None:
+    create_queue(api, "counted", max_attempts=1)
+    for title in ("done", "failed", "lapsed"):
+        create_task(api, title, queue="counted")
+    held = {c["task"]["title"]: c for c in claim(api, "counted", limit=2)}
+    lapsed = claim_one(api, "counted", lease_seconds=1)
+    done, failed = held["done"], held["failed"]
+    ok(api.post(f"/v1/runs/{done['run']['id']}/complete", json={"claim_token": done["claim_token"]}))
+    body = {"claim_token": failed["claim_token"], "error": "no", "retryable": False}
+    ok(api.post(f"/v1/runs/{failed['run']['id']}/fail", json=body))
+    problem(api.get("/v1/tasks/WL-99"), 404, "not-found")
+    problem(api.post("/v1/tasks", content=b"title=x", headers={"Content-Type": "text/plain"}), 415)
+
+    def lapsed_run_ended() -> bool:
+        return any(r["end_reason"] == "lease_expired" for r in runs_of(api, lapsed["task"]["id"]))
+
+    poll(lapsed_run_ended, "the lapsed lease to be expired by the ticker", timeout=30)
+
+    seen = counters(server)
+    assert seen[("workloom_claims_total", (("queue", "counted"),))] == 3
+    assert seen[("workloom_completions_total", ())] == 1
+    assert seen[("workloom_failures_total", ())] == 1
+    assert seen[("workloom_lease_expiries_total", ())] == 1
+    requests = {labels: value for (name, labels), value in seen.items() if name == "workloom_http_requests_total"}
+    assert requests[(("method", "POST"), ("status", "201"))] == 4  # the queue and three tasks
+    assert requests[(("method", "GET"), ("status", "404"))] == 1
+    assert requests[(("method", "POST"), ("status", "415"))] == 1
+    # A request is counted when it ends: the scrape above is not, the next one sees it.
+    scrapes = requests.get((("method", "GET"), ("status", "200")), 0)
+    after = counters(server)[("workloom_http_requests_total", (("method", "GET"), ("status", "200")))]
+    assert after == scrapes + 1

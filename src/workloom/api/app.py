@@ -13,10 +13,11 @@ from prometheus_client import disable_created_metrics
 
 import workloom
 from workloom.api import dispatch, problems
-from workloom.api.middleware import BodyGuard, RequestContext
+from workloom.api.middleware import Edge
 from workloom.api.routers import claims, dashboard, events, inbox, ops, queues, runs, tasks
 from workloom.dialects import agh
 from workloom.domain.clock import Clock
+from workloom.engine.metrics import Metrics
 from workloom.engine.service import Workloom
 from workloom.settings import Settings
 
@@ -26,6 +27,8 @@ log = logging.getLogger("workloom.server")
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     disable_created_metrics()  # type: ignore[no-untyped-call]
+    # Made here rather than with the engine (in the lifespan) so that the middleware built now counts into it.
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -36,6 +39,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             tick_interval=settings.tick_interval,
             shared_groups=settings.shared_commits,
             claim_poll_seconds=settings.claim_poll_seconds,
+            metrics=metrics,
         )
         await wl.migrate()
         issued = await wl.access.bootstrap(settings.bootstrap_token)
@@ -71,8 +75,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     )
     for router in native:
         app.include_router(router)
-    app.add_middleware(BodyGuard, limit=settings.max_body_bytes)
-    app.add_middleware(RequestContext)
+    app.add_middleware(Edge, limit=settings.max_body_bytes, requests=metrics.requests)
     agh.mount(app)
     dispatch.install(app, native)  # last: it builds the middleware stack
     return app

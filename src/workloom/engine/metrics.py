@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from workloom.domain.clock import Clock
-from workloom.engine.unit import Unit
+from workloom.engine.unit import Tallied, Unit
 from workloom.store import queues as queue_store
 from workloom.store import runs as run_store
 from workloom.store import tasks as task_store
@@ -47,28 +47,30 @@ class Metrics:
             buckets=(2, 4, 8, 16, 32, 64),
             registry=r,
         )
-        self._tallied = {
+        self._tallied: dict[Tallied, Counter] = {
             "completions": self.completions,
             "failures": self.failures,
             "lease_expiries": self.lease_expiries,
         }
+        # Counted by the API's middleware, which is why it is made with the application (see api.app).
         self.requests = Counter("workloom_http_requests_total", "HTTP requests", ["method", "status"], registry=r)
 
     def count(self, unit: Unit) -> None:
         """Apply a committed unit of work's tallies."""
         for name, amount in unit.tallies.items():
-            counter = self._tallied.get(name)
-            if counter is not None:
-                counter.inc(amount)
+            self._tallied[name].inc(amount)
 
     async def render(self, db: Database, clock: Clock) -> bytes:
         now = clock.now()
         async with db.read() as conn:
             counts = await task_store.task_counts_by_status(conn)
             depths = await run_store.run_queue_depths(conn, now)
-            names: dict[str, str] = {}
+            by_workspace: dict[str, set[str]] = {}
             for workspace_id, queue_id, _, _ in depths:
-                names.update(await queue_store.queue_names(conn, workspace_id, {queue_id}))
+                by_workspace.setdefault(workspace_id, set()).add(queue_id)
+            names: dict[str, str] = {}
+            for workspace_id, queue_ids in by_workspace.items():
+                names.update(await queue_store.queue_names(conn, workspace_id, queue_ids))
         self.tasks.clear()
         for workspace_id, queue, status, count in counts:
             self.tasks.labels(workspace_id, queue or "", status).set(count)

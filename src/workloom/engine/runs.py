@@ -734,6 +734,7 @@ async def fail(u: Unit, run_id: str, token: str | None, error: str, retryable: b
         end_reason="failed" if retryable else "failed_permanently",
         payload={"error": error, "retryable": retryable},
     )
+    u.tally("failures")
     await _after_failure(u, task, run, error, retryable)
     return run
 
@@ -767,6 +768,7 @@ async def expire(u: Unit, run: Run, task: Task) -> Run:
     run = await move_run(
         u, run, "expire", event="run.lease_expired", actor=TICKER, error="lease_expired", end_reason="lease_expired"
     )
+    u.tally("lease_expiries")
     await _after_failure(u, task, run, "lease_expired", retryable=True)
     return run
 

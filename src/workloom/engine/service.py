@@ -53,12 +53,13 @@ class Workloom:
         tick_interval: float = 0.5,
         shared_groups: int | None = None,
         claim_poll_seconds: float = CLAIM_POLL_SECONDS,
+        metrics: Metrics | None = None,
     ) -> None:
         self.db = db
         self.clock = clock or SystemClock()
         self.claim_poll_seconds = claim_poll_seconds
         self.signals = Signals()
-        self.metrics = Metrics()
+        self.metrics = metrics or Metrics()
         self._listener: Listener | None = None
         self._notifier = Notifier(db.url, own_listener=self._listener_pid) if db.is_postgres else None
         self.runner = Runner(

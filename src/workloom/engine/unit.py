@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 Rendered = tuple[int, Any]
+# What a unit of work counts for the metrics (``Metrics.count`` has a counter for each).
+Tallied = Literal["completions", "failures", "lease_expiries"]
 
 IDEMPOTENCY_RETENTION = timedelta(hours=24)
 # Two transactions that lock the same rows in opposite orders: the database aborts one (deadlock or
@@ -56,7 +58,7 @@ class Unit:
     now: datetime
     wakeups: set[str] = field(default_factory=set)
     deferred_error: WorkloomError | None = None
-    tallies: Counter[str] = field(default_factory=Counter)
+    tallies: Counter[Tallied] = field(default_factory=Counter)
     events: list[dict[str, Any]] = field(default_factory=list)
     # The request's idempotency key, when ``Runner.respond`` runs it under one: runs remember the key
     # their explicit enqueue or their claim came with.
@@ -139,7 +141,7 @@ class Unit:
         """A claim of this unit found nothing more to claim in the queue (noted if the unit commits)."""
         self.emptied.append(queue_id)
 
-    def tally(self, name: str, amount: int = 1) -> None:
+    def tally(self, name: Tallied, amount: int = 1) -> None:
         """Count something for metrics; counted only if the transaction commits."""
         self.tallies[name] += amount
 
