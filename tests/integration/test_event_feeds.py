@@ -7,6 +7,7 @@ import asyncio
 import time
 from typing import Any
 
+import asyncpg
 import pytest
 from harness import Harness
 
@@ -15,6 +16,7 @@ from workloom.engine import tasks
 from workloom.engine.events import READ_BATCH, Feed
 from workloom.engine.tasks import NewTask
 from workloom.store import events as store
+from workloom.store.database import plain_url
 
 PATIENCE = 20.0  # seconds a feed may take to deliver what was committed (far more than it needs)
 
@@ -35,8 +37,8 @@ async def log_after(h: Harness, after: int) -> list[Event]:
     """The workspace's log as the database has it, read directly, after sequence ``after``."""
     found: list[Event] = []
     async with h.wl.db.read() as conn:
-        while batch := await store.event_list_after(conn, h.principal.workspace_id, after=after, limit=1000):
-            found.extend(event for event, _ in batch)
+        while batch := (await store.event_list_after(conn, h.principal.workspace_id, after=after, limit=1000))[0]:
+            found.extend(batch)
             after = found[-1].sequence
     return found
 
@@ -193,3 +195,50 @@ async def test_feeds_go_on_after_the_log_could_not_be_read_for_a_moment(
     assert [e.sequence for e in await take(feed, len(log))] == [e.sequence for e in log]
     assert failures == 2
     feed.close()
+
+
+_RAW_EVENT = (
+    "INSERT INTO events (workspace_id, type, actor_kind, actor_ref, payload, created_at, commit_horizon)"
+    " SELECT $1, $2, 'automation', 'test', '{}'::jsonb, now(), pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
+)
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+async def test_a_feed_waits_for_a_transaction_that_took_a_smaller_number_after_the_later_one_began(
+    h: Harness, migrated_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sequence numbers are taken before commit, so ``late`` can commit after ``early`` although its number
+    is smaller. Here the transaction that writes ``late`` takes its transaction id *after* the statement
+    writing ``early`` took its snapshot, and its number before ``early`` took its own (the statement waits
+    in between): a horizon taken from the writing statement's snapshot let a stream pass ``early`` while
+    ``late`` was in flight, and it never saw ``late``."""
+    monkeypatch.setattr(h.wl.events, "poll_seconds", 0.02)  # these raw writes wake no stream: it polls
+    await h.queue("q")
+    start = await h.wl.events.last_sequence(h.principal)
+    feed = h.wl.events.subscribe(h.principal, start)
+    assert await feed.next(0.05) == []
+    url = plain_url(migrated_url)
+    slow, other = await asyncpg.connect(url), await asyncpg.connect(url)
+    try:
+        in_statement = await slow.fetchval("SELECT pg_backend_pid()")
+        early = asyncio.ensure_future(
+            slow.execute(_RAW_EVENT + " FROM (SELECT pg_sleep(0.5)) AS waited", h.principal.workspace_id, "early")
+        )
+        async with asyncio.timeout(10):  # the slow statement has taken its snapshot and is waiting
+            while not await other.fetchval(  # noqa: ASYNC110 (the server's view, polled)
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND wait_event = 'PgSleep'", in_statement
+            ):
+                await asyncio.sleep(0.01)
+        writing_late = other.transaction()
+        await writing_late.start()
+        await other.execute(_RAW_EVENT, h.principal.workspace_id, "late")
+        await early
+        assert await feed.next(0.3) == []  # "early" committed, but "late" may yet come before it (15 polls)
+        await writing_late.commit()
+        log = await log_after(h, start)
+        assert [e.type for e in log] == ["late", "early"]
+        assert [e.type for e in await take(feed, 2)] == ["late", "early"]
+    finally:
+        await slow.close()
+        await other.close()
+        feed.close()

@@ -12,14 +12,17 @@ import asyncpg
 import pytest
 import sqlalchemy as sa
 from harness import Harness
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workloom.domain.clock import ManualClock
 from workloom.domain.errors import NotFound
+from workloom.domain.models import Event
 from workloom.domain.queries import ListQuery
 from workloom.engine import tasks
 from workloom.engine.service import Workloom
 from workloom.engine.tasks import NewTask
 from workloom.engine.unit import Unit
+from workloom.store import events as event_store
 from workloom.store.database import plain_url
 
 
@@ -114,6 +117,30 @@ async def test_a_call_whose_connection_dies_before_its_commit_runs_again_on_anot
         assert task.title == "attempt 2"
         titles = [t.title for t in (await h.list(ListQuery(limit=100))).items]
         assert titles == ["attempt 2"]
+
+
+async def test_a_read_whose_connection_dies_under_it_runs_again_on_another(pg_url: str) -> None:
+    """The same cut under a read (authenticating a key, a task's timeline, an event stream's next batch):
+    the read runs again on a new connection, where before the caller got the dead connection's error."""
+    async with engine(pg_url, pool_size=2) as h:
+        task = await h.create("read after a cut")
+        attempts = 0
+
+        async def timeline_after_losing_the_first_connection(conn: AsyncConnection) -> list[Event]:
+            nonlocal attempts
+            attempts += 1
+            if attempts == 1:
+                pid = (await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar()
+                killer = await asyncpg.connect(plain_url(pg_url))
+                try:
+                    await killer.execute("SELECT pg_terminate_backend($1)", pid)
+                finally:
+                    await killer.close()
+            return await event_store.event_list_for_task(conn, task.workspace_id, task.id)
+
+        events = await h.wl.db.reading(timeline_after_losing_the_first_connection)
+        assert attempts == 2
+        assert [e.type for e in events][:1] == ["task.created"]
 
 
 async def test_a_call_cancelled_inside_a_statement_commits_nothing_and_leaves_no_transaction_open(

@@ -6,6 +6,8 @@ import hmac
 import time
 from dataclasses import dataclass
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from workloom.domain.actors import Actor
 from workloom.domain.clock import Clock
 from workloom.domain.errors import NotFound, Unauthorized, ValidationFailed
@@ -47,8 +49,7 @@ class Access:
         if cached is not None and cached[0] > time.monotonic():
             found: tuple[ApiKey, str] | None = (cached[1], cached[2])
         else:
-            async with self.db.read() as conn:
-                found = await store.key_get_by_hash(conn, key_hash)
+            found = await self.db.reading(lambda conn: store.key_get_by_hash(conn, key_hash))
             if found is not None:
                 if len(self._known) >= KEY_CACHE_SIZE:
                     self._known.clear()
@@ -89,26 +90,25 @@ class Access:
     async def bootstrap(self, token: str | None) -> IssuedKey | None:
         """At start: with a token, make sure it is an admin key of ``default``; without one, create an
         admin key on the very first start only. Returns a newly created key, to be printed once."""
-        async with self.db.read() as conn:
+
+        async def issued_before(conn: AsyncConnection) -> bool:
             if token:
-                if await store.key_get_by_hash(conn, hash_secret(token)) is not None:
-                    return None
-            elif await store.key_count(conn) > 0:
-                return None
+                return await store.key_get_by_hash(conn, hash_secret(token)) is not None
+            return await store.key_count(conn) > 0
+
+        if await self.db.reading(issued_before):
+            return None
         return await self.create_key(DEFAULT_WORKSPACE, "admin", name="bootstrap", secret=token)
 
     async def workspaces(self) -> list[Workspace]:
-        async with self.db.read() as conn:
-            return await store.workspace_list(conn)
+        return await self.db.reading(store.workspace_list)
 
     async def workspace(self, principal: Principal) -> Workspace:
         """The caller's own workspace (its name, for vocabularies that filter by it)."""
-        async with self.db.read() as conn:
-            found = await store.workspace_get(conn, principal.workspace_id)
+        found = await self.db.reading(lambda conn: store.workspace_get(conn, principal.workspace_id))
         if found is None:
             raise NotFound(f"workspace {principal.workspace_id} not found")
         return found
 
     async def keys(self, workspace_id: str) -> list[ApiKey]:
-        async with self.db.read() as conn:
-            return await store.key_list(conn, workspace_id)
+        return await self.db.reading(lambda conn: store.key_list(conn, workspace_id))

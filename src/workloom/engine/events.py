@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workloom.domain.actors import Actor
 from workloom.domain.errors import NotFound
@@ -60,12 +64,14 @@ T = TypeVar("T")
 
 # A writer left idle inside its transaction would hold every stream back; past this wait, deliver anyway.
 HORIZON_PATIENCE = timedelta(seconds=5)
+# How soon a read held back for transactions in flight is made again, if nothing wakes it sooner.
+HELD_RECHECK_SECONDS = 0.02
 READ_BATCH = 500
 # Events a stream may have waiting for its client before it stops being handed more (it catches up later).
 SUBSCRIPTION_BUFFER = 1000
 
 
-_Batch = tuple[list[tuple[Event, int | None]], int | None]
+_Batch = tuple[list[Event], frozenset[int]]
 
 
 class EventReader:
@@ -92,7 +98,8 @@ class EventReader:
     async def timeline(
         self, principal: Principal, task_id: str, after_sequence: int = 0, limit: int = 1000
     ) -> list[Event]:
-        async with self.db.read() as conn:
+
+        async def read(conn: AsyncConnection) -> list[Event]:
             task = await task_store.task_get(conn, principal.workspace_id, task_id)
             if task is None:
                 raise NotFound(f"task {task_id} not found")
@@ -100,9 +107,10 @@ class EventReader:
                 conn, principal.workspace_id, task.id, after_sequence=after_sequence, limit=limit
             )
 
+        return await self.db.reading(read)
+
     async def last_sequence(self, principal: Principal) -> int:
-        async with self.db.read() as conn:
-            return await store.event_last_sequence(conn, principal.workspace_id)
+        return await self.db.reading(lambda conn: store.event_last_sequence(conn, principal.workspace_id))
 
     async def follow_task(
         self, principal: Principal, task_id: str, after_sequence: int, stop: asyncio.Event | None = None
@@ -168,35 +176,59 @@ class EventReader:
         return await self.shielded(shared)
 
     async def _read_batch(self, workspace_id: str, cursor: int) -> _Batch:
-        async with self.db.read() as conn:
-            batch = await store.event_list_after(conn, workspace_id, after=cursor, limit=READ_BATCH)
-            horizon = await store.event_stable_horizon(conn) if batch else None
-        return batch, horizon
+
+        return await self.db.reading(
+            lambda conn: store.event_list_after(conn, workspace_id, after=cursor, limit=READ_BATCH)
+        )
 
 
 class _Horizon:
-    """How far a batch read from the log may be handed out: up to the first row that a transaction still
-    open (and older than the row's own) could yet precede, unless that transaction has been waited for
-    longer than ``HORIZON_PATIENCE``."""
+    """How far a read of the log may be handed out, where a later sequence number can commit before an
+    earlier one (PostgreSQL takes them before commit).
+
+    An event numbered below the last one a read saw, and not seen by it, can only belong to a transaction
+    that was in flight when the read's snapshot was taken: it took its number before that last event was
+    written, and so its transaction id before that event committed. So the events a read saw are handed out
+    once a later read finds every one of those transactions ended, and that later read (which sees all they
+    committed) supplies them. A read that found no number missing up to its last event, or none in flight,
+    is whole at once (the common case: a transaction takes its numbers just before its commit). A
+    transaction that stays open past ``HORIZON_PATIENCE`` (a session left idle inside its transaction) is
+    no longer waited for.
+
+    (A horizon written with each event, the next transaction id as of its statement's snapshot, did not do:
+    a transaction that took its id after that snapshot and its number before the event's could still be
+    in flight, and the stream passed its events for good.)"""
 
     def __init__(self) -> None:
-        self._waiting_on: int | None = None  # the oldest open transaction we are waiting for
-        self._waiting_since = datetime.now(UTC)
-        self._given_up_on: int | None = None  # one that stayed open past our patience: no longer waited for
+        self._pending: tuple[int, frozenset[int]] | None = None  # up to this sequence, once these have ended
+        self._pending_since = 0.0
+        self._given_up: frozenset[int] = frozenset()  # in flight past our patience: no longer waited for
 
-    def deliverable(self, batch: list[tuple[Event, int | None]], horizon: int | None) -> tuple[int, bool]:
-        """How many rows of ``batch`` may go out, and whether the rest are held back."""
-        if horizon is None or horizon == self._given_up_on:
+    def deliverable(self, batch: list[Event], in_flight: frozenset[int]) -> tuple[int, bool]:
+        """How many events of ``batch`` (in order) may go out, and whether the rest are held back;
+        ``in_flight``: the transactions that may yet commit an event below the last of ``batch``."""
+        if not in_flight:
+            self._pending = None
             return len(batch), False
-        for index, (_event, commit_horizon) in enumerate(batch):
-            if commit_horizon is not None and commit_horizon > horizon:
-                if self._waiting_on != horizon:
-                    self._waiting_on, self._waiting_since = horizon, datetime.now(UTC)
-                if datetime.now(UTC) - self._waiting_since < HORIZON_PATIENCE:
-                    return index, True
-                self._given_up_on = horizon
-                return len(batch), False
-        return len(batch), False
+        self._given_up &= in_flight  # an ended transaction's id never comes back
+        waiting_for = in_flight - self._given_up
+        if not waiting_for:
+            self._pending = None
+            return len(batch), False
+        whole_up_to: int | None = None
+        if self._pending is not None:
+            up_to, pending = self._pending
+            still = pending & waiting_for
+            if still and time.monotonic() - self._pending_since >= HORIZON_PATIENCE.total_seconds():
+                log.warning("an event stream stopped waiting for a transaction left open", extra={"count": len(still)})
+                self._given_up |= still
+                still = frozenset()
+            if not still:
+                whole_up_to, self._pending = up_to, None
+        if self._pending is None:
+            self._pending, self._pending_since = (batch[-1].sequence, waiting_for), time.monotonic()
+        count = 0 if whole_up_to is None else bisect.bisect_right(batch, whole_up_to, key=lambda e: e.sequence)
+        return count, count < len(batch)
 
 
 class Feed:
@@ -229,15 +261,15 @@ class Feed:
         while self._subscription is None:
             if self._stop is not None and self._stop.is_set():
                 return None
-            batch, horizon = await self._reader._read_after(self._workspace_id, self._cursor)
-            count, held = self._horizon.deliverable(batch, horizon)
+            batch, in_flight = await self._reader._read_after(self._workspace_id, self._cursor)
+            count, held = self._horizon.deliverable(batch, in_flight)
             if count:
-                self._cursor = batch[count - 1][0].sequence
+                self._cursor = batch[count - 1].sequence
             if len(batch) < READ_BATCH or held:
                 self._subscription = self._reader._tail(self._workspace_id).add(
                     self._cursor, self._accepts, self._stop, self._buffer
                 )
-            events = [event for event, _ in batch[:count] if self._accepts(event)]
+            events = [event for event in batch[:count] if self._accepts(event)]
             if events:
                 return events
         return await self._subscription.next(timeout)
@@ -372,17 +404,19 @@ class _Tail:
                         continue
                     cursor = min(s.cursor for s in following)
                     try:
-                        batch, horizon = await reader.shielded(reader._read_batch(self._workspace_id, cursor))
+                        batch, in_flight = await reader.shielded(reader._read_batch(self._workspace_id, cursor))
                     except Exception:  # the database away for a moment: the streams wait, then go on
                         log.warning("reading the event log for streams failed; trying again", exc_info=True)
                         await waiter.wait(reader.poll_seconds)
                         continue
-                    count, held = horizon_of.deliverable(batch, horizon)
-                    for event, _ in batch[:count]:
+                    count, held = horizon_of.deliverable(batch, in_flight)
+                    for event in batch[:count]:
                         for subscription in following:
                             subscription.offer(event)
                     if held:
-                        await asyncio.sleep(0.02)  # an in-flight transaction ends within milliseconds
+                        # The transactions waited for end within milliseconds; one of this process's wakes
+                        # the waiter as it commits.
+                        await waiter.wait(HELD_RECHECK_SECONDS)
                     elif len(batch) < READ_BATCH:
                         await waiter.wait(reader.poll_seconds)
             finally:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workloom.domain.clock import Clock
 from workloom.engine.unit import Tallied, Unit
@@ -62,7 +65,10 @@ class Metrics:
 
     async def render(self, db: Database, clock: Clock) -> bytes:
         now = clock.now()
-        async with db.read() as conn:
+
+        async def read(
+            conn: AsyncConnection,
+        ) -> tuple[list[tuple[str, str | None, str, int]], list[tuple[str, str, int, datetime | None]], dict[str, str]]:
             counts = await task_store.task_counts_by_status(conn)
             depths = await run_store.run_queue_depths(conn, now)
             by_workspace: dict[str, set[str]] = {}
@@ -71,6 +77,9 @@ class Metrics:
             names: dict[str, str] = {}
             for workspace_id, queue_ids in by_workspace.items():
                 names.update(await queue_store.queue_names(conn, workspace_id, queue_ids))
+            return counts, depths, names
+
+        counts, depths, names = await db.reading(read)
         self.tasks.clear()
         for workspace_id, queue, status, count in counts:
             self.tasks.labels(workspace_id, queue or "", status).set(count)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import sqlalchemy as sa
@@ -17,6 +17,10 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolResetState
 from workloom.store import fast
 
 DEFAULT_URL = "sqlite:///./workloom.db"
+# A read whose connection was lost under it runs again on another, at most this many times in all: more
+# than one, since the connections PostgreSQL ended together are seen dead one by one.
+READ_ATTEMPTS = 4
+T = TypeVar("T")
 
 
 def async_url(url: str) -> str:
@@ -184,11 +188,29 @@ class Database:
         conn, since = await self.kept.take(autocommit=True)
         clean = False
         try:
-            yield conn
+            try:
+                yield conn
+            except Exception as exc:
+                if _dead(conn):
+                    raise ConnectionLost("the database connection closed during the read") from exc
+                raise
             await conn.rollback()
             clean = True
         finally:
             await self.kept.give_back(conn, since, autocommit=True, clean=clean)
+
+    async def reading(self, read: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """``read`` run on a connection of ``read()``, and run again on another if the one it had was lost
+        under it (PostgreSQL restarted, or ended the session): a read changes nothing, so that is always
+        safe. What reads on the engine's behalf goes through here."""
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                async with self.read() as conn:
+                    return await read(conn)
+            except ConnectionLost:
+                if attempt == READ_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
 
     async def dispose(self) -> None:
         if self.kept is not None:

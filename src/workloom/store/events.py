@@ -13,15 +13,9 @@ from workloom.store import rows
 from workloom.store.fast import Statements, Write
 from workloom.store.schema import events
 
-# What an event's ``commit_horizon`` is written as (PostgreSQL): the next transaction id.
-COMMIT_HORIZON: sa.ColumnClause[Any] = sa.literal_column("pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
-
 
 def _insert(dialect: str, names: tuple[str, ...]) -> sa.Insert:
-    values: dict[str, Any] = {n: sa.bindparam(n, type_=events.c[n].type) for n in names}
-    if dialect == "postgresql":
-        values["commit_horizon"] = COMMIT_HORIZON
-    return sa.insert(events).values(values)
+    return sa.insert(events).values({n: sa.bindparam(n, type_=events.c[n].type) for n in names})
 
 
 _INSERT = Statements(_insert)
@@ -30,29 +24,6 @@ _INSERT = Statements(_insert)
 def event_inserts(rows_: list[dict[str, Any]]) -> list[Write]:
     """The insert of events (all of one row shape), for ``fast.write_all``."""
     return [Write(_INSERT.for_columns(rows_[0]), rows_)] if rows_ else []
-
-
-async def event_stable_horizon(conn: AsyncConnection) -> int | None:
-    """The oldest transaction id still running in this database (PostgreSQL): rows whose
-    ``commit_horizon`` is at or below it can no longer be overtaken by an earlier sequence number.
-    None where commits are serial (SQLite)."""
-    if conn.dialect.name != "postgresql":
-        return None
-    row = (
-        await conn.execute(
-            sa.text(
-                "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint, "
-                "(SELECT min(backend_xid::text::bigint) FROM pg_stat_activity "
-                " WHERE datname = current_database() AND backend_xid IS NOT NULL)"
-            )
-        )
-    ).one()
-    next_xid, oldest = int(row[0]), row[1]
-    if oldest is None:
-        return next_xid
-    # backend_xid is the 32-bit id; place it in the epoch of the 64-bit next id (or the one before).
-    epoch, low = next_xid >> 32, next_xid & 0xFFFFFFFF
-    return ((epoch if int(oldest) <= low else epoch - 1) << 32) | int(oldest)
 
 
 async def event_list_for_task(
@@ -69,6 +40,20 @@ async def event_list_for_task(
     return [rows.event(row) for row in result.mappings()]
 
 
+# The transactions of this database in flight when the statement's snapshot was taken: the snapshot's own
+# list (so that one ending just after is still in it), less those of sessions on other databases (a long
+# transaction elsewhere on the server is none of a stream's business). Transaction ids as 64-bit numbers;
+# pg_stat_activity has the 32-bit id, compared with the low half.
+_IN_FLIGHT: sa.ColumnClause[Any] = sa.literal_column(
+    "(SELECT coalesce(array_agg(x::text::bigint), '{}') FROM pg_snapshot_xip(pg_current_snapshot()) AS x"
+    " WHERE (x::text::bigint & 4294967295) NOT IN (SELECT backend_xid::text::bigint FROM pg_stat_activity"
+    " WHERE datname IS DISTINCT FROM current_database() AND backend_xid IS NOT NULL))"
+)
+# How many numbers past the cursor a read checks for gaps (an index-only count of every workspace's
+# events); past it, the read waits on the transactions in flight instead.
+GAP_CHECK_SPAN = 5000
+
+
 async def event_list_after(
     conn: AsyncConnection,
     workspace_id: str,
@@ -77,15 +62,47 @@ async def event_list_after(
     limit: int = 500,
     types: list[str] | None = None,
     task_id: str | None = None,
-) -> list[tuple[Event, int | None]]:
-    """Events after a global sequence, each with its commit horizon."""
+) -> tuple[list[Event], frozenset[int]]:
+    """Events after a global sequence, in order; and the transactions of this database that may yet commit
+    an event numbered below the last one read.
+
+    On PostgreSQL a number is taken before its transaction commits, so a smaller one can commit later. None
+    can where every number from ``after`` to the last event read belongs to a committed event, of any
+    workspace (counted in the same snapshot): nothing is in flight then. Else the answer is every
+    transaction in flight at the read's snapshot, since one holding a missing number took it before the
+    last event read was written. On SQLite, whose commits are serial, nothing is ever in flight."""
+    if conn.dialect.name != "postgresql":
+        return await _events_after(conn, workspace_id, after, limit, types, task_id), frozenset()
+    batch = _select_after(workspace_id, after, limit, types, task_id).cte("batch")
+    last = sa.select(sa.func.max(batch.c.sequence)).scalar_subquery()
+    present = (
+        sa.select(sa.func.count())
+        .where(events.c.sequence > after, events.c.sequence <= sa.func.least(last, after + GAP_CHECK_SPAN))
+        .scalar_subquery()
+    )
+    stmt = sa.select(batch, _IN_FLIGHT.label("in_flight"), present.label("present")).order_by(batch.c.sequence)
+    found = (await conn.execute(stmt)).mappings().all()
+    if not found or found[0]["present"] == found[-1]["sequence"] - after:
+        return [rows.event(row) for row in found], frozenset()
+    return [rows.event(row) for row in found], frozenset(found[0]["in_flight"])
+
+
+def _select_after(
+    workspace_id: str, after: int, limit: int, types: list[str] | None, task_id: str | None
+) -> sa.Select[Any]:
     stmt = sa.select(events).where(events.c.workspace_id == workspace_id, events.c.sequence > after)
     if types:
         stmt = stmt.where(events.c.type.in_(types))
     if task_id:
         stmt = stmt.where(events.c.task_id == task_id)
-    result = await conn.execute(stmt.order_by(events.c.sequence).limit(limit))
-    return [(rows.event(row), row["commit_horizon"]) for row in result.mappings()]
+    return stmt.order_by(events.c.sequence).limit(limit)
+
+
+async def _events_after(
+    conn: AsyncConnection, workspace_id: str, after: int, limit: int, types: list[str] | None, task_id: str | None
+) -> list[Event]:
+    result = await conn.execute(_select_after(workspace_id, after, limit, types, task_id))
+    return [rows.event(row) for row in result.mappings()]
 
 
 async def event_last_sequence(conn: AsyncConnection, workspace_id: str) -> int:

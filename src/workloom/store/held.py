@@ -20,7 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from workloom.domain.actors import Actor
 from workloom.domain.models import Run, Task, changed
 from workloom.domain.secrets import hash_secret
-from workloom.store import events as event_store
 from workloom.store import rows
 from workloom.store import runs as run_store
 from workloom.store import tasks as task_store
@@ -244,13 +243,12 @@ def _claim_events(claimed: sa.CTE, moved: sa.CTE) -> sa.CTE:
             sa.bindparam("origin_ref", type_=sa.String),
             sa.case((first, run_payload), else_=sa.bindparam("task_payload", type_=JSONB)),
             sa.bindparam("now", type_=events.c.created_at.type),
-            event_store.COMMIT_HORIZON,
         )
         .select_from(claimed.join(moved, moved.c.id == claimed.c.task_id).join(pair, sa.true()))
         .order_by(claimed.c.id, pair.c.n)
     )
     columns = ["workspace_id", "task_id", "run_id", "task_sequence", "type", "actor_kind", "actor_ref"]
-    columns += ["origin_kind", "origin_ref", "payload", "created_at", "commit_horizon"]
+    columns += ["origin_kind", "origin_ref", "payload", "created_at"]
     return sa.insert(events).from_select(columns, rows_).cte("claim_events")
 
 

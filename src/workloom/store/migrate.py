@@ -51,8 +51,7 @@ async def upgrade(db: Database) -> None:
 
 
 async def current_revision(db: Database) -> str | None:
-    async with db.read() as conn:
-        return await conn.run_sync(_current)
+    return await db.reading(lambda conn: conn.run_sync(_current))
 
 
 async def is_current(db: Database) -> bool:

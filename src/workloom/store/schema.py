@@ -287,8 +287,9 @@ events = sa.Table(
     sa.Column("origin_ref", sa.String(200)),
     sa.Column("payload", JsonValue, nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
-    # PostgreSQL only: the next transaction id when this row was written. Once every transaction below
-    # it has ended, no event with a smaller sequence can still appear, so streams may pass this row.
+    # No longer written or read (streams now wait on the transactions a read saw in flight: see
+    # engine.events._Horizon). Kept while servers of the earlier release, which write it, may still run
+    # beside this one during an upgrade; a later migration drops it.
     sa.Column("commit_horizon", sa.BigInteger),
     sa.Index("ix_events_workspace_sequence", "workspace_id", "sequence"),
     sa.Index("ix_events_task_sequence", "task_id", "task_sequence"),
