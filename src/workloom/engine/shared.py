@@ -151,7 +151,7 @@ class SharedCommits:
             ran, units = await self._together(group)
         except Exception as exc:
             if not isinstance(exc, _RollBack):
-                log.info("a shared commit failed; its calls run again one by one", extra={"error": repr(exc)})
+                log.info("a shared commit failed; its calls run again one by one", extra={"error": type(exc).__name__})
             await asyncio.gather(*(self._alone(call) for call in group))
             return
         self._runner.after_commit_together(units)
