@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,6 +25,7 @@ from workloom.engine.tasks import NewTask
 from workloom.engine.unit import Unit
 from workloom.store import events as event_store
 from workloom.store.database import plain_url
+from workloom.store.numbers import RESERVE
 
 
 @pytest.fixture
@@ -141,6 +143,51 @@ async def test_a_read_whose_connection_dies_under_it_runs_again_on_another(pg_ur
         events = await h.wl.db.reading(timeline_after_losing_the_first_connection)
         assert attempts == 2
         assert [e.type for e in events][:1] == ["task.created"]
+
+
+def _end_unseen(url: str, last_query: str) -> None:
+    """End the sessions whose last statement was ``last_query`` while this thread's event loop is blocked
+    (the cut is made from another thread, joined), so the engine on it cannot have seen them end."""
+
+    async def cut() -> None:
+        conn = await asyncpg.connect(plain_url(url))
+        try:
+            ended = await conn.fetchval(
+                "WITH chosen AS MATERIALIZED (SELECT pid FROM pg_stat_activity"
+                " WHERE datname = current_database() AND query = $1 AND pid <> pg_backend_pid())"
+                " SELECT array_agg(pid) FROM chosen WHERE pg_terminate_backend(pid)",
+                last_query,
+            )
+            assert ended, f"no session had run {last_query!r}"
+            async with asyncio.timeout(10):
+                while await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)", ended):  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+        finally:
+            await conn.close()
+
+    failed: list[BaseException] = []
+    thread = threading.Thread(target=lambda: _capture(failed, lambda: asyncio.run(cut())))
+    thread.start()
+    thread.join()
+    assert not failed, failed
+
+
+def _capture(failed: list[BaseException], run: Any) -> None:
+    try:
+        run()
+    except BaseException as exc:  # handed to the test's thread
+        failed.append(exc)
+
+
+async def test_a_create_whose_number_reservation_lost_its_connection_unseen_reserves_again(pg_url: str) -> None:
+    """Task numbers are reserved on connections of their own; one that died unseen (the loop had not run
+    since) made the create fail with a 500. Now the reservation is made again on a new connection."""
+    async with engine(pg_url, pool_size=2) as h:
+        first = await h.create("before the cut")
+        _end_unseen(pg_url, RESERVE)
+        second = await h.create("after the cut")
+        assert second.number is not None and first.number is not None
+        assert second.number > first.number
 
 
 async def test_a_call_cancelled_inside_a_statement_commits_nothing_and_leaves_no_transaction_open(

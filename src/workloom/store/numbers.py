@@ -19,6 +19,14 @@ import asyncpg
 from workloom.store.database import plain_url
 
 RESERVE = "UPDATE workspaces SET task_counter = task_counter + $2 WHERE id = $1 RETURNING task_counter"
+# What a statement on a connection that died under it raises: closed mid-statement, already closed, or
+# ended by the server (57P01 and the like) as the statement ran.
+_LOST = (
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
 
 
 class TaskNumbers:
@@ -31,7 +39,12 @@ class TaskNumbers:
     async def reserve(self, workspace_id: str, count: int) -> int:
         """Reserve ``count`` numbers of the workspace; returns the last one reserved."""
         pool = self._pool or await self._open()
-        last = await pool.fetchval(RESERVE, workspace_id, count)
+        try:
+            last = await pool.fetchval(RESERVE, workspace_id, count)
+        except _LOST:
+            # Its connection died unseen (PostgreSQL restarted, or ended the session): the pool has let it
+            # go, and a new one is taken. Had the first reservation committed, its numbers are a gap.
+            last = await pool.fetchval(RESERVE, workspace_id, count)
         if last is None:
             raise LookupError(f"workspace {workspace_id} not found")
         return int(last)
