@@ -176,7 +176,6 @@ class EventReader:
         return await self.shielded(shared)
 
     async def _read_batch(self, workspace_id: str, cursor: int) -> _Batch:
-
         return await self.db.reading(
             lambda conn: store.event_list_after(conn, workspace_id, after=cursor, limit=READ_BATCH)
         )
