@@ -49,15 +49,17 @@ async def _end_every_session(url: str) -> int:
 class Workers:
     """Claim-and-complete loops over HTTP, recording every answer that was not a success."""
 
-    def __init__(self, server: ServerProcess) -> None:
-        self.server = server
+    def __init__(self, servers: list[ServerProcess]) -> None:
+        self.servers = servers
         self.lock = threading.Lock()
         self.completed: list[str] = []  # task ids, one per completion answered 200
         self.refused: list[str] = []
         self.stop = threading.Event()
 
-    def run(self, name: str) -> None:
-        with self.server.client(timeout=30) as client:
+    def run(self, n: int) -> None:
+        """Worker ``n``, on server ``n`` (round the servers)."""
+        name = f"worker-{n}"
+        with self.servers[n % len(self.servers)].client(timeout=30) as client:
             while not self.stop.is_set():
                 body = {"worker": {"kind": "automation", "ref": name}, "limit": 5, "wait_seconds": 1}
                 claimed = client.post("/v1/queues/restarts/claim", json=body)
@@ -113,7 +115,12 @@ class Follower:
             return len(self.completed)
 
 
-def _server_errors(server: ServerProcess) -> dict[str, float]:
+def _server_errors(servers: list[ServerProcess]) -> list[dict[str, float]]:
+    """Each server's own count of the requests it answered with a 5xx, by status."""
+    return [_errors_of(server) for server in servers]
+
+
+def _errors_of(server: ServerProcess) -> dict[str, float]:
     """The server's own count of the requests it answered with a 5xx, by status."""
     text = httpx.get(f"{server.url}/metrics", timeout=10).text
     return {
@@ -125,17 +132,21 @@ def _server_errors(server: ServerProcess) -> dict[str, float]:
     }
 
 
+@pytest.mark.parametrize("servers", [1, 2], ids=["one-server", "two-servers"])
 def test_no_call_fails_and_no_task_is_lost_when_the_database_ends_every_session(
-    start_server: Callable[..., ServerProcess],
+    start_server: Callable[..., ServerProcess], servers: int
 ) -> None:
-    server = start_server(WORKLOOM_SSE_KEEPALIVE_SECONDS="0.5")
-    workers = Workers(server)
-    follower = Follower(server)
+    """With two servers, half the workers and the stream are on the second one, which hears of the first
+    one's work through its LISTEN connection: ended too, and made again."""
+    started = [start_server(WORKLOOM_SSE_KEEPALIVE_SECONDS="0.5") for _ in range(servers)]
+    server = started[0]
+    workers = Workers(started)
+    follower = Follower(started[-1])
     created: list[str] = []
     with server.client() as api, ThreadPoolExecutor(max_workers=WORKERS + 1) as pool:
         assert api.post("/v1/queues", json={"name": "restarts"}).status_code == 201
         following = pool.submit(follower.run)
-        loops = [pool.submit(workers.run, f"worker-{n}") for n in range(WORKERS)]
+        loops = [pool.submit(workers.run, n) for n in range(WORKERS)]
         try:
             for cut in range(CUTS + 1):
                 for n in range(TASKS_EACH_ROUND):
@@ -163,4 +174,4 @@ def test_no_call_fails_and_no_task_is_lost_when_the_database_ends_every_session(
     assert sorted(workers.completed) == sorted(created)  # each once
     assert follower.ended is None
     assert sorted(follower.completed) == sorted(created)
-    assert _server_errors(server) == {}
+    assert _server_errors(started) == [{}] * servers
