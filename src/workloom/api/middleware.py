@@ -1,8 +1,8 @@
 """The one ASGI middleware of the application's own: request ids, the access log and request count, and
 the request body's limits (size and type).
 
-One layer rather than one for each: every layer is a coroutine call, a closure around ``send`` and a
-header scan per request, and a worker's call is small enough that those showed in its profile."""
+One layer rather than one for each: the count needs the status that the request's id already watches for,
+and the headers are read once. (Measured in-process, the merge did not move a request's CPU.)"""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ import logging
 import secrets
 import time
 
-import orjson
 from prometheus_client import Counter
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from workloom.api import problems
 from workloom.api.logs import request_id
 
 log = logging.getLogger("workloom.http")
@@ -27,24 +28,6 @@ _MAX_REQUEST_ID = 100
 # Logged and counted for a request whose client went away before it could be answered (nginx's code): not
 # a 500, which would page someone for a dropped connection.
 CLIENT_CLOSED = 499
-
-
-def _problem(status: int, code: str, title: str, detail: str, field: str, message: str) -> tuple[Message, Message]:
-    body = orjson.dumps(
-        {
-            "type": f"https://workloom.dev/problems/{code}",
-            "title": title,
-            "status": status,
-            "detail": detail,
-            "errors": [{"field": field, "message": message}],
-        }
-    )
-    start = {
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode())],
-    }
-    return start, {"type": "http.response.body", "body": body}
 
 
 class Edge:
@@ -87,11 +70,10 @@ class Edge:
         try:
             refusal = self._refusal(scope["method"], headers)
             if refusal is not None:
-                for message in refusal:
-                    await send_with_id(message)
+                await refusal(scope, receive, send_with_id)
                 return
             if scope["method"] in _WITH_BODY and _has_body(headers):
-                buffered = await self._buffered(receive, send_with_id)
+                buffered = await self._buffered(scope, receive, send_with_id)
                 if buffered is None:
                     if status == 500:  # nothing was answered: the client went away mid-body
                         status = CLIENT_CLOSED
@@ -111,24 +93,23 @@ class Edge:
             )
             request_id.reset(token)
 
-    def _refusal(self, method: str, headers: dict[bytes, bytes]) -> tuple[Message, Message] | None:
+    def _refusal(self, method: str, headers: dict[bytes, bytes]) -> Response | None:
         """The answer to a request refused by its headers alone, or None."""
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return self._too_large()
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if method in _WITH_BODY and _has_body(headers) and content_type not in _JSON_TYPES:
-            return _problem(
+            return problems.problem(
                 415,
                 "unsupported-media-type",
                 "Unsupported media type",
                 "request bodies are JSON; send the header 'Content-Type: application/json'",
-                "Content-Type",
-                "must be application/json",
+                errors=[{"field": "Content-Type", "message": "must be application/json"}],
             )
         return None
 
-    async def _buffered(self, receive: Receive, send: Send) -> Receive | None:
+    async def _buffered(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
         """The whole body read, as a ``receive`` that replays it; None when it was refused (413) or the
         client went away before sending all of it."""
         chunks: list[bytes] = []
@@ -140,8 +121,7 @@ class Edge:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.limit:
-                for refusal in self._too_large():
-                    await send(refusal)
+                await self._too_large()(scope, receive, send)
                 return None
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -157,14 +137,13 @@ class Edge:
 
         return replay
 
-    def _too_large(self) -> tuple[Message, Message]:
-        return _problem(
+    def _too_large(self) -> Response:
+        return problems.problem(
             413,
             "body-too-large",
             "Request body too large",
             f"the body is over {self.limit} bytes; send less, or raise WORKLOOM_MAX_BODY_BYTES",
-            "body",
-            f"must be at most {self.limit} bytes",
+            errors=[{"field": "body", "message": f"must be at most {self.limit} bytes"}],
         )
 
     def _count(self, method: str, status: int) -> None:

@@ -8,7 +8,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -63,7 +62,7 @@ log = logging.getLogger("workloom.events")
 T = TypeVar("T")
 
 # A writer left idle inside its transaction would hold every stream back; past this wait, deliver anyway.
-HORIZON_PATIENCE = timedelta(seconds=5)
+HORIZON_PATIENCE_SECONDS = 5.0
 # How soon a read held back for transactions in flight is made again, if nothing wakes it sooner.
 HELD_RECHECK_SECONDS = 0.02
 READ_BATCH = 500
@@ -191,7 +190,7 @@ class _Horizon:
     once a later read finds every one of those transactions ended, and that later read (which sees all they
     committed) supplies them. A read that found no number missing up to its last event, or none in flight,
     is whole at once (the common case: a transaction takes its numbers just before its commit). A
-    transaction that stays open past ``HORIZON_PATIENCE`` (a session left idle inside its transaction) is
+    transaction that stays open past ``HORIZON_PATIENCE_SECONDS`` (a session left idle inside its transaction) is
     no longer waited for.
 
     (A horizon written with each event, the next transaction id as of its statement's snapshot, did not do:
@@ -218,7 +217,7 @@ class _Horizon:
         if self._pending is not None:
             up_to, pending = self._pending
             still = pending & waiting_for
-            if still and time.monotonic() - self._pending_since >= HORIZON_PATIENCE.total_seconds():
+            if still and time.monotonic() - self._pending_since >= HORIZON_PATIENCE_SECONDS:
                 log.warning("an event stream stopped waiting for a transaction left open", extra={"count": len(still)})
                 self._given_up |= still
                 still = frozenset()

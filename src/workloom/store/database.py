@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -135,7 +135,19 @@ async def _let_go_if_dead(conn: AsyncConnection) -> bool:
 
 class ConnectionLost(Exception):
     """The database connection died before its transaction's COMMIT was sent: nothing of the transaction
-    committed (the server rolls back a transaction whose session ends), so it may simply run again."""
+    committed (the server rolls back a transaction whose session ends), so it may simply run again. (Or
+    under a read, which may always run again.)"""
+
+
+@contextmanager
+def _lost_if_dead(conn: AsyncConnection) -> Iterator[None]:
+    """What the block raises as ``ConnectionLost`` if ``conn`` died under it, else as it is."""
+    try:
+        yield
+    except Exception as exc:
+        if _dead(conn):
+            raise ConnectionLost("the database connection closed under the statement") from exc
+        raise
 
 
 @dataclass
@@ -165,12 +177,8 @@ class Database:
         clean = False
         try:
             async with conn.begin():
-                try:
+                with _lost_if_dead(conn):
                     yield conn
-                except Exception as exc:
-                    if _dead(conn):
-                        raise ConnectionLost("the database connection closed during the transaction") from exc
-                    raise
             clean = True
         finally:
             await self.kept.give_back(conn, since, autocommit=False, clean=clean)
@@ -188,12 +196,8 @@ class Database:
         conn, since = await self.kept.take(autocommit=True)
         clean = False
         try:
-            try:
+            with _lost_if_dead(conn):
                 yield conn
-            except Exception as exc:
-                if _dead(conn):
-                    raise ConnectionLost("the database connection closed during the read") from exc
-                raise
             await conn.rollback()
             clean = True
         finally:

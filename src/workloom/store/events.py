@@ -56,13 +56,7 @@ GAP_CHECK_SPAN = 5000
 
 
 async def event_list_after(
-    conn: AsyncConnection,
-    workspace_id: str,
-    *,
-    after: int,
-    limit: int = 500,
-    types: list[str] | None = None,
-    task_id: str | None = None,
+    conn: AsyncConnection, workspace_id: str, *, after: int, limit: int = 500
 ) -> tuple[list[Event], frozenset[int]]:
     """Events after a global sequence, in order; and the transactions of this database that may yet commit
     an event numbered below the last one read.
@@ -72,9 +66,15 @@ async def event_list_after(
     workspace (counted in the same snapshot): nothing is in flight then. Else the answer is every
     transaction in flight at the read's snapshot, since one holding a missing number took it before the
     last event read was written. On SQLite, whose commits are serial, nothing is ever in flight."""
+    selected = (
+        sa.select(events)
+        .where(events.c.workspace_id == workspace_id, events.c.sequence > after)
+        .order_by(events.c.sequence)
+        .limit(limit)
+    )
     if conn.dialect.name != "postgresql":
-        return await _events_after(conn, workspace_id, after, limit, types, task_id), frozenset()
-    batch = _select_after(workspace_id, after, limit, types, task_id).cte("batch")
+        return [rows.event(row) for row in (await conn.execute(selected)).mappings()], frozenset()
+    batch = selected.cte("batch")
     last = sa.select(sa.func.max(batch.c.sequence)).scalar_subquery()
     present = (
         sa.select(sa.func.count())
@@ -87,24 +87,6 @@ async def event_list_after(
     stmt = sa.select(batch, in_flight.label("in_flight")).order_by(batch.c.sequence)
     found = (await conn.execute(stmt)).mappings().all()
     return [rows.event(row) for row in found], frozenset(found[0]["in_flight"]) if found else frozenset()
-
-
-def _select_after(
-    workspace_id: str, after: int, limit: int, types: list[str] | None, task_id: str | None
-) -> sa.Select[Any]:
-    stmt = sa.select(events).where(events.c.workspace_id == workspace_id, events.c.sequence > after)
-    if types:
-        stmt = stmt.where(events.c.type.in_(types))
-    if task_id:
-        stmt = stmt.where(events.c.task_id == task_id)
-    return stmt.order_by(events.c.sequence).limit(limit)
-
-
-async def _events_after(
-    conn: AsyncConnection, workspace_id: str, after: int, limit: int, types: list[str] | None, task_id: str | None
-) -> list[Event]:
-    result = await conn.execute(_select_after(workspace_id, after, limit, types, task_id))
-    return [rows.event(row) for row in result.mappings()]
 
 
 async def event_last_sequence(conn: AsyncConnection, workspace_id: str) -> int:
