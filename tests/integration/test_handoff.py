@@ -87,6 +87,33 @@ async def test_a_task_created_while_a_claimer_waits_is_claimed_for_it_in_the_sam
     assert offers(h) == 0
 
 
+def claim_attempts(h: Harness) -> float:
+    """Claims made by claimers themselves: each a transaction that looks at the queue."""
+    return h.wl.metrics.registry.get_sample_value("workloom_claim_latency_seconds_count") or 0.0
+
+
+async def test_a_claimer_handed_its_task_sends_no_other_claimer_to_look_at_the_queue(h: Harness) -> None:
+    await h.queue("lp")
+    first = waiting_claim(h)
+    await until(lambda: offers(h) == 1)
+    second = waiting_claim(h)
+    await until(lambda: offers(h) == 2)
+    before = claim_attempts(h)
+
+    created = await h.create("for the first", queue="lp")
+    async with asyncio.timeout(10):
+        assert [c.task.id for c in await first] == [created.id]
+    assert h.wl.signals.claimers == 1  # the second still waits for a wake-up: none was passed on to it
+    later = await h.create("for the second", queue="lp")
+    async with asyncio.timeout(10):
+        assert [c.task.id for c in await second] == [later.id]
+
+    # The creates offered their tasks and left nothing claimable: a wake-up passed on from the first
+    # would only have sent the second to look at an empty queue (a transaction for nothing).
+    assert claim_attempts(h) == before
+    assert (created.status, later.status) == ("in_progress", "in_progress")
+
+
 async def test_a_claimer_waiting_for_three_takes_three_of_a_batch_and_the_rest_stay_queued(h: Harness) -> None:
     await h.queue("lp")
     claimer = waiting_claim(h, limit=3)

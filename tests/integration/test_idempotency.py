@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import sqlalchemy as sa
 from harness import WORKER
+from test_hot_paths import POSTGRES_ONLY
 
 from workloom.domain.errors import IdempotencyMismatch
 from workloom.domain.queries import ListQuery
@@ -154,3 +157,43 @@ async def test_a_keyed_call_whose_answer_cannot_be_rendered_leaves_nothing(h):
 
     status, _ = await _create_then(h, "key-r", lambda u, task: None)
     assert status == 201 and (await h.list(ListQuery(count=True))).total == 1
+
+
+async def _a_call_waits_for_a_keys_lock(h) -> bool:
+    async with h.wl.runner.db.read() as conn:
+        waiting = await conn.scalar(
+            sa.text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+        )
+    return bool(waiting)
+
+
+@POSTGRES_ONLY
+async def test_a_repeat_sent_while_the_first_runs_waits_for_it_and_gets_its_answer_on_postgres(h):
+    """The key's lock and the look for its answer are one round trip: the look must still see the answer
+    that the lock's holder committed while the repeat waited for the lock (migration 0006)."""
+    key = IdempotencyKey("race-1", b"POST /v1/tasks once")
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def first_call(u):
+        entered.set()  # the key's lock is held from here until this call commits
+        await release.wait()
+        return await tasks.create(u, NewTask(title="once"))
+
+    first = asyncio.create_task(h.wl.respond(h.principal, first_call, _task_answer, key))
+    await asyncio.wait_for(entered.wait(), 10)
+    repeat = asyncio.create_task(
+        h.wl.respond(h.principal, lambda u: tasks.create(u, NewTask(title="once")), _task_answer, key)
+    )
+    async with asyncio.timeout(10):
+        while not await _a_call_waits_for_a_keys_lock(h):  # noqa: ASYNC110 (bounded poll of PostgreSQL's state)
+            await asyncio.sleep(0.005)
+    release.set()
+
+    async with asyncio.timeout(10):
+        answers = await asyncio.gather(first, repeat)
+    assert answers[0] == answers[1]
+    page = await h.list(ListQuery(count=True))
+    assert page.total == 1

@@ -124,21 +124,47 @@ async def test_a_queue_seen_empty_is_looked_at_again_once_work_arrives(
     assert [c.task.id for c in claims] == [created.id]
 
 
-async def test_a_keyed_long_poll_looks_first_even_at_a_queue_seen_empty(h: Harness) -> None:
-    await h.queue("lp")
-    assert await h.claim("lp") == []
-    before = looks(h)
-    key = IdempotencyKey("lp-2", b"claim lp")
+def keyed_long_poll(h: Harness, key: IdempotencyKey, wait_seconds: float = 10) -> asyncio.Task[list[str]]:
+    """A long-poll claim under ``key``; its answer as the run ids it holds (as stored and given back)."""
 
-    async def keyed() -> list[Claim]:
+    async def claim() -> list[str]:
         _, found = await h.wl.claim(
-            h.principal, "lp", WORKER, limit=1, lease_seconds=None, wait_seconds=10,
-            render=lambda claims: (200, list(claims)), idempotency=key,
+            h.principal, "lp", WORKER, limit=1, lease_seconds=None, wait_seconds=wait_seconds,
+            render=lambda claims: (200, [c.run.id for c in claims]), idempotency=key,
         )  # fmt: skip
         return list(found)
 
-    waiting = asyncio.create_task(keyed())
-    await until(lambda: h.wl.signals.waiting == 1)
-    assert looks(h) == before + 1  # a repeat of the key would find its stored answer there
+    return asyncio.create_task(claim())
+
+
+async def test_a_keyed_long_poll_at_a_queue_seen_empty_waits_without_a_claim_once_it_finds_no_stored_answer(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(h.wl, "claim_poll_seconds", 60)
+    await h.queue("lp")
+    assert await h.claim("lp") == []  # seen empty
+    before = looks(h)
+
+    waiting = keyed_long_poll(h, IdempotencyKey("lp-2", b"claim lp"))
+    await until(lambda: h.wl.runner.handoffs.waiting == 1)
+
+    assert looks(h) == before  # no claim attempt: only a read for a stored answer
     created = await h.create("for the keyed", queue="lp")
-    assert [c.task.id for c in await waiting] == [created.id]
+    assert await waiting == [run.id for run in await h.runs(created.id)]
+
+
+async def test_a_repeated_keyed_long_poll_at_a_queue_seen_empty_gets_its_stored_answer_at_once(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(h.wl, "claim_poll_seconds", 60)  # waiting, it would answer only after 30 s
+    await h.queue("lp")
+    await h.create("claimed under the key", queue="lp")
+    key = IdempotencyKey("lp-3", b"claim lp")
+    first = await keyed_long_poll(h, key)
+    assert len(first) == 1
+    assert await h.claim("lp") == []  # seen empty
+
+    async with asyncio.timeout(5):
+        repeated = await keyed_long_poll(h, key, wait_seconds=30)
+
+    assert repeated == first

@@ -62,7 +62,7 @@ class Offer:
     limit: int
     lease_seconds: int | None
     give_up: Callable[[], Awaitable[bool]] | None  # true once its caller has gone
-    wake: Callable[[], None]  # ends the claimer's wait once its claims are committed
+    answer: Callable[[], None]  # ends the claimer's wait once its claims are committed (no wake-up)
     keyed: KeyedAnswer | None = None  # the claimer waits under an idempotency key
     state: Literal["open", "held", "done"] = "open"
     withdrawn: bool = False  # the claimer stopped waiting; a held offer is not opened again
@@ -195,4 +195,4 @@ class Handoffs:
         offer.state = "done"
         offer.claims = claims
         offer.settled.set()
-        offer.wake()
+        offer.answer()

@@ -185,8 +185,15 @@ class Workloom:
         deadline = loop.time() + wait_seconds
         key = queue_key(queue.id)
         # Seen empty an instant ago (``EmptyQueues``): wait for a wake-up at once rather than look first.
-        # Not under a key, whose first look may find its stored answer to give back.
-        look = not (idempotency is None and wait_seconds > 0 and self.runner.empty_queues.is_empty(queue.id))
+        # Under a key, once a read has found no answer stored under it to give back: while it waits, an
+        # answer stored meanwhile (a retry of the call, elsewhere) keeps it from being handed anything
+        # (``Handoffs``), and its next look gives that answer back.
+        look = not (
+            wait_seconds > 0
+            and self.runner.empty_queues.is_empty(queue.id)
+            and (idempotency is None or not await self.runner.answered(principal.workspace_id, idempotency))
+        )
+        handed: list[Claim] = []
         with self.signals.waiter(key, exclusive=True) as waiter:
             waited = False
             while True:
@@ -215,7 +222,7 @@ class Workloom:
                 look = True
                 keyed = _keyed(idempotency, render)
                 offer = Offer(
-                    principal, worker, frozenset((queue.name,)), limit, lease_seconds, give_up, waiter.fire, keyed
+                    principal, worker, frozenset((queue.name,)), limit, lease_seconds, give_up, waiter.answer, keyed
                 )
                 handed = await self._wait(waiter, deadline, offer)
                 if handed:
@@ -225,7 +232,7 @@ class Workloom:
                 waited = True
         if claimed:
             self.metrics.claims.labels(queue_name).inc(claimed)
-        if claimed >= limit:  # it took all it asked for: there may be more, for the next claimer waiting
+        if claimed >= limit and _more_maybe(handed, waiter):
             self.signals.pass_on(key)
         return rendered
 
@@ -254,6 +261,7 @@ class Workloom:
                 keys = [queue_key(queue_id) for queue_id in known.values()]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
+        handed: list[Claim] = []
         with self.signals.waiter(*keys, exclusive=True) as waiter:
             waited = False
             while True:
@@ -276,7 +284,7 @@ class Workloom:
                     break
                 wanted = frozenset(names) if names is not None else None
                 keyed = _keyed(idempotency, lambda claims: render(claims[0]))
-                offer = Offer(principal, worker, wanted, 1, lease_seconds, give_up, waiter.fire, keyed)
+                offer = Offer(principal, worker, wanted, 1, lease_seconds, give_up, waiter.answer, keyed)
                 handed = await self._wait(waiter, deadline, offer)
                 if handed:
                     self.metrics.handoffs.inc()
@@ -284,9 +292,10 @@ class Workloom:
                     rendered = offer.rendered or render(handed[0])
                     break
                 waited = True
-        if found and found[0] is not None:  # there may be more, for the next claimer waiting
+        if found and found[0] is not None:
             self.metrics.claims.labels(found[0].run.queue or "").inc()
-            self.signals.pass_on(*keys)
+            if _more_maybe(handed, waiter):
+                self.signals.pass_on(*keys)
         return rendered
 
     async def _wait(self, waiter: Waiter, deadline: float, offer: Offer) -> list[Claim]:
@@ -346,6 +355,15 @@ class Workloom:
             return claims
 
         return attempt
+
+
+def _more_maybe(handed: list[Claim], waiter: Waiter) -> bool:
+    """Whether a claimer that took all it asked for should wake the next one waiting: there may be more
+    work. Not when it was handed its runs without a wake-up: their creator offered every run it made and
+    woke claimers for the rest itself, so a wake-up passed on would only send a claimer to look at a queue
+    with nothing in it (a transaction for nothing, once per task at a steady rate, and that claimer away
+    from its offer meanwhile)."""
+    return not handed or waiter.signalled
 
 
 def _keyed(idempotency: IdempotencyKey | None, render: Callable[[list[Claim]], Rendered]) -> KeyedAnswer | None:

@@ -14,7 +14,9 @@ class Waiter:
         self._keys = keys
         self.exclusive = exclusive
         self.idle = False  # inside ``wait``, between its owner's looks at the work
+        self.signalled = False  # a wake-up was among what ended the last ``wait``
         self._event = asyncio.Event()
+        self._signal = False  # a wake-up came since the last ``wait`` ended
 
     def __enter__(self) -> Waiter:
         for key in self._keys:
@@ -30,7 +32,7 @@ class Waiter:
                 waiters.pop(self, None)
                 if not waiters:
                     del self._signals._waiters[key]
-        if self.exclusive and self._event.is_set():
+        if self.exclusive and self._signal:
             # Woken for work it did not come back for (it found enough already, or its caller left):
             # hand the wake-up on, or the work would wait for another claimer's next poll.
             self._signals.pass_on(*self._keys)
@@ -40,10 +42,18 @@ class Waiter:
         return self._event.is_set()
 
     def fire(self) -> None:
+        """A wake-up: there may be work to look for."""
+        self._signal = True
+        self._event.set()
+
+    def answer(self) -> None:
+        """End the wait with no wake-up: the owner was handed what it waited for (``Handoffs``), and owes
+        no other claimer a look at the work."""
         self._event.set()
 
     async def wait(self, timeout: float) -> bool:
-        """True if woken, False on timeout; re-arms so the same waiter can be reused in a loop."""
+        """True if woken or answered, False on timeout (``signalled`` says whether a wake-up was among what
+        ended it); re-arms so the same waiter can be reused in a loop."""
         self.idle = True
         try:
             await asyncio.wait_for(self._event.wait(), timeout=max(timeout, 0.0))
@@ -53,6 +63,7 @@ class Waiter:
         finally:
             self.idle = False
             self._event.clear()
+            self.signalled, self._signal = self._signal, False
 
 
 class Signals:
@@ -107,9 +118,9 @@ class Signals:
 
     @property
     def claimers(self) -> int:
-        """Exclusive waiters (long-poll claims) waiting for a wake-up now, not looking at the work: each
-        counted once whatever the keys it watches."""
-        return len({w for ws in self._waiters.values() for w in ws if w.exclusive and w.idle})
+        """Exclusive waiters (long-poll claims) waiting for a wake-up now, not looking at the work nor woken
+        to look: each counted once whatever the keys it watches."""
+        return len({w for ws in self._waiters.values() for w in ws if w.exclusive and w.idle and not w.woken})
 
 
 QUEUE_PREFIX = "queue:"

@@ -379,8 +379,7 @@ class Runner:
         async def guarded(u: Unit) -> None:
             answers.clear()  # a transaction retried after a transient conflict starts over
             u.idempotency_key = key
-            await store.idempotency_lock(u.conn, u.workspace_id, key_hash)
-            stored = await store.idempotency_get(u.conn, u.workspace_id, key_hash)
+            stored = await store.idempotency_enter(u.conn, u.workspace_id, key_hash)
             if stored is not None:
                 if stored[0] != request_hash:
                     raise IdempotencyMismatch(
@@ -403,6 +402,13 @@ class Runner:
 
         await self.run(principal, guarded, shared=shared, items=items)
         return answers[0]
+
+    async def answered(self, workspace_id: str, idempotency: IdempotencyKey) -> bool:
+        """Whether an answer is stored under the key (a read, without its lock: it may be stored a moment
+        later, which whoever stores an answer under the key must allow for anyway)."""
+        key_hash = idempotency.key_hash
+        stored = await self.db.reading(lambda conn: store.idempotency_get(conn, workspace_id, key_hash))
+        return stored is not None
 
     def _after_commit(self, unit: Unit) -> None:
         self.handoffs.settle(unit, committed=True)
