@@ -16,13 +16,13 @@ from harness import Harness
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workloom.domain.clock import ManualClock
-from workloom.domain.errors import NotFound
+from workloom.domain.errors import NotFound, OutcomeUnknown
 from workloom.domain.models import Event
 from workloom.domain.queries import ListQuery
 from workloom.engine import tasks
 from workloom.engine.service import Workloom
 from workloom.engine.tasks import NewTask
-from workloom.engine.unit import Unit
+from workloom.engine.unit import IdempotencyKey, Unit
 from workloom.store import events as event_store
 from workloom.store.database import plain_url
 from workloom.store.numbers import RESERVE
@@ -276,3 +276,93 @@ async def test_a_read_that_raised_is_not_kept_half_done(pg_url: str) -> None:
         async with h.wl.db.read() as conn:
             assert (await conn.execute(sa.text("SELECT 1"))).scalar() == 1
         assert (await h.create("after the error")).title == "after the error"
+
+
+class CommitsCut:
+    """The connection of the next ``armed`` commits dies as it commits — its COMMIT, or its one statement
+    sent without BEGIN: ``after`` the server made the transaction durable (its answer lost on the way
+    back), or before the commit reached it."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, after: bool) -> None:
+        self.armed = 0
+        self.after = after
+        commit, execute = asyncpg.transaction.Transaction.commit, asyncpg.connection.Connection.execute
+
+        async def cut_commit(transaction: Any) -> None:
+            await self._cut(transaction._connection, commit(transaction))
+
+        async def cut_execute(conn: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+            if conn.is_in_transaction() or not query.startswith(("WITH", "INSERT")):
+                return await execute(conn, query, *args, **kwargs)
+            return await self._cut(conn, execute(conn, query, *args, **kwargs))
+
+        monkeypatch.setattr(asyncpg.transaction.Transaction, "commit", cut_commit)
+        monkeypatch.setattr(asyncpg.connection.Connection, "execute", cut_execute)
+
+    async def _cut(self, conn: Any, committing: Any) -> Any:
+        if not self.armed:
+            return await committing
+        self.armed -= 1
+        if self.after:
+            await committing
+        else:
+            committing.close()
+        conn.terminate()
+        raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+
+
+def _keyed_create(h: Harness, key: str, title: str) -> Any:
+    return h.wl.respond(
+        h.principal,
+        lambda u: tasks.create(u, NewTask(title=title)),
+        lambda task: (201, {"id": task.id, "title": task.title}),
+        IdempotencyKey(key, f"POST /v1/tasks {title}".encode()),
+        shared=True,
+    )
+
+
+async def _titles(h: Harness) -> list[str]:
+    return sorted(t.title for t in (await h.list(ListQuery(limit=100))).items)
+
+
+async def test_calls_whose_commit_lost_its_answer_are_told_so_and_not_run_again(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Their commit may have been made durable before the connection died (it was, here): run again, each
+    would be done twice. A group of calls sharing the commit used to be run again one by one."""
+    cut = CommitsCut(monkeypatch, after=True)
+    async with engine(pg_url, pool_size=4) as h:
+        alone = h.wl.run(h.principal, lambda u: tasks.create(u, NewTask(title="alone")))
+        cut.armed = 1
+        with pytest.raises(OutcomeUnknown, match="may or may not have been saved"):
+            await alone
+        cut.armed = 1
+        told = await asyncio.gather(
+            *(h.wl.run(h.principal, lambda u, n=n: tasks.create(u, NewTask(title=f"shared {n}")), shared=True)
+              for n in range(3)),
+            return_exceptions=True,
+        )  # fmt: skip
+        assert [type(e) for e in told] == [OutcomeUnknown] * 3
+        assert h.wl.runner.shared is not None and h.wl.runner.shared.grouped == 0  # one group, not committed as such
+
+        assert await _titles(h) == ["alone", "shared 0", "shared 1", "shared 2"]  # each once
+        assert (await h.create("after")).title == "after"  # and the pool went on
+
+
+@pytest.mark.parametrize("after", [True, False], ids=["committed", "not-committed"])
+async def test_keyed_calls_whose_commit_outcome_is_unknown_are_done_once_and_answered(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, after: bool
+) -> None:
+    """Under an idempotency key the engine runs the call again: it gives back the answer stored with the
+    commit that was made, or does the call if it was not."""
+    cut = CommitsCut(monkeypatch, after=after)
+    async with engine(pg_url, pool_size=4) as h:
+        cut.armed = 1
+        alone = await _keyed_create(h, "k-alone", "alone")
+        cut.armed = 1
+        shared = await asyncio.gather(*(_keyed_create(h, f"k-{n}", f"shared {n}") for n in range(3)))
+
+        assert cut.armed == 0
+        assert await _titles(h) == ["alone", "shared 0", "shared 1", "shared 2"]
+        assert [body["title"] for _, body in [alone, *shared]] == ["alone", "shared 0", "shared 1", "shared 2"]
+        assert await _keyed_create(h, "k-alone", "alone") == alone  # the answer kept is the one given

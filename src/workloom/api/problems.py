@@ -19,6 +19,7 @@ STATUS_BY_ERROR: list[tuple[type[errors.WorkloomError], int]] = [
     (errors.Forbidden, 403),
     (errors.NotFound, 404),
     (errors.Conflict, 409),
+    (errors.OutcomeUnknown, 503),
 ]
 
 

@@ -81,6 +81,13 @@ class Forbidden(WorkloomError):
     title = "Forbidden"
 
 
+class OutcomeUnknown(WorkloomError):
+    """The database connection was lost while the change was committing: it may have been saved or not."""
+
+    code = "outcome-unknown"
+    title = "Outcome unknown"
+
+
 @dataclass
 class ErrorInfo:
     """What a transport needs to render an error."""

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from workloom.domain.errors import WorkloomError
 from workloom.engine.principal import Principal
 from workloom.engine.unit import Unit, flush_together
+from workloom.store.fast import CommitUnknown
 
 if TYPE_CHECKING:
     from workloom.engine.unit import Runner
@@ -149,6 +150,12 @@ class SharedCommits:
             return
         try:
             ran, units = await self._together(group)
+        except CommitUnknown as exc:
+            # It may have committed: run again, its calls could be done twice. Each is told (``Runner.run``:
+            # OutcomeUnknown; one under an idempotency key runs again, and finds its answer if it committed).
+            for call in group:
+                _settle(call, None, exc)
+            return
         except Exception as exc:
             if not isinstance(exc, _RollBack):
                 log.info("a shared commit failed; its calls run again one by one", extra={"error": type(exc).__name__})

@@ -19,7 +19,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workloom.domain.clock import Clock
-from workloom.domain.errors import IdempotencyMismatch, WorkloomError
+from workloom.domain.errors import IdempotencyMismatch, OutcomeUnknown, WorkloomError
 from workloom.domain.models import Claim, Task
 from workloom.engine.caches import QueueCache
 from workloom.engine.empty_queues import EmptyQueues
@@ -32,7 +32,7 @@ from workloom.store import idempotency as store
 from workloom.store import tasks as task_store
 from workloom.store import workspaces as workspace_store
 from workloom.store.database import Database, is_transient
-from workloom.store.fast import Write, sent_all, write_all, write_all_soon
+from workloom.store.fast import CommitUnknown, Write, sent_all, write_all, write_all_soon
 from workloom.store.numbers import TaskNumbers
 
 if TYPE_CHECKING:
@@ -48,6 +48,14 @@ IDEMPOTENCY_RETENTION = timedelta(hours=24)
 # serialization failure), or a connection dies before its COMMIT was sent: running it again is always
 # safe, since nothing of it was committed.
 TRANSIENT_RETRIES = 4
+# A call under an idempotency key whose commit's outcome was unknown runs again, at most this many times in
+# all: a repeat gives back the first answer if that committed, and otherwise does the call.
+UNKNOWN_OUTCOME_ATTEMPTS = 3
+UNKNOWN_OUTCOME = (
+    "the database connection was lost while this change was being committed, so it may or may not have been"
+    " saved; look before repeating it (a repeat under the same Idempotency-Key is always safe: it gives back"
+    " the first answer if that was saved)"
+)
 log = logging.getLogger("workloom.engine")
 
 
@@ -328,9 +336,20 @@ class Runner:
     ) -> T:
         """Run ``op`` in a transaction of its own; ``shared``: in one it may share with other calls that
         arrive while it waits (``SharedCommits``), for calls on the hot paths; ``items``: how many items
-        (completions, claims) the call is about, which decides whether it shares."""
-        if shared and self.shared is not None and self.shared.takes(items):
-            return await self.shared.run(principal, op, items)
+        (completions, claims) the call is about, which decides whether it shares.
+
+        A call whose connection died while its commit was on its way is not run again, since it may have
+        committed: it raises ``OutcomeUnknown`` (``respond`` runs a call under an idempotency key again,
+        which is safe)."""
+        try:
+            if shared and self.shared is not None and self.shared.takes(items):
+                return await self.shared.run(principal, op, items)
+            return await self._run_alone(principal, op)
+        except CommitUnknown as exc:
+            log.warning("a transaction's outcome is unknown: its connection closed while it was committing")
+            raise OutcomeUnknown(UNKNOWN_OUTCOME) from exc
+
+    async def _run_alone(self, principal: Principal, op: Callable[[Unit], Awaitable[T]]) -> T:
         for attempt in range(1, TRANSIENT_RETRIES + 1):
             unit: Unit | None = None
             try:
@@ -400,8 +419,15 @@ class Runner:
 
             u.finish_with(answer)
 
-        await self.run(principal, guarded, shared=shared, items=items)
-        return answers[0]
+        for attempt in range(1, UNKNOWN_OUTCOME_ATTEMPTS + 1):
+            try:
+                await self.run(principal, guarded, shared=shared, items=items)
+            except OutcomeUnknown:
+                if attempt == UNKNOWN_OUTCOME_ATTEMPTS:
+                    raise
+                continue  # the key says whether it committed: if so, the repeat finds the answer it stored
+            return answers[0]
+        raise AssertionError("unreachable")
 
     async def answered(self, workspace_id: str, idempotency: IdempotencyKey) -> bool:
         """Whether an answer is stored under the key (a read, without its lock: it may be stored a moment

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolResetState
 
 from workloom.store import fast
+from workloom.store.fast import CommitUnknown
 
 DEFAULT_URL = "sqlite:///./workloom.db"
 # A read whose connection was lost under it runs again on another, at most this many times in all: more
@@ -144,6 +145,8 @@ def _lost_if_dead(conn: AsyncConnection) -> Iterator[None]:
     """What the block raises as ``ConnectionLost`` if ``conn`` died under it, else as it is."""
     try:
         yield
+    except CommitUnknown:
+        raise  # the connection died too, but under the statement that was the commit: not safe to run again
     except Exception as exc:
         if _dead(conn):
             raise ConnectionLost("the database connection closed under the statement") from exc
@@ -174,12 +177,17 @@ class Database:
                 yield conn
             return
         conn, since = await self.kept.take(autocommit=False)
-        clean = False
+        clean = committing = False
         try:
             async with conn.begin():
                 with _lost_if_dead(conn):
                     yield conn
+                committing = True
             clean = True
+        except Exception as exc:
+            if committing and _dead(conn):
+                raise CommitUnknown("the database connection closed while the transaction was committing") from exc
+            raise
         finally:
             await self.kept.give_back(conn, since, autocommit=False, clean=clean)
 

@@ -760,6 +760,12 @@ def _renumbered(sql: str, offset: int) -> str:
     return _PLACEHOLDER.sub(lambda m: f"${int(m.group(1)) + offset}", sql)
 
 
+class CommitUnknown(Exception):
+    """The database connection died while its transaction was committing — its COMMIT on the way, or its
+    one statement sent without BEGIN running: the transaction may have committed or not (the server may
+    have made it durable and lost the session before answering), so running it again could do it twice."""
+
+
 async def write_all(conn: AsyncConnection, writes: Sequence[Write], *, final: bool = False) -> None:
     """Run the writes in order; on PostgreSQL in one round trip, as one statement in which each write but
     the last is a data-modifying ``WITH`` part. Foreign keys are checked when that statement ends, so a
@@ -783,10 +789,17 @@ async def write_all(conn: AsyncConnection, writes: Sequence[Write], *, final: bo
     sql, args = parts
     text = _joined(sql)
     raw = await driver(conn, begin=not final)
+    alone = not raw.is_in_transaction()  # sent without BEGIN: this statement commits itself
     try:
         await raw.execute(text, *args)
-    except asyncpg.PostgresError as error:
-        raise _driver_error(error, text) from error
+    except Exception as error:
+        if alone and raw.is_closed():
+            raise CommitUnknown(
+                "the database connection closed under the statement that was its transaction"
+            ) from error
+        if isinstance(error, asyncpg.PostgresError):
+            raise _driver_error(error, text) from error
+        raise
 
 
 async def rows_after(

@@ -25,6 +25,7 @@ STATUS_BY_ERROR: list[tuple[type[errors.WorkloomError], int]] = [
     (errors.Forbidden, 403),
     (errors.NotFound, 404),
     (errors.Conflict, 409),  # includes invalid transitions, stale claims and reused idempotency keys
+    (errors.OutcomeUnknown, 503),
 ]
 HTTP_TEXT = {404: "no such endpoint", 405: "method not allowed on this endpoint"}
 
