@@ -21,6 +21,7 @@ from workloom.client import (
     Client,
     ConflictError,
     NotFoundError,
+    OutcomeUnknownError,
     RateLimitedError,
     RetryPolicy,
     ServerError,
@@ -218,6 +219,21 @@ def test_a_dropped_answer_is_retried_only_when_the_call_is_safe_to_repeat() -> N
     with client(script, sleeps) as wl:
         wl.delete_task("task_1")  # the request never left: safe to send
     assert len(script.requests) == 2
+
+
+def test_an_unknown_outcome_is_repeated_only_when_the_call_is_safe_to_repeat() -> None:
+    unknown = problem(503, "outcome-unknown")
+    sleeps: list[float] = []
+
+    script = Script(unknown, httpx.Response(204))
+    with client(script, sleeps) as wl, pytest.raises(OutcomeUnknownError) as raised:
+        wl.delete_task("task_1")  # no idempotency key: it may have been deleted already
+    assert len(script.requests) == 1 and raised.value.status == 503
+
+    script = Script(unknown, httpx.Response(200, json=TASK))
+    with client(script, sleeps) as wl:
+        assert wl.cancel_task("task_1", "stop").id == "task_1"  # its key makes the repeat safe
+    assert len(script.requests) == 2 and len(set(script.keys)) == 1
 
 
 def test_max_retries_zero_tries_once() -> None:

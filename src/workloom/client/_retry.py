@@ -2,7 +2,8 @@
 
 Retried: a connection that could not be opened (the request never left), a dropped connection when the call
 is safe to repeat (a GET, or one that carries an ``Idempotency-Key``), and the answers 429 and 503, after
-``Retry-After`` seconds when the server sent it, otherwise after a jittered exponential backoff.
+``Retry-After`` seconds when the server sent it, otherwise after a jittered exponential backoff — except a
+503 ``outcome-unknown`` (the call may have been done) to a call that is not safe to repeat.
 Never retried: every other 4xx, and other 5xx.
 """
 
@@ -76,6 +77,8 @@ class Attempts:
         """Seconds to wait before trying again, or ``None`` when this answer is the one to return or raise."""
         if response.status_code not in RETRY_STATUSES or self.retries >= self.policy.max_retries:
             return None
+        if not self.retry_safe and isinstance(errors.from_response(response), errors.OutcomeUnknownError):
+            return None  # it may have been done: repeated, it could be done twice
         self.retries += 1
         wait = errors.retry_after(response.headers)
         return wait if wait is not None else self.policy.backoff(self.retries)

@@ -117,6 +117,12 @@ class ServerError(WorkloomError):
     """The server failed (5xx), still failing after the retries for 503."""
 
 
+class OutcomeUnknownError(ServerError):
+    """The server lost its database connection while the call was committing (503 ``outcome-unknown``): it
+    may or may not have been done. Repeated only when that is safe (the call carries an ``Idempotency-Key``,
+    as every call of this SDK that creates or transitions does); otherwise look before repeating it."""
+
+
 class TransportError(WorkloomError):
     """No answer: connection refused, DNS failure, timeout, or a connection that dropped mid-answer."""
 
@@ -126,6 +132,7 @@ _BY_CODE: dict[str, type[WorkloomError]] = {
     "stale-claim": StaleClaimError,
     "idempotency-key-reused": IdempotencyKeyReusedError,
     "invalid-transition": InvalidTransitionError,
+    "outcome-unknown": OutcomeUnknownError,
 }
 _BY_STATUS: dict[int, type[WorkloomError]] = {
     400: BadRequestError,
