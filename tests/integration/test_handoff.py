@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 import pytest
 from harness import WORKER, Harness, until
+from test_hot_paths import POSTGRES_ONLY, counting_after_a_warm_queue
 
 from workloom.domain.errors import Conflict, Forbidden
 from workloom.domain.models import Claim, Task
@@ -112,6 +113,30 @@ async def test_a_claimer_handed_its_task_sends_no_other_claimer_to_look_at_the_q
     # would only have sent the second to look at an empty queue (a transaction for nothing).
     assert claim_attempts(h) == before
     assert (created.status, later.status) == ("in_progress", "in_progress")
+
+
+@POSTGRES_ONLY
+@pytest.mark.parametrize("keyed", [False, True], ids=["unkeyed", "keyed"])
+async def test_what_a_create_that_hands_its_task_over_costs_on_postgres(
+    h: Harness, monkeypatch: pytest.MonkeyPatch, keyed: bool
+) -> None:
+    trips = await counting_after_a_warm_queue(h, monkeypatch, "lp")
+    assert len(await h.claim("lp", limit=2)) == 2  # the warm-up's two tasks: the queue is empty again
+    claimer = waiting_claim(h, idempotency=IdempotencyKey("lp-1", b"claim lp") if keyed else None)
+    await until(lambda: offers(h) == 1)
+
+    trips.on = True
+    created = await h.create("handed", queue="lp")
+    trips.on = False
+
+    assert created.status == "in_progress" and [c.task.id for c in await claimer] == [created.id]
+    # Unkeyed: the number reserved (on a connection of its own), then task, run claimed, events in one
+    # statement sent without BEGIN. Keyed: the claimer's key locked and looked up (migration 0006), which
+    # needs a transaction held until the answer stored under the key commits with the claim.
+    if keyed:
+        assert trips.sent == ["BEGIN", "SELECT", "UPDATE", "WITH", "COMMIT"]
+    else:
+        assert trips.sent == ["UPDATE", "WITH"]
 
 
 async def test_a_claimer_waiting_for_three_takes_three_of_a_batch_and_the_rest_stay_queued(h: Harness) -> None:
