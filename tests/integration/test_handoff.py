@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
 
+import asyncpg
 import orjson
 import pytest
 from harness import WORKER, Harness, until
@@ -21,6 +22,7 @@ from workloom.engine.sealing import seal
 from workloom.engine.tasks import NewTask
 from workloom.engine.unit import IdempotencyKey, Unit
 from workloom.store import idempotency as idempotency_store
+from workloom.store.database import plain_url
 from workloom.store.fast import write_all
 
 
@@ -130,13 +132,12 @@ async def test_what_a_create_that_hands_its_task_over_costs_on_postgres(
     trips.on = False
 
     assert created.status == "in_progress" and [c.task.id for c in await claimer] == [created.id]
-    # Unkeyed: the number reserved (on a connection of its own), then task, run claimed, events in one
-    # statement sent without BEGIN. Keyed: the claimer's key locked and looked up (migration 0006), which
-    # needs a transaction held until the answer stored under the key commits with the claim.
+    # The number reserved (on a connection of its own), then task, run claimed and events in one statement
+    # sent without BEGIN; keyed, the claimer's answer too, that statement taking the key's lock and looking
+    # for an answer under it (migration 0007; it was BEGIN, the lock and the look, the two, and COMMIT).
+    assert trips.sent == ["UPDATE", "WITH"]
     if keyed:
-        assert trips.sent == ["BEGIN", "SELECT", "UPDATE", "WITH", "COMMIT"]
-    else:
-        assert trips.sent == ["UPDATE", "WITH"]
+        assert await h.wl.runner.answered(h.principal.workspace_id, IdempotencyKey("lp-1", b"claim lp"))
 
 
 async def test_a_claimer_waiting_for_three_takes_three_of_a_batch_and_the_rest_stay_queued(h: Harness) -> None:
@@ -275,6 +276,27 @@ async def test_a_keyed_claimer_whose_key_was_answered_meanwhile_is_passed_over_a
         found = await claimer  # woken by the create, it finds the retry's answer under its key
     assert found == answered
     assert [c.task.id for c in await h.claim("lp")] == [created.id]
+
+
+@POSTGRES_ONLY
+async def test_a_keyed_claimer_whose_key_is_in_use_elsewhere_is_passed_over_without_the_create_waiting(
+    h: Harness,
+) -> None:
+    key, claimer = await waiting_under_a_key(h, "claim-busy")
+    # A retry of the same claim, on another server, holds the key's lock while it runs.
+    elsewhere = await asyncpg.connect(plain_url(h.wl.db.url))
+    try:
+        await elsewhere.execute(
+            "SELECT pg_advisory_lock(hashtextextended($1, 0))", f"{h.principal.workspace_id}:{key.key_hash}"
+        )
+        async with asyncio.timeout(10):
+            created = await h.create("not for a key in use", queue="lp")  # passed over, not held back
+        assert created.status == "ready"
+        assert offers(h) == 0  # the claimer was told to look again, under its key: it waits for the lock
+    finally:
+        await elsewhere.close()  # the retry ended without an answer: the claimer's look claims the task
+    async with asyncio.timeout(10):
+        assert [c.task.id for c in await claimer] == [created.id]
 
 
 async def test_two_claimers_waiting_under_one_key_are_not_both_handed_a_task(h: Harness) -> None:

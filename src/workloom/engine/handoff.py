@@ -14,10 +14,14 @@ the claimer its commit wakes. An offer goes first to the claimer that has waited
 A claimer waiting under an idempotency key (the SDK's worker keys every claim, so that a retried claim
 gets the runs the lost answer held) is answered as its own claim would have been: the creating
 transaction stores the claimer's answer under its key, beside the claim. It does so only where it may
-without waiting (``idempotency_take_if_free``): no answer is stored under the key yet (a retry of the
-claim may have been answered meanwhile, on this server or another) and, on PostgreSQL, the key's lock is
-free (a retry may be claiming under it right now); else the offer is passed over, opened again when the
-transaction ends, and the run is left to be claimed. Two offers under one key are never held at once.
+without waiting: no answer is stored under the key yet (a retry of the claim may have been answered
+meanwhile, on this server or another) and, on PostgreSQL, the key's lock is free (a retry may be claiming
+under it right now). On SQLite the transaction looks before it takes the offer, and otherwise passes it
+over (opened again when the transaction ends). On PostgreSQL the statement that writes the answer takes
+the lock and looks itself (migration 0007), so a create stays one statement without BEGIN; if it may not
+store the answer it fails, the claimer is told to look again under its key (where it finds the answer
+stored, or waits for the retry holding the lock), and the create runs again without handing it anything.
+Two offers under one key are never held at once.
 
 Nothing is lost on the way: the claimer learns of a hand-off only once the creating transaction has
 committed; if it rolls back the offer is open again. A claimer whose wait ends while a transaction holds
@@ -112,22 +116,30 @@ class Handoffs:
         held = (u.workspace_id, ident.key_hash)
         if held in self._keys:
             return False
-        u.touched = True  # the connection is used, though rows may be held back: this reads none of them
-        await u.sent()
-        if not await idempotency_store.idempotency_take_if_free(u.connection, u.workspace_id, ident.key_hash):
-            return False
+        # On PostgreSQL the statement that writes the answer takes the key's lock and looks for an answer
+        # itself, and fails if it may not store one (``settle(key_busy=True)``): no round trip here, and no
+        # transaction needed around a create that is otherwise one statement sent without BEGIN.
+        if_free = u.connection.dialect.name == "postgresql"
+        if not if_free:  # SQLite, whose transactions run one at a time: no lock, only the look
+            u.touched = True  # the connection is used, though rows may be held back: this reads none of them
+            await u.sent()
+            if await idempotency_store.idempotency_get(u.connection, u.workspace_id, ident.key_hash) is not None:
+                return False
         self._keys[held] = offer
 
         def answer() -> Sequence[Write]:
             offer.rendered = keyed.render(u.offers[offer])
-            return [ident.stored(u.workspace_id, offer.rendered, u.now)]
+            return [ident.stored(u.workspace_id, offer.rendered, u.now, if_free=if_free)]
 
         u.finish_with(answer)
         return True
 
-    def settle(self, u: Unit, *, committed: bool) -> None:
+    def settle(self, u: Unit, *, committed: bool, key_busy: bool = False) -> None:
         """``u`` ended: the offers it held get their claims (``committed``), or are open again; those it
-        passed over are open again."""
+        passed over are open again. ``key_busy``: it failed because it could not store a keyed claimer's
+        answer (its key in use, or answered meanwhile): its keyed offers end with nothing handed, and their
+        claimers look again (finding the answer stored, if there is one); run again, ``u`` hands them
+        nothing."""
         held, u.offers = u.offers, {}
         passed, u.passed_over = u.passed_over, []
         for offer, claims in held.items():
@@ -137,6 +149,9 @@ class Handoffs:
                     del self._keys[key]
             if committed:
                 self._finish(offer, claims)
+            elif key_busy and offer.keyed is not None:
+                offer.rendered = None
+                self._finish(offer, [])
             else:
                 offer.rendered = None
                 self._reopen(offer)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from workloom.domain.errors import WorkloomError
 from workloom.engine.principal import Principal
 from workloom.engine.unit import Unit, flush_together
+from workloom.store.database import is_key_busy
 from workloom.store.fast import CommitUnknown
 
 if TYPE_CHECKING:
@@ -176,9 +177,10 @@ class SharedCommits:
         made: list[Unit] = []
         try:
             await self._run_group(group, ran, units, made)
-        except BaseException:
+        except BaseException as exc:
+            busy = is_key_busy(exc)
             for unit in made:
-                runner.handoffs.settle(unit, committed=False)
+                runner.handoffs.settle(unit, committed=False, key_busy=busy)
             raise
         committed = {id(unit) for unit in units}
         for unit in made:

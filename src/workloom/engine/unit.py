@@ -31,7 +31,7 @@ from workloom.store import events as event_store
 from workloom.store import idempotency as store
 from workloom.store import tasks as task_store
 from workloom.store import workspaces as workspace_store
-from workloom.store.database import Database, is_transient
+from workloom.store.database import Database, is_key_busy, is_transient
 from workloom.store.fast import CommitUnknown, Write, sent_all, write_all, write_all_soon
 from workloom.store.numbers import TaskNumbers
 
@@ -289,12 +289,15 @@ class IdempotencyKey:
         object.__setattr__(self, "key_hash", hashlib.sha256(self.key.encode()).hexdigest())
         object.__setattr__(self, "request_hash", hashlib.sha256(self.request).hexdigest())
 
-    def stored(self, workspace_id: str, rendered: Rendered, now: datetime) -> Write:
+    def stored(self, workspace_id: str, rendered: Rendered, now: datetime, *, if_free: bool = False) -> Write:
         """``rendered`` (status, body) as the answer kept under this key: sealed, a write for the unit's last
-        rows. By the call's own unit, or by one that hands a claimer waiting under the key its claims."""
+        rows. By the call's own unit, or by one that hands a claimer waiting under the key its claims
+        (``if_free``: see ``store.idempotency.idempotency_write``)."""
         status, body = rendered
         sealed = seal(self.key, orjson.dumps(body))
-        return store.idempotency_write(workspace_id, self.key_hash, self.request_hash, status, sealed, now)
+        return store.idempotency_write(
+            workspace_id, self.key_hash, self.request_hash, status, sealed, now, if_free=if_free
+        )
 
 
 class Runner:
@@ -359,7 +362,7 @@ class Runner:
                     await unit.flush(final=True)
             except BaseException as exc:
                 if unit is not None:
-                    self.handoffs.settle(unit, committed=False)
+                    self.handoffs.settle(unit, committed=False, key_busy=is_key_busy(exc))
                 if not isinstance(exc, Exception):
                     raise
                 if attempt < TRANSIENT_RETRIES and is_transient(exc):

@@ -341,12 +341,15 @@ def _json_value(text: Any) -> Any:
     return orjson.loads(text)
 
 
-_TRANSIENT_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+# A hand-off's answer refused: its claimer's idempotency key was in use or answered (migration 0007).
+KEY_BUSY = "WLK01"
+# serialization_failure, deadlock_detected, and a hand-off to run again without that claimer
+_TRANSIENT_SQLSTATES = {"40001", "40P01", KEY_BUSY}
 
 
 def is_transient(exc: BaseException) -> bool:
     """Whether a failed transaction may simply be run again (deadlock, serialization failure, busy file, a
-    connection lost before the commit was sent)."""
+    connection lost before the commit was sent, a hand-off refused under a busy key)."""
     if isinstance(exc, ConnectionLost):
         return True
     if not isinstance(exc, sa.exc.DBAPIError):
@@ -354,6 +357,17 @@ def is_transient(exc: BaseException) -> bool:
     if sqlstate(exc) in _TRANSIENT_SQLSTATES:
         return True
     return "database is locked" in str(exc.orig)
+
+
+def is_key_busy(exc: BaseException) -> bool:
+    """Whether a transaction failed because a hand-off it made to a claimer waiting under an idempotency key
+    may not store that claimer's answer (``Handoffs``): run again, it must not hand that claimer anything."""
+    cause: BaseException | None = exc
+    while cause is not None:  # through what wrapped it (a shared commit's rollback)
+        if isinstance(cause, sa.exc.DBAPIError) and sqlstate(cause) == KEY_BUSY:
+            return True
+        cause = cause.__cause__
+    return False
 
 
 def sqlstate(exc: sa.exc.DBAPIError) -> str | None:

@@ -22,6 +22,19 @@ _GET = Statement(
 _INSERT = Statement(
     sa.insert(idempotency_keys).values({c: sa.bindparam(c, type_=idempotency_keys.c[c].type) for c in _COLUMNS})
 )
+# PostgreSQL: the answer inserted only if the key's lock is free and no answer is stored under it, else the
+# statement refused (``database.is_key_busy``, migration 0007): the lock and the look in the writing statement.
+_INSERT_IF_FREE = Statement(
+    sa.insert(idempotency_keys).from_select(
+        _COLUMNS,
+        sa.select(*(sa.bindparam(c, type_=idempotency_keys.c[c].type) for c in _COLUMNS)).where(
+            sa.func.workloom_idempotency_free(
+                sa.bindparam("workspace_id", type_=idempotency_keys.c.workspace_id.type),
+                sa.bindparam("key_hash", type_=idempotency_keys.c.key_hash.type),
+            )
+        ),
+    )
+)
 # PostgreSQL: the key's advisory lock and then the answer stored under it, in one round trip (migration 0006).
 _ENTERED = sa.func.workloom_idempotency_enter(
     sa.bindparam("workspace_id", type_=sa.Text),
@@ -56,9 +69,18 @@ async def idempotency_enter(conn: AsyncConnection, workspace_id: str, key_hash: 
 
 
 def idempotency_write(
-    workspace_id: str, key_hash: str, request_hash: str, status_code: int, response: bytes, now: datetime
+    workspace_id: str,
+    key_hash: str,
+    request_hash: str,
+    status_code: int,
+    response: bytes,
+    now: datetime,
+    *,
+    if_free: bool = False,
 ) -> Write:
-    """A stored answer (sealed) under its key's hash, as a write to go with the unit's last rows."""
+    """A stored answer (sealed) under its key's hash, as a write to go with the unit's last rows. ``if_free``
+    (PostgreSQL): only if the key's lock is free and no answer is stored under it yet, else the statement
+    that carries it fails (``database.is_key_busy``; a hand-off to a claimer waiting under the key)."""
     row = {
         "workspace_id": workspace_id,
         "key_hash": key_hash,
@@ -67,23 +89,9 @@ def idempotency_write(
         "response": response,
         "created_at": now,
     }
-    return Write(_INSERT, [row])
+    return Write(_INSERT_IF_FREE if if_free else _INSERT, [row])
 
 
 async def idempotency_prune(conn: AsyncConnection, before: datetime) -> int:
     result = await conn.execute(sa.delete(idempotency_keys).where(idempotency_keys.c.created_at < before))
     return int(result.rowcount)
-
-
-async def idempotency_take_if_free(conn: AsyncConnection, workspace_id: str, key_hash: str) -> bool:
-    """Whether this transaction may store the key's answer now, without waiting: (PostgreSQL) its lock was
-    free, and is now held until commit, and no answer is stored under it. For a transaction that answers a
-    request other than its own (a hand-off to a claimer waiting under the key), which must not wait on it.
-
-    The stored answer is looked for once the lock is held, by a query that begins then (``_ENTER``): one
-    that began before would miss an answer committed by the lock's holder meanwhile, and a second answer
-    would be stored under the key."""
-    if conn.dialect.name != "postgresql":
-        return await idempotency_get(conn, workspace_id, key_hash) is None
-    row = await _ENTER.first(conn, {"workspace_id": workspace_id, "key_hash": key_hash, "wait": False})
-    return row is not None and bool(row["locked"]) and row["request_hash"] is None
