@@ -134,7 +134,7 @@ async def test_what_a_create_that_hands_its_task_over_costs_on_postgres(
     assert created.status == "in_progress" and [c.task.id for c in await claimer] == [created.id]
     # The number reserved (on a connection of its own), then task, run claimed and events in one statement
     # sent without BEGIN; keyed, the claimer's answer too, that statement taking the key's lock and looking
-    # for an answer under it (migration 0007; it was BEGIN, the lock and the look, the two, and COMMIT).
+    # for an answer under it (migration 0006; it was BEGIN, the lock and the look, the two, and COMMIT).
     assert trips.sent == ["UPDATE", "WITH"]
     if keyed:
         assert await h.wl.runner.answered(h.principal.workspace_id, IdempotencyKey("lp-1", b"claim lp"))

@@ -18,7 +18,7 @@ without waiting: no answer is stored under the key yet (a retry of the claim may
 meanwhile, on this server or another) and, on PostgreSQL, the key's lock is free (a retry may be claiming
 under it right now). On SQLite the transaction looks before it takes the offer, and otherwise passes it
 over (opened again when the transaction ends). On PostgreSQL the statement that writes the answer takes
-the lock and looks itself (migration 0007), so a create stays one statement without BEGIN; if it may not
+the lock and looks itself (migration 0006), so a create stays one statement without BEGIN; if it may not
 store the answer it fails, the claimer is told to look again under its key (where it finds the answer
 stored, or waits for the retry holding the lock), and the create runs again without handing it anything.
 Two offers under one key are never held at once.

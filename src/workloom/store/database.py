@@ -341,7 +341,7 @@ def _json_value(text: Any) -> Any:
     return orjson.loads(text)
 
 
-# A hand-off's answer refused: its claimer's idempotency key was in use or answered (migration 0007).
+# A hand-off's answer refused: its claimer's idempotency key was in use or answered (migration 0006).
 KEY_BUSY = "WLK01"
 # serialization_failure, deadlock_detected, and a hand-off to run again without that claimer
 _TRANSIENT_SQLSTATES = {"40001", "40P01", KEY_BUSY}

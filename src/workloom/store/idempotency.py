@@ -23,7 +23,7 @@ _INSERT = Statement(
     sa.insert(idempotency_keys).values({c: sa.bindparam(c, type_=idempotency_keys.c[c].type) for c in _COLUMNS})
 )
 # PostgreSQL: the answer inserted only if the key's lock is free and no answer is stored under it, else the
-# statement refused (``database.is_key_busy``, migration 0007): the lock and the look in the writing statement.
+# statement refused (``database.is_key_busy``, migration 0006): the lock and the look in the writing statement.
 _INSERT_IF_FREE = Statement(
     sa.insert(idempotency_keys).from_select(
         _COLUMNS,
@@ -35,37 +35,32 @@ _INSERT_IF_FREE = Statement(
         ),
     )
 )
-# PostgreSQL: the key's advisory lock and then the answer stored under it, in one round trip (migration 0006).
+# PostgreSQL: the key's advisory lock and then the answer stored under it, in one statement (migration 0006).
 _ENTERED = sa.func.workloom_idempotency_enter(
-    sa.bindparam("workspace_id", type_=sa.Text),
-    sa.bindparam("key_hash", type_=sa.Text),
-    sa.bindparam("wait", type_=sa.Boolean),
+    sa.bindparam("workspace_id", type_=sa.Text), sa.bindparam("key_hash", type_=sa.Text)
 ).table_valued(
-    sa.column("locked", sa.Boolean),
-    sa.column("request_hash", sa.Text),
-    sa.column("status_code", sa.Integer),
-    sa.column("response", sa.LargeBinary),
+    sa.column("request_hash", sa.Text), sa.column("status_code", sa.Integer), sa.column("response", sa.LargeBinary)
 )
-_ENTER = Statement(sa.select(_ENTERED.c.locked, _ENTERED.c.request_hash, _ENTERED.c.status_code, _ENTERED.c.response))
+_ENTER = Statement(sa.select(_ENTERED.c.request_hash, _ENTERED.c.status_code, _ENTERED.c.response))
 
 # The request's hash, and the stored answer's status code and sealed body.
 Stored = tuple[str, int | None, bytes | None]
 
 
 async def idempotency_get(conn: AsyncConnection, workspace_id: str, key_hash: str) -> Stored | None:
-    row = await _GET.first(conn, {"workspace_id": workspace_id, "key_hash": key_hash})
-    return (row["request_hash"], row["status_code"], row["response"]) if row else None
+    return await _stored(_GET, conn, workspace_id, key_hash)
 
 
 async def idempotency_enter(conn: AsyncConnection, workspace_id: str, key_hash: str) -> Stored | None:
     """Take the key's lock, waiting for it, then return the answer stored under it, if any: requests that
     share a key run one after another, and the second finds the first one's answer. SQLite needs no lock:
     its transactions already run one at a time."""
-    if conn.dialect.name != "postgresql":
-        return await idempotency_get(conn, workspace_id, key_hash)
-    row = await _ENTER.first(conn, {"workspace_id": workspace_id, "key_hash": key_hash, "wait": True})
-    assert row is not None and row["locked"]
-    return (row["request_hash"], row["status_code"], row["response"]) if row["request_hash"] is not None else None
+    return await _stored(_ENTER if conn.dialect.name == "postgresql" else _GET, conn, workspace_id, key_hash)
+
+
+async def _stored(statement: Statement, conn: AsyncConnection, workspace_id: str, key_hash: str) -> Stored | None:
+    row = await statement.first(conn, {"workspace_id": workspace_id, "key_hash": key_hash})
+    return (row["request_hash"], row["status_code"], row["response"]) if row else None
 
 
 def idempotency_write(
