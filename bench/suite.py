@@ -46,6 +46,7 @@ PEER_PACKAGES = ["pgqueuer==1.6.*", "procrastinate==3.10.*", "asyncpg", "psycopg
 SCENARIOS = ["drain", "single", "enqueue", "latency", "fanout", "backlog", "sqlite"]
 CLIENTS = 16
 LATENCY_WORKERS = 10  # as many as procrastinate's worker runs jobs at once in the same scenario
+LATENCY_WAIT = 2.0  # a long-poll's wait, a claim's or a completion's that waits for the next
 BOOT_TIMEOUT = 60.0
 
 
@@ -398,13 +399,14 @@ class Api:
         await asyncio.gather(*(self.complete_one(c) for c in claims))
 
     async def complete_one(
-        self, claim: dict[str, Any], claim_next: bool = False, key: str | None = None
+        self, claim: dict[str, Any], claim_next: bool = False, key: str | None = None, wait: float = 0.0
     ) -> list[dict[str, Any]]:
-        """Complete the claim's run; with ``claim_next`` the run claimed after it in the same call (or none).
-        ``key``: sent as its ``Idempotency-Key``, as the SDK sends one with every call."""
+        """Complete the claim's run; with ``claim_next`` the run claimed after it in the same call (or none),
+        waited for up to ``wait`` seconds when there is none yet. ``key``: sent as its ``Idempotency-Key``, as
+        the SDK sends one with every call."""
         body: dict[str, Any] = {"claim_token": claim["claim_token"]}
         if claim_next:
-            body["claim_next"] = {"limit": 1}
+            body["claim_next"] = {"limit": 1, "wait_seconds": wait} if wait else {"limit": 1}
         headers = {"Idempotency-Key": key} if key else None
         response = await self.http.post(f"/v1/runs/{claim['run']['id']}/complete", json=body, headers=headers)
         if response.status_code != 200:
@@ -552,15 +554,15 @@ async def wl_latency(api: Api, queue: str, count: int, rate: float, *, keyed: bo
         claims: list[dict[str, Any]] = []
         while not finished.is_set():
             if not claims:
-                claims = await api.claim(queue, 1, 2, ref=f"latency-{index}", key=key())
+                claims = await api.claim(queue, 1, LATENCY_WAIT, ref=f"latency-{index}", key=key())
             now = time.time()
             for c in claims:
                 if "sent" in c["task"]["data"]:
                     latencies.append((now - c["task"]["data"]["sent"]) * 1000)
             if len(latencies) >= count:
                 finished.set()
-            if claims:  # a worker's loop: the completion claims the next run, if one is waiting
-                claims = await api.complete_one(claims[0], claim_next=True, key=key())
+            if claims:  # a worker's loop: the completion claims the next run, waiting for one if need be
+                claims = await api.complete_one(claims[0], claim_next=True, key=key(), wait=LATENCY_WAIT)
 
     claimers = [asyncio.create_task(claimer(i)) for i in range(LATENCY_WORKERS)]
     await asyncio.sleep(0.5)

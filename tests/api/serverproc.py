@@ -32,6 +32,14 @@ def poll(condition: Callable[[], Any], what: str, timeout: float = 60.0, interva
         time.sleep(interval)  # between looks at the condition, bounded by the deadline
 
 
+def metric(api: httpx.Client, name: str) -> float:
+    """A sample without labels from the server's /metrics (0 when it has none yet)."""
+    for line in api.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import httpx
+from serverproc import ServerProcess, metric, poll
 
 WORKER = {"kind": "automation", "ref": "loop-worker"}
 
@@ -75,17 +78,21 @@ def test_batch_completion_claims_from_the_named_queue(api: httpx.Client) -> None
 def test_claim_next_is_validated(api: httpx.Client) -> None:
     _fill(api, "valid", 1)
     (claim,) = ok(api.post("/v1/queues/valid/claim", json={"worker": WORKER}))["claims"]
-    body = {"claim_token": claim["claim_token"], "claim_next": {"limit": 0}}
-    response = api.post(f"/v1/runs/{claim['run']['id']}/complete", json=body)
-    assert response.status_code == 422
-    assert any(e["field"] == "claim_next.limit" for e in response.json()["errors"]), response.text
-    # Nothing changed: the run is still held.
-    assert ok(api.get(f"/v1/runs/{claim['run']['id']}"))["status"] == "claimed"
-    batch = {"runs": [{"run_id": claim["run"]["id"], "claim_token": claim["claim_token"]}], "claim_next": {"limit": 1}}
-    response = api.post("/v1/runs/complete", json=batch)
-    assert response.status_code == 422
-    fields = {e["field"] for e in response.json()["errors"]}
-    assert {"claim_next.queue", "claim_next.worker"} <= fields, response.text
+    run_id, token = claim["run"]["id"], claim["claim_token"]
+    single = f"/v1/runs/{run_id}/complete"
+    batch = {"runs": [{"run_id": run_id, "claim_token": token}]}
+    refused = [
+        (single, {"claim_token": token, "claim_next": {"limit": 0}}, "claim_next.limit"),
+        (single, {"claim_token": token, "claim_next": {"wait_seconds": 31}}, "claim_next.wait_seconds"),
+        ("/v1/runs/complete", {**batch, "claim_next": {"queue": "valid", "worker": WORKER, "wait_seconds": -1}},
+         "claim_next.wait_seconds"),
+    ]  # fmt: skip
+    for path, body, field in refused:
+        response = api.post(path, json=body)
+        assert response.status_code == 422
+        assert any(e["field"] == field for e in response.json()["errors"]), response.text
+        # Nothing changed: the run is still held.
+        assert ok(api.get(f"/v1/runs/{run_id}"))["status"] == "claimed"
 
 
 def test_runs_claimed_together_hold_distinct_tokens_each_good_for_its_own_run_only(api: httpx.Client) -> None:
@@ -98,3 +105,75 @@ def test_runs_claimed_together_hold_distinct_tokens_each_good_for_its_own_run_on
     for claim in claims:
         done = ok(api.post(f"/v1/runs/{claim['run']['id']}/complete", json={"claim_token": claim["claim_token"]}))
         assert done["status"] == "completed"
+
+
+def test_a_completion_waits_for_the_next_task_and_is_handed_it(start_server: Callable[..., ServerProcess]) -> None:
+    """A worker's whole loop in one request: the completion commits, then waits for the next (a long-poll),
+    and a task created meanwhile is handed to it; under an Idempotency-Key its repeat gets the same answer."""
+    server = start_server(WORKLOOM_CLAIM_POLL_SECONDS="60")  # waiting, it is seen so until handed something
+    with server.client() as api:
+        _waits_and_is_handed(server, api, "waits", {})
+        _waits_and_is_handed(server, api, "waits-keyed", {"Idempotency-Key": "loop-complete-1"})
+
+
+def _waits_and_is_handed(server: ServerProcess, api: httpx.Client, queue: str, headers: dict[str, str]) -> None:
+    _fill(api, queue, 1)
+    (first,) = ok(api.post(f"/v1/queues/{queue}/claim", json={"worker": WORKER}))["claims"]
+    body = {"claim_token": first["claim_token"], "claim_next": {"wait_seconds": 20}}
+    answers: list[httpx.Response] = []
+
+    def complete() -> None:
+        with server.client(timeout=30) as worker:
+            answers.append(worker.post(f"/v1/runs/{first['run']['id']}/complete", json=body, headers=headers))
+
+    waiting = threading.Thread(target=complete)
+    waiting.start()
+    poll(lambda: metric(api, "workloom_claimers_waiting") >= 1, "the completion to wait", 10)
+    # Committed before it waits: the task is done while its worker waits for the next.
+    assert ok(api.get(f"/v1/tasks/{first['task']['id']}"))["status"] == "completed"
+
+    created = ok(api.post("/v1/tasks", json={"title": "next", "queue": queue}), 201)
+    waiting.join(timeout=10)
+    answer = ok(answers[0])
+    assert answer["run"]["id"] == first["run"]["id"] and answer["run"]["status"] == "completed"
+    (claim,) = answer["claims"]
+    assert claim["task"]["id"] == created["id"] and claim["run"]["claimed_by"] == WORKER
+    if headers:  # the answer lost on the way, say: the repeat gets it again and claims nothing more
+        ok(api.post("/v1/tasks", json={"title": "not for the repeat", "queue": queue}), 201)
+        repeated = api.post(f"/v1/runs/{first['run']['id']}/complete", json=body, headers=headers)
+        assert ok(repeated) == answer
+
+
+def test_a_completion_that_waits_for_nothing_answers_when_its_wait_is_over(api: httpx.Client) -> None:
+    _fill(api, "idle", 1)
+    (first,) = ok(api.post("/v1/queues/idle/claim", json={"worker": WORKER}))["claims"]
+    body = {"claim_token": first["claim_token"], "claim_next": {"wait_seconds": 0.3}}
+    answer = ok(api.post(f"/v1/runs/{first['run']['id']}/complete", json=body))
+    assert answer["run"]["status"] == "completed" and answer["claims"] == []
+
+
+def test_a_batch_completion_waits_for_the_next_runs_of_its_queue(start_server: Callable[..., ServerProcess]) -> None:
+    server = start_server(WORKLOOM_CLAIM_POLL_SECONDS="60")
+    with server.client() as api:
+        _fill(api, "bwait", 2)
+        claims = ok(api.post("/v1/queues/bwait/claim", json={"worker": WORKER, "limit": 2}))["claims"]
+        body = {
+            "runs": [{"run_id": c["run"]["id"], "claim_token": c["claim_token"]} for c in claims],
+            "claim_next": {"queue": "bwait", "worker": WORKER, "limit": 10, "wait_seconds": 20},
+        }
+        answers: list[httpx.Response] = []
+
+        def complete() -> None:
+            with server.client(timeout=30) as worker:
+                answers.append(worker.post("/v1/runs/complete", json=body, headers={"Idempotency-Key": "batch-1"}))
+
+        waiting = threading.Thread(target=complete)
+        waiting.start()
+        poll(lambda: metric(api, "workloom_claimers_waiting") >= 1, "the batch completion to wait", 10)
+        created = ok(api.post("/v1/tasks", json={"title": "next", "queue": "bwait"}), 201)
+        waiting.join(timeout=10)
+        answer = ok(answers[0])
+        assert [i["status"] for i in answer["items"]] == ["completed", "completed"]
+        assert [c["task"]["id"] for c in answer["claims"]] == [created["id"]]
+        repeated = api.post("/v1/runs/complete", json=body, headers={"Idempotency-Key": "batch-1"})
+        assert ok(repeated) == answer

@@ -6,16 +6,9 @@ import threading
 from collections.abc import Callable
 
 import httpx
-from serverproc import ServerProcess, poll
+from serverproc import ServerProcess, metric, poll
 
 WORKER = {"kind": "automation", "ref": "waiting"}
-
-
-def metric(api: httpx.Client, name: str) -> float:
-    for line in api.get("/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return 0.0
 
 
 def test_a_long_poll_claim_is_handed_a_task_created_while_it_waits(

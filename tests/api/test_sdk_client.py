@@ -419,3 +419,23 @@ def test_a_key_of_another_workspace_sees_nothing(
     with Client(server.url, "") as anonymous, pytest.raises(AuthenticationError) as caught:
         anonymous.get_task(task.id)
     assert isinstance(caught.value, WorkloomError) and "401" in str(caught.value)
+
+
+def test_a_completion_can_wait_for_the_next_run_longer_than_the_clients_timeout(server: ServerProcess) -> None:
+    """``complete_and_claim(wait_seconds=…)``: the wait is added to the read timeout, as a claim's is, so a
+    wait that finds nothing answers with the completion rather than a timeout; one that does, with the run."""
+    with Client(server.url, server.token, worker=WORKER, timeout=0.5, max_retries=0) as wl:
+        wl.create_queue("loop")
+        wl.create_task("first", queue="loop")
+        first = one(wl.claim("loop"))
+        run, claims = wl.complete_and_claim(first.run.id, first.claim_token, wait_seconds=1.5)
+        assert run.status == "completed" and claims == []
+
+        second = wl.create_task("second", queue="loop")
+        held = one(wl.claim("loop"))
+        third = wl.create_task("third", queue="loop")
+        outcomes, claims = wl.complete_runs_and_claim(
+            [(held.run.id, held.claim_token)], "loop", limit=5, wait_seconds=1.5
+        )
+        assert [o.status for o in outcomes] == ["completed"] and [c.task.id for c in claims] == [third.id]
+        assert wl.get_task(second.id).status == "completed"

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
-from serverproc import ServerProcess, poll
+from serverproc import ServerProcess, metric, poll
 
 from workloom.client import AsyncClient, Client, Run
 from workloom.worker import Job, NonRetryableError, Release, Worker
@@ -370,10 +370,7 @@ async def test_a_task_created_while_the_worker_waits_is_handed_to_it(
 
 def claimers_waiting(server: ServerProcess) -> float:
     with server.client() as api:
-        for line in api.get("/metrics").text.splitlines():
-            if line.startswith("workloom_claimers_waiting "):
-                return float(line.split()[1])
-    return 0.0
+        return metric(api, "workloom_claimers_waiting")
 
 
 @SQLITE

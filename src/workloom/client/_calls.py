@@ -344,12 +344,15 @@ def complete_runs_and_claim(
     limit: int,
     lease_seconds: int | None,
     idempotency_key: str | None,
+    wait_seconds: float = 0.0,
 ) -> Call[tuple[list[RunOutcome], list[Claim]]]:
-    """``complete_runs``, then up to ``limit`` runs of ``queue`` claimed in the same transaction."""
-    after = body(queue=queue, worker=_actor(worker), limit=limit, lease_seconds=lease_seconds)
+    """``complete_runs``, then up to ``limit`` runs of ``queue`` claimed in the same transaction (with
+    ``wait_seconds``, waited for when there were none)."""
+    after = body(queue=queue, worker=_actor(worker), limit=limit, lease_seconds=lease_seconds,
+                 wait_seconds=wait_seconds or None)  # fmt: skip
     return Call("POST", path("runs", "complete"), _outcomes_and_claims,
                 json={"runs": _completions(runs), "claim_next": after},
-                idempotency_key=key(idempotency_key))  # fmt: skip
+                idempotency_key=key(idempotency_key), wait_seconds=wait_seconds)  # fmt: skip
 
 
 def _outcomes_and_claims(raw: bytes) -> tuple[list[RunOutcome], list[Claim]]:
@@ -433,13 +436,14 @@ def complete_and_claim(
     limit: int,
     lease_seconds: int | None,
     idempotency_key: str | None,
+    wait_seconds: float = 0.0,
 ) -> Call[tuple[Run, list[Claim]]]:
-    """Complete the run and claim up to ``limit`` more of its queue in the same transaction."""
-    payload = body(
-        claim_token=claim_token, result=result, usage=usage, claim_next=body(limit=limit, lease_seconds=lease_seconds)
-    )
+    """Complete the run and claim up to ``limit`` more of its queue in the same transaction (with
+    ``wait_seconds``, waited for when there were none)."""
+    after = body(limit=limit, lease_seconds=lease_seconds, wait_seconds=wait_seconds or None)
+    payload = body(claim_token=claim_token, result=result, usage=usage, claim_next=after)
     return Call("POST", path("runs", run_id, "complete"), _run_and_claims, json=payload,
-                idempotency_key=key(idempotency_key))  # fmt: skip
+                idempotency_key=key(idempotency_key), wait_seconds=wait_seconds)  # fmt: skip
 
 
 def _run_and_claims(raw: bytes) -> tuple[Run, list[Claim]]:

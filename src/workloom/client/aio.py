@@ -176,12 +176,16 @@ class AsyncClient(ClientBase):
         worker: ActorLike | None = None,
         limit: int = 1,
         lease_seconds: int | None = None,
+        wait_seconds: float = 0.0,
         idempotency_key: str | None = None,
     ) -> tuple[list[RunOutcome], list[Claim]]:
         """``complete_runs``, and in the same transaction claim up to ``limit`` runs of ``queue`` (what is
-        claimable now, no waiting): a worker's batch loop in one request and one commit per batch."""
+        claimable now): a worker's batch loop in one request and one commit per batch. With ``wait_seconds``,
+        when there was nothing to claim, the call waits up to that long for a run (a long-poll, as ``claim``)."""
         return await self._call(
-            calls.complete_runs_and_claim(runs, queue, worker or self.worker, limit, lease_seconds, idempotency_key)
+            calls.complete_runs_and_claim(
+                runs, queue, worker or self.worker, limit, lease_seconds, idempotency_key, wait_seconds
+            )
         )
 
     async def complete_runs(
@@ -309,12 +313,17 @@ class AsyncClient(ClientBase):
         usage: Mapping[str, Any] | None = None,
         limit: int = 1,
         lease_seconds: int | None = None,
+        wait_seconds: float = 0.0,
         idempotency_key: str | None = None,
     ) -> tuple[Run, list[Claim]]:
         """Finish the run and, in the same transaction, claim up to ``limit`` more runs of its queue for the
-        worker that held it (what is claimable now, no waiting; ``[]`` when there is none)."""
+        worker that held it (what is claimable now; ``[]`` when there is none). With ``wait_seconds``, when
+        there was nothing to claim, the call waits up to that long for a run: a worker's whole loop, complete
+        and take the next, in one request."""
         return await self._call(
-            calls.complete_and_claim(run_id, claim_token, result, usage, limit, lease_seconds, idempotency_key)
+            calls.complete_and_claim(
+                run_id, claim_token, result, usage, limit, lease_seconds, idempotency_key, wait_seconds
+            )
         )
 
     async def complete_run(

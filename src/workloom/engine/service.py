@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from workloom.domain.actors import Actor
 from workloom.domain.clock import Clock, SystemClock
-from workloom.domain.models import Claim, Queue
+from workloom.domain.models import Claim, Queue, Run
 from workloom.engine import queues, runs, tasks
 from workloom.engine import queues as queue_cases
 from workloom.engine.access import Access
@@ -149,18 +150,52 @@ class Workloom:
         *,
         shared: bool = False,
         items: int = 1,
+        then: ThenWait[T] | None = None,
     ) -> Rendered:
-        """``respond`` for a call that also claims runs (a completion that claims the next), counted as claims."""
+        """``respond`` for a call that also claims runs (a completion that claims the next), counted as claims.
+
+        ``then``: when the call claimed nothing, it goes on as a long-poll of the queue for the same worker
+        (``claim``) and is answered with what that brings. The wait runs under a key of its own derived from
+        the call's (``IdempotencyKey.then``): the call's answer is stored before the wait begins, so a repeat
+        gives that back and waits again, or gives back what the wait was handed."""
         claimed: list[Claim] = []
+        results: list[T] = []
 
         def render_counting(done: tuple[T, list[Claim]]) -> Rendered:
             claimed[:] = done[1]  # a transaction run again sets it again
+            results[:] = [done[0]]
             return render(done)
 
         rendered = await self.runner.respond(principal, op, render_counting, idempotency, shared=shared, items=items)
         if claimed:
             self.metrics.claims.labels(claimed[0].run.queue or "").inc(len(claimed))
-        return rendered
+        if then is None or then.seconds <= 0 or claimed or rendered[0] >= 300:
+            return rendered
+        if not results and then.claimed(rendered):  # an answer given back under its key, with its claims
+            return rendered
+        holder = await then.holder(results[0] if results else None)
+        if holder is None:
+            return rendered
+        queue_name, worker = holder
+        return await self.claim(
+            principal,
+            queue_name,
+            worker,
+            limit=then.limit,
+            lease_seconds=then.lease_seconds,
+            wait_seconds=then.seconds,
+            render=lambda claims: then.adding(rendered, claims),
+            idempotency=idempotency.then() if idempotency is not None else None,
+            give_up=then.give_up,
+            unanswered=bool(results),  # the call ran here, under its key's lock: its wait has not begun before
+        )
+
+    async def holder(self, principal: Principal, run: Run | None, run_id: str) -> tuple[str, Actor] | None:
+        """The queue and the worker of a run completed with ``claim_next`` (``ThenWait.holder``): from the
+        completed run when there is one, else read (its answer was given back under its key)."""
+        if run is None:
+            run = await self.run(principal, lambda u: runs.get(u, run_id))
+        return (run.queue, run.claimed_by) if run.queue is not None and run.claimed_by is not None else None
 
     async def claim(
         self,
@@ -174,11 +209,13 @@ class Workloom:
         render: Callable[[list[Claim]], Rendered],
         idempotency: IdempotencyKey | None = None,
         give_up: Callable[[], Awaitable[bool]] | None = None,
+        unanswered: bool = False,
     ) -> Rendered:
         """Claim up to ``limit`` runs, waiting up to ``wait_seconds`` for the first to arrive (long-poll).
 
         ``give_up`` (true once the server is shutting down or the client has gone) ends the wait early:
-        a claim made for a caller who is no longer there would sit out its lease unworked."""
+        a claim made for a caller who is no longer there would sit out its lease unworked. ``unanswered``:
+        no answer can be stored under the key yet, so none is looked for before a wait."""
         principal.require("runs.work")  # here too: a long-poll may wait, and be handed work, without a look
         queue = await self._queue(principal, queue_name)
         loop = asyncio.get_running_loop()
@@ -191,7 +228,9 @@ class Workloom:
         look = not (
             wait_seconds > 0
             and self.runner.empty_queues.is_empty(queue.id)
-            and (idempotency is None or not await self.runner.answered(principal.workspace_id, idempotency))
+            and (
+                idempotency is None or unanswered or not await self.runner.answered(principal.workspace_id, idempotency)
+            )
         )
         handed: list[Claim] = []
         with self.signals.waiter(key, exclusive=True) as waiter:
@@ -357,6 +396,21 @@ class Workloom:
         return attempt
 
 
+@dataclass(frozen=True)
+class ThenWait(Generic[T]):
+    """How a call that claims after its own work (a completion's ``claim_next``) goes on when it claimed
+    nothing: waiting up to ``seconds`` for up to ``limit`` runs of the queue, for the worker, that
+    ``holder`` names (given the call's result, or ``None`` when its answer was given back under its key)."""
+
+    seconds: float
+    limit: int
+    lease_seconds: int | None
+    holder: Callable[[T | None], Awaitable[tuple[str, Actor] | None]]
+    claimed: Callable[[Rendered], bool]  # whether an answer given back under its key holds claims
+    adding: Callable[[Rendered, list[Claim]], Rendered]  # the call's answer with the claims its wait brought
+    give_up: Callable[[], Awaitable[bool]] | None = None
+
+
 def _more_maybe(handed: list[Claim], waiter: Waiter) -> bool:
     """Whether a claimer that took all it asked for should wake the next one waiting: there may be more
     work. Not when it was handed its runs without a wake-up: their creator offered every run it made and
@@ -392,4 +446,4 @@ def _keep_claims(final: bool) -> Callable[[list[Claim]], bool]:
     return lambda claims: bool(claims) or final
 
 
-__all__ = ["IdempotencyKey", "Workloom", "queues", "runs", "tasks"]
+__all__ = ["IdempotencyKey", "ThenWait", "Workloom", "queues", "runs", "tasks"]

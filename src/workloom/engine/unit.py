@@ -282,12 +282,22 @@ async def _number(u: Unit, new_tasks: list[Task]) -> None:
 class IdempotencyKey:
     key: str
     request: bytes  # everything that identifies the request: method, path and body
+    # What of the call the key stands for: "" the call itself, "then" what it goes on to do once its own
+    # answer is stored (a completion's wait for the next run, ``ThenWait``): stored under a hash of its own.
+    part: str = ""
     key_hash: str = field(init=False)
     request_hash: str = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "key_hash", hashlib.sha256(self.key.encode()).hexdigest())
+        # A header's value cannot hold a line break, so no key a client sends hashes as another's part.
+        named = self.key if not self.part else f"{self.key}\n{self.part}"
+        object.__setattr__(self, "key_hash", hashlib.sha256(named.encode()).hexdigest())
         object.__setattr__(self, "request_hash", hashlib.sha256(self.request).hexdigest())
+
+    def then(self) -> IdempotencyKey:
+        """The key of what the call goes on to do once its own answer is stored (the runs it claims then
+        still record the client's key)."""
+        return IdempotencyKey(self.key, self.request, "then")
 
     def stored(self, workspace_id: str, rendered: Rendered, now: datetime, *, if_free: bool = False) -> Write:
         """``rendered`` (status, body) as the answer kept under this key: sealed, a write for the unit's last

@@ -3,16 +3,20 @@ particular run, attaching an agent session, and canceling one run."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from workloom.api import render
-from workloom.api.deps import engine, idempotency, json, principal
+from workloom.api.deps import abandoned, engine, idempotency, json, principal
 from workloom.api.lean import LeanRoute
 from workloom.api.problems import problem_fields
 from workloom.api.schemas.runs import (
     AttachSession,
     CancelRun,
+    ClaimAfter,
     ClaimRun,
     Complete,
     CompleteBatch,
@@ -21,11 +25,12 @@ from workloom.api.schemas.runs import (
     Release,
     TokenBody,
 )
+from workloom.domain.actors import Actor
 from workloom.domain.errors import WorkloomError
 from workloom.domain.models import Claim, Run
 from workloom.engine import runs
 from workloom.engine.principal import Principal
-from workloom.engine.service import Workloom
+from workloom.engine.service import ThenWait, Workloom
 from workloom.engine.unit import IdempotencyKey
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"], route_class=LeanRoute)
@@ -37,6 +42,7 @@ def _ok(run: Run) -> tuple[int, dict[str, object]]:
 
 @router.post("/complete")
 async def complete_runs(
+    request: Request,
     body: CompleteBatch,
     p: Principal = Depends(principal),
     wl: Workloom = Depends(engine),
@@ -68,6 +74,10 @@ async def complete_runs(
         return status, {**data, "claims": [render.claim(c) for c in done[1]]}
 
     worker = after.worker.to_actor()
+
+    async def holder(_: object) -> tuple[str, Actor]:
+        return after.queue, worker
+
     status, data = await wl.respond_claiming(
         p,
         lambda u: runs.complete_many_and_claim(u, items, after.queue, worker, after.limit, after.lease_seconds),
@@ -75,12 +85,14 @@ async def complete_runs(
         idem,
         shared=True,
         items=len(items) + after.limit,
+        then=_then_wait(request, after, holder),
     )
     return json(data, status)
 
 
 @router.post("/{run_id}/complete")
 async def complete_run(
+    request: Request,
     run_id: str,
     body: Complete,
     p: Principal = Depends(principal),
@@ -99,8 +111,25 @@ async def complete_run(
     if after is None:
         status, data = await wl.respond(p, completion, _completed, idem, shared=True)
     else:
-        status, data = await wl.respond_claiming(p, completion, _completed_and_claimed, idem, shared=True)
+        then = _then_wait(request, after, lambda run: wl.holder(p, run, run_id))
+        status, data = await wl.respond_claiming(p, completion, _completed_and_claimed, idem, shared=True, then=then)
     return json(data, status)
+
+
+def _then_wait(
+    request: Request, after: ClaimAfter, holder: Callable[[Any], Awaitable[tuple[str, Actor] | None]]
+) -> ThenWait[Any]:
+    """A completion's ``claim_next`` with ``wait_seconds``: a long-poll when it claimed nothing, whose claims
+    are added to the completion's answer."""
+    return ThenWait(
+        seconds=float(after.wait_seconds),
+        limit=after.limit,
+        lease_seconds=after.lease_seconds,
+        holder=holder,
+        claimed=lambda rendered: bool(rendered[1]["claims"]),
+        adding=lambda rendered, claims: (rendered[0], {**rendered[1], "claims": [render.claim(c) for c in claims]}),
+        give_up=abandoned(request),
+    )
 
 
 def _completed(done: tuple[Run, list[Claim]]) -> tuple[int, dict[str, object]]:

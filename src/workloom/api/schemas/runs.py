@@ -24,10 +24,12 @@ class Heartbeat(TokenBody):
 
 
 class ClaimAfter(Strict):
-    """Claim more runs in the completion's own transaction: what is claimable now, without waiting."""
+    """Claim more runs in the completion's own transaction: what is claimable now; with ``wait_seconds``,
+    when there is none, wait up to that long for one (a long-poll, as a claim's)."""
 
     limit: Annotated[StrictInt, Field(ge=1, le=100)] = 1
     lease_seconds: LeaseSeconds | None = None
+    wait_seconds: Annotated[Number, Field(ge=0, le=30)] = 0
 
 
 class Complete(TokenBody):
