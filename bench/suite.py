@@ -569,7 +569,7 @@ async def wl_latency(api: Api, queue: str, count: int, rate: float, *, keyed: bo
     began = time.perf_counter()
     creates = []
     warm = warm_up(rate)
-    with collector_paused():
+    with collector_paused(), api.per_task("latency", "keyed_" if keyed else "", warm + count):
         for i in range(warm + count):
             await asyncio.sleep(max(0.0, began + i / rate - time.perf_counter()))
             data = {"n": i, "sent": time.time()} if i >= warm else {"n": i}
