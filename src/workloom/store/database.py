@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -13,11 +14,13 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolResetState
+from sqlalchemy.util import await_only
 
 from workloom.store import fast
 from workloom.store.fast import CommitUnknown
 
 DEFAULT_URL = "sqlite:///./workloom.db"
+SQLITE_BUSY_SECONDS = 10  # how long a SQLite connection waits for another's lock before "database is locked"
 # A read whose connection was lost under it runs again on another, at most this many times in all: more
 # than one, since the connections PostgreSQL ended together are seen dead one by one.
 READ_ATTEMPTS = 4
@@ -234,12 +237,28 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # Autocommit at the driver level: transactions are begun explicitly (BEGIN IMMEDIATE).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000}")
+    _wal(cursor)
     # FULL: a commit survives power loss, not just a process crash.
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
+
+
+def _wal(cursor: Any) -> None:
+    """Switch the file to WAL (kept in the file: later connections find it so). Switching takes the file's
+    lock, and SQLite answers "database is locked" at once, without its busy handler, when another
+    connection holds it — servers started together on a new file, a CLI command beside a server — so the
+    switch is tried again for as long as the busy timeout would have waited."""
+    deadline = time.monotonic() + SQLITE_BUSY_SECONDS
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except Exception as exc:  # the driver's OperationalError, through SQLAlchemy's adapter
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        await_only(asyncio.sleep(0.02))  # connecting runs on the event loop (SQLAlchemy's greenlet): yield it
 
 
 def _threaded(conn: sa.Connection) -> Any:
