@@ -14,7 +14,7 @@ from harness import Harness
 from test_hot_paths import POSTGRES_ONLY, RoundTrips, counting_after_a_warm_queue
 
 from workloom.domain.actors import Actor
-from workloom.domain.errors import Conflict, StaleClaim
+from workloom.domain.errors import Conflict, IdempotencyMismatch, StaleClaim, ValidationFailed
 from workloom.domain.models import Claim, Run, Task
 from workloom.domain.queries import ListQuery
 from workloom.engine import runs, tasks
@@ -170,6 +170,38 @@ async def test_idempotent_calls_in_one_group_keep_their_own_answers(h: Harness) 
     assert (await h.list(_all())).total == 3
 
 
+async def test_the_same_key_twice_at_once_is_done_once_and_both_get_its_answer(h: Harness) -> None:
+    def keyed() -> Awaitable[Any]:
+        return h.wl.respond(
+            h.principal,
+            create("once"),
+            lambda t: (201, {"id": t.id}),
+            IdempotencyKey("twice-at-once", b"POST /v1/tasks once"),
+            shared=True,
+        )
+
+    first, second = await asyncio.gather(keyed(), keyed())
+
+    assert first == second
+    assert (await h.list(_all())).total == 1
+    # Not in one group (where the second would not see the first's answer, stored at its end): one after
+    # the other, the second given the first's answer.
+    assert grouped(h) == 0
+
+
+async def test_a_completion_sent_twice_at_once_under_its_key_gets_one_answer_twice(h: Harness) -> None:
+    held = await _held(h, 2)
+
+    done = await asyncio.gather(
+        keyed_completion(h, held[0], "sent-twice"),
+        keyed_completion(h, held[1], "other"),
+        keyed_completion(h, held[0], "sent-twice"),
+    )
+
+    assert done[0] == done[2] and done[0][1]["status"] == "completed"
+    assert done[1][1]["status"] == "completed"
+
+
 def _all() -> ListQuery:
     return ListQuery(count=True, limit=100)
 
@@ -242,20 +274,130 @@ async def test_completions_without_claim_next_are_taken_together_too(h: Harness)
 async def test_completions_together_cost_the_same_statements_however_many_there_are(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    held = await _held(h, 8)
+    held = await _held(h, 11)
     trips = RoundTrips(monkeypatch)
 
     trips.on = True
     await together(h, [completion(c) for c in held[:2]])
     two = list(trips.sent)
     trips.sent.clear()
-    await together(h, [completion(c) for c in held[2:]])
+    await together(h, [completion(c) for c in held[2:8]])
     six = list(trips.sent)
+    trips.sent.clear()
+    await asyncio.gather(*(keyed_completion(h, c, f"k-{i}") for i, c in enumerate(held[8:])))
+    keyed = list(trips.sent)
     trips.on = False
 
     # Begin; runs and tasks read and locked; all completed (with their dependents found); the next runs
     # claimed, one for each worker, with their tasks moved and every event written; commit.
     assert two == six == ["BEGIN", "SELECT", "WITH", "WITH", "COMMIT"]
+    # Under keys (``Keyed.each``): the keys' locks taken and their answers looked for in one statement
+    # first, and the answers stored before the commit. One after another in the group (as before
+    # ``Keyed.each``), each call was a look, a read and a write of its own.
+    assert keyed == ["BEGIN", "SELECT", "SELECT", "WITH", "WITH", "WITH", "COMMIT"]
+
+
+async def test_batch_completions_arriving_together_are_one_batch_each_answered_for_its_own_runs(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = await _held(h, 5)
+    batches: list[int] = []
+    each = runs._complete_each
+
+    async def counted(u: Unit, items: list[Any]) -> list[Any]:
+        batches.append(len(items))
+        return await each(u, items)
+
+    monkeypatch.setattr(runs, "_complete_each", counted)
+    calls = [
+        runs.CompleteMany([(c.run.id, c.claim_token, {"by": c.run.id}) for c in held[:2]]),
+        runs.CompleteMany([(held[2].run.id, "clm_wrong.token", None), (held[3].run.id, held[3].claim_token, None)]),
+        runs.CompleteMany([(held[4].run.id, held[4].claim_token, None)] * 1001),  # more than a batch may hold
+    ]
+
+    done = await together(h, list(calls))
+
+    assert batches == [4]  # the first two calls' items, in one batch
+    first, second, too_many = done
+    assert isinstance(first, list) and [r.status for r in first if isinstance(r, Run)] == ["completed"] * 2
+    assert isinstance(second, list) and isinstance(second[0], StaleClaim) and isinstance(second[1], Run)
+    assert isinstance(too_many, ValidationFailed)
+    statuses = [(await h.task(c.task.id)).status for c in held]
+    assert statuses == ["completed", "completed", "in_progress", "completed", "in_progress"]
+
+
+# -- keyed completions taken together (``Keyed.each``): as the SDK calls, every call under a key ------------
+
+
+def keyed_completion(h: Harness, claim: Claim, key: str, token: str | None = None) -> Awaitable[Any]:
+    return h.wl.respond(
+        h.principal,
+        completion(claim, token=token),
+        lambda done: (200, {"run": done[0].id, "status": done[0].status, "claims": [c.run.id for c in done[1]]}),
+        IdempotencyKey(key, f"POST /v1/runs/{claim.run.id}/complete".encode()),
+        shared=True,
+    )
+
+
+def counting_each(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many completions each ``Completion.each`` took together, call by call."""
+    sizes: list[int] = []
+    each = runs.Completion.each
+
+    async def counted(u: Unit, items: list[runs.Completion]) -> list[Any]:
+        sizes.append(len(items))
+        return await each(u, items)
+
+    monkeypatch.setattr(runs.Completion, "each", staticmethod(counted))
+    return sizes
+
+
+async def test_keyed_completions_arriving_together_are_taken_together_each_under_its_own_key(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = await _held(h, 4)
+    sizes = counting_each(monkeypatch)
+
+    first = await asyncio.gather(*(keyed_completion(h, c, f"done-{i}") for i, c in enumerate(held)))
+
+    assert grouped(h) == 4 and sizes == [4]  # one use case for the four, as unkeyed completions are
+    for claim, (status, body) in zip(held, first, strict=True):
+        assert status == 200 and body["run"] == claim.run.id and body["status"] == "completed"
+        assert len(body["claims"]) == 1
+    for i, (_, body) in enumerate(first):  # each next run records the key of the call that claimed it
+        (next_run,) = body["claims"]
+        assert (await h.run(next_run)).idempotency_key == f"done-{i}"
+
+    again = await asyncio.gather(*(keyed_completion(h, c, f"done-{i}") for i, c in enumerate(held)))
+    assert again == first  # each key's own answer, and nothing claimed again
+    assert sizes == [4]  # given back: no completion ran
+    assert len({r for _, body in first for r in body["claims"]}) == 4
+
+
+async def test_a_repeated_or_reused_key_among_keyed_completions_is_answered_alone(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = await _held(h, 4)
+    answered = await keyed_completion(h, held[0], "done-0")
+    sizes = counting_each(monkeypatch)
+
+    done = await asyncio.gather(
+        keyed_completion(h, held[0], "done-0"),  # a repeat: its stored answer
+        keyed_completion(h, held[1], "done-0"),  # the same key for another request: refused
+        keyed_completion(h, held[2], "done-2", token="clm_wrong.token"),  # refused by the completion
+        keyed_completion(h, held[3], "done-3"),
+        return_exceptions=True,
+    )
+
+    assert sizes == [2]  # the two whose keys held no answer went on, together
+    assert done[0] == answered
+    assert isinstance(done[1], IdempotencyMismatch)
+    assert isinstance(done[2], StaleClaim)
+    assert isinstance(done[3], tuple) and done[3][1]["status"] == "completed"
+    assert [(await h.task(c.task.id)).status for c in held] == ["completed", "in_progress", "in_progress", "completed"]
+    # The refused call stored no answer: the same key, with the right token, completes.
+    _, body = await keyed_completion(h, held[2], "done-2")
+    assert body["status"] == "completed"
 
 
 @POSTGRES_ONLY

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -520,6 +520,12 @@ class Completion:
     usage: dict[str, Any] | None = None
     claim_next: int = 0
     lease_seconds: int | None = None
+    # The idempotency key its claims record when it is taken together with calls under other keys
+    # (``Keyed.each``); alone, the unit's.
+    key: str | None = None
+
+    def keyed(self, key: str) -> Completion:
+        return replace(self, key=key)
 
     async def __call__(self, u: Unit) -> tuple[Run, list[Claim]]:
         if self.claim_next == 0:
@@ -536,27 +542,33 @@ class Completion:
         u.principal.require("runs.work")
         done = await _complete_each(u, [(c.run_id, c.token, c.result, c.usage) for c in items])
         claims: dict[int, list[Claim]] = {}
-        wanting: dict[tuple[str, int | None], list[tuple[int, Actor]]] = {}
+        wanting: dict[tuple[str, int | None], list[tuple[int, Actor, str | None]]] = {}
         for i, (item, run) in enumerate(zip(items, done, strict=True)):
             if isinstance(run, Run) and item.claim_next > 0 and run.claimed_by is not None and run.queue is not None:
                 if item.claim_next == 1:
-                    wanting.setdefault((run.queue, item.lease_seconds), []).append((i, run.claimed_by))
-                else:
+                    wanting.setdefault((run.queue, item.lease_seconds), []).append((i, run.claimed_by, item.key))
+                    continue
+                unit_key, u.idempotency_key = u.idempotency_key, item.key or u.idempotency_key
+                try:
                     claims[i] = await claim(u, run.queue, run.claimed_by, item.claim_next, item.lease_seconds)
+                finally:
+                    u.idempotency_key = unit_key
         for (queue_name, lease_seconds), workers in wanting.items():
-            found = await _claim_each(u, queue_name, [worker for _, worker in workers], lease_seconds)
-            for (i, _), got in zip(workers, found, strict=True):
+            found = await _claim_each(u, queue_name, [(w, key) for _, w, key in workers], lease_seconds)
+            for (i, _, _), got in zip(workers, found, strict=True):
                 claims[i] = got
         return [run if isinstance(run, WorkloomError) else (run, claims.get(i, [])) for i, run in enumerate(done)]
 
 
-async def _claim_each(u: Unit, queue_name: str, workers: list[Actor], lease_seconds: int | None) -> list[list[Claim]]:
+async def _claim_each(
+    u: Unit, queue_name: str, workers: list[tuple[Actor, str | None]], lease_seconds: int | None
+) -> list[list[Claim]]:
     """One run of the queue for each of ``workers`` (in order, while there are runs), in one statement on
     PostgreSQL; each with a token of its own (one claim call's runs share one secret, and these go to
-    several holders)."""
+    several holders), recording the idempotency key of its worker's call (or the unit's)."""
     queue = await queues.get(u, queue_name, cached=True)
-    spec = _claim_spec(u, queue, workers[0], len(workers), lease_seconds)
-    claimers = [(worker, _token_prefix()) for worker in workers]
+    spec = _claim_spec(u, queue, workers[0][0], len(workers), lease_seconds)
+    claimers = [(worker, _token_prefix(), key or u.idempotency_key) for worker, key in workers]
     claimed, moved = await held_store.claim_each(u.conn, spec, claimers, u.numbered_events())
     if len(claimed) < len(claimers):
         u.seen_empty(queue.id)
@@ -572,7 +584,7 @@ async def _claim_each(u: Unit, queue_name: str, workers: list[Actor], lease_seco
             events=spec.task_events,
         )
     out: list[list[Claim]] = []
-    for k, (worker, prefix) in enumerate(claimers):
+    for k, (worker, prefix, _) in enumerate(claimers):
         if k >= len(claimed):
             out.append([])
             continue
@@ -587,15 +599,51 @@ MAX_BATCH = 1000
 Held = tuple[int, Run, Task, Any, dict[str, Any] | None]  # index in the request, run, task, result, usage
 
 
+@dataclass(frozen=True, slots=True)
+class CompleteMany:
+    """``complete_many`` of ``items`` as a call that can be taken together with others of its kind (a
+    worker's batched completions, several workers' at once): their items completed as one batch."""
+
+    items: list[tuple[str, str, Any]]
+
+    async def __call__(self, u: Unit) -> list[Run | WorkloomError]:
+        return await complete_many(u, self.items)
+
+    @staticmethod
+    async def each(u: Unit, calls: list[CompleteMany]) -> list[list[Run | WorkloomError] | WorkloomError]:
+        """What each call would have had alone: its items' outcomes (a run completed by an earlier call of
+        the batch is refused to the later one, as it would be after the first had committed), or its
+        refusal (more items than a batch may hold)."""
+        u.principal.require("runs.work")
+        outcomes: list[list[Run | WorkloomError] | WorkloomError] = []
+        taken: list[tuple[str, str | None, Any, dict[str, Any] | None]] = []
+        spans: list[tuple[int, int]] = []
+        for call in calls:
+            if len(call.items) > MAX_BATCH:
+                outcomes.append(_too_many())
+                spans.append((0, -1))
+                continue
+            outcomes.append([])
+            spans.append((len(taken), len(taken) + len(call.items)))
+            taken.extend((run_id, token, result, None) for run_id, token, result in call.items)
+        done = await _complete_each(u, taken) if taken else []
+        for i, (start, end) in enumerate(spans):
+            if end >= 0:
+                outcomes[i] = done[start:end]
+        return outcomes
+
+
+def _too_many() -> ValidationFailed:
+    return ValidationFailed(f"at most {MAX_BATCH} runs per batch", [FieldError("runs", f"at most {MAX_BATCH} items")])
+
+
 async def complete_many(u: Unit, items: list[tuple[str, str, Any]]) -> list[Run | WorkloomError]:
     """Complete many held runs, each on its own: a run whose token no longer holds it is refused (and a
     late result kept, as for one run) while the others complete. One unit of work; runs and tasks read
     and locked in one statement for the batch, in run id order. Returns, per item, the run or its refusal."""
     u.principal.require("runs.work")
     if len(items) > MAX_BATCH:
-        raise ValidationFailed(
-            f"at most {MAX_BATCH} runs per batch", [FieldError("runs", f"at most {MAX_BATCH} items")]
-        )
+        raise _too_many()
     return await _complete_each(u, [(run_id, token, result, None) for run_id, token, result in items])
 
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from workloom.domain.errors import WorkloomError
 from workloom.engine.principal import Principal
-from workloom.engine.unit import Unit, flush_together
+from workloom.engine.unit import Keyed, Unit, flush_together
 from workloom.store.database import is_key_busy
 from workloom.store.fast import CommitUnknown
 
@@ -134,16 +134,27 @@ class SharedCommits:
 
     def _next_group(self) -> list[_Call]:
         """The calls waiting longest, up to the group's most calls and items (its first call whatever its
-        size); those whose callers have left are dropped."""
-        taken = items = 0
+        size); those whose callers have left are dropped. A call under a key already in the group waits for
+        the next one: in one transaction it would not find the first one's answer, which is stored at the
+        end, and would be done again (or refused where the first has done it)."""
+        group: list[_Call] = []
+        later: list[_Call] = []
+        keys: set[tuple[str, str]] = set()
+        seen = items = 0
         for call in self._waiting[: self._most]:
-            if taken and items + call.items > MOST_ITEMS_PER_GROUP:
+            if group and items + call.items > MOST_ITEMS_PER_GROUP:
                 break
-            taken += 1
+            seen += 1
+            key = _key_of(call)
+            if key in keys:
+                later.append(call)
+                continue
+            if key is not None:
+                keys.add(key)
+            group.append(call)
             items += call.items
-        group = [call for call in self._waiting[:taken] if not call.done.done()]
-        del self._waiting[:taken]
-        return group
+        self._waiting[:seen] = later
+        return [call for call in group if not call.done.done()]
 
     async def _commit(self, group: list[_Call]) -> None:
         if len(group) == 1:
@@ -233,10 +244,10 @@ def _batches(group: list[_Call]) -> list[list[_Call]]:
     """The group's calls in the order they came, those of one kind (``Each``) by one caller taken together
     where the first of them came."""
     out: list[list[_Call]] = []
-    together: dict[tuple[type, Principal], list[_Call]] = {}
+    together: dict[tuple[object, Principal], list[_Call]] = {}
     for call in group:
-        kind = type(call.op)
-        if getattr(kind, "each", None) is None:
+        kind = _together_as(call.op)
+        if kind is None:
             out.append([call])
             continue
         key = (kind, call.principal)
@@ -246,6 +257,22 @@ def _batches(group: list[_Call]) -> list[list[_Call]]:
             together[key] = [call]
             out.append(together[key])
     return out
+
+
+def _key_of(call: _Call) -> tuple[str, str] | None:
+    """The workspace and idempotency key a call runs under, if any."""
+    op = call.op
+    return (call.principal.workspace_id, op.ident.key_hash) if isinstance(op, Keyed) else None
+
+
+def _together_as(op: object) -> object | None:
+    """What calls are taken together as: their type, when it can be (``Each``), or what a call that wraps
+    another says (``Keyed``: keyed calls of one kind); None, alone."""
+    if hasattr(op, "together_as"):
+        declared: object | None = op.together_as
+        return declared
+    kind = type(op)
+    return kind if hasattr(kind, "each") else None
 
 
 async def _each(unit: Unit, calls: list[_Call]) -> list[_Ran]:

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -310,6 +310,99 @@ class IdempotencyKey:
         )
 
 
+class Keyed(Generic[T]):
+    """A call under an idempotency key (``Runner.respond``): the key's lock taken and an answer stored under
+    it looked for (given back, if the request is the same); else the call made, and its answer stored with
+    its rows, in its transaction. Calls that are taken together when they arrive together (``Each``, in
+    ``SharedCommits``) are taken together under their keys too (``each``)."""
+
+    def __init__(
+        self,
+        op: Callable[[Unit], Awaitable[T]],
+        render: Callable[[T], Rendered],
+        ident: IdempotencyKey,
+        keep: Callable[[T], bool],
+    ) -> None:
+        self.op, self.render, self.ident, self.keep = op, render, ident, keep
+        self.answers: list[Rendered] = []
+        inner = type(op)
+        # ``SharedCommits`` takes calls together by this: keyed calls of a kind that can be (``Each``).
+        self.together_as: tuple[type, type] | None = (Keyed, inner) if hasattr(inner, "each") else None
+
+    async def __call__(self, u: Unit) -> None:
+        self.answers.clear()  # a transaction retried after a transient conflict starts over
+        u.idempotency_key = self.ident.key
+        if await self._given_back(u):
+            return
+        result = await self.op(u)
+        self._answer_at_end(u, result, refused=lambda: u.deferred_error is not None)
+
+    @staticmethod
+    async def each(u: Unit, items: list[Keyed[Any]]) -> list[Any]:
+        """Keyed calls of one kind taken together: each key's lock taken and its answer looked for, in turn;
+        then the calls with no answer stored, together (their kind's ``each``), each recording its own key
+        where it claims runs (``keyed``). What each call would have had alone: None (its answer is kept for
+        it, given back or stored at the unit's end), or its refusal."""
+        u.idempotency_key = None  # each call's own key goes with it (``keyed``)
+        outcomes: list[Any] = [None] * len(items)
+        fresh: list[int] = []
+        stored = await store.idempotency_enter_many(u.conn, u.workspace_id, [item.ident.key_hash for item in items])
+        for i, item in enumerate(items):
+            item.answers.clear()
+            try:
+                if not item._give_back(stored[item.ident.key_hash]):
+                    fresh.append(i)
+            except IdempotencyMismatch as refused:  # nothing written: refused alone
+                outcomes[i] = refused
+        if not fresh:
+            return outcomes
+        ops = [_keyed_op(items[i].op, items[i].ident.key) for i in fresh]
+        kind: Any = type(items[fresh[0]].op)
+        done = await kind.each(u, ops)
+        for i, outcome in zip(fresh, done, strict=True):
+            if isinstance(outcome, WorkloomError):
+                outcomes[i] = outcome  # refused: no answer stored, as when it is refused alone
+            else:
+                items[i]._answer_at_end(u, outcome, refused=lambda: False)
+        return outcomes
+
+    async def _given_back(self, u: Unit) -> bool:
+        """Take the key's lock and look for its answer: True, the answer kept, when one is stored."""
+        return self._give_back(await store.idempotency_enter(u.conn, u.workspace_id, self.ident.key_hash))
+
+    def _give_back(self, stored: store.Stored | None) -> bool:
+        """True, the answer kept, when one is ``stored`` under the key (for this same request)."""
+        if stored is None:
+            return False
+        if stored[0] != self.ident.request_hash:
+            raise IdempotencyMismatch(
+                "this Idempotency-Key was used for a different request; use a new key for a new request"
+            )
+        assert stored[1] is not None and stored[2] is not None
+        self.answers.append((stored[1], orjson.loads(open_sealed(self.ident.key, stored[2]))))
+        return True
+
+    def _answer_at_end(self, u: Unit, result: T, *, refused: Callable[[], bool]) -> None:
+        ident = self.ident
+
+        def answer() -> list[Write]:
+            # Rendered once what the unit created is numbered (the answer may show the numbers); kept in the
+            # unit's last write.
+            self.answers[:] = [rendered := self.render(result)]
+            if refused() or not self.keep(result):
+                return []
+            return [ident.stored(u.workspace_id, rendered, u.now)]
+
+        u.finish_with(answer)
+
+
+def _keyed_op(op: Any, key: str) -> Any:
+    """``op`` recording ``key`` as its idempotency key where it claims runs, taken together with calls under
+    other keys (an op that can be says so with ``keyed``)."""
+    keyed = getattr(op, "keyed", None)
+    return keyed(key) if keyed is not None else op
+
+
 class Runner:
     def __init__(
         self,
@@ -404,34 +497,7 @@ class Runner:
         """
         if idempotency is None:
             return render(await self.run(principal, op, shared=shared, items=items))
-        ident = idempotency  # narrowed, for the closures below
-        key, key_hash, request_hash = ident.key, ident.key_hash, ident.request_hash
-        answers: list[Rendered] = []
-
-        async def guarded(u: Unit) -> None:
-            answers.clear()  # a transaction retried after a transient conflict starts over
-            u.idempotency_key = key
-            stored = await store.idempotency_enter(u.conn, u.workspace_id, key_hash)
-            if stored is not None:
-                if stored[0] != request_hash:
-                    raise IdempotencyMismatch(
-                        "this Idempotency-Key was used for a different request; use a new key for a new request"
-                    )
-                assert stored[1] is not None and stored[2] is not None
-                answers.append((stored[1], orjson.loads(open_sealed(key, stored[2]))))
-                return
-            result = await op(u)
-
-            def answer() -> list[Write]:
-                # Rendered once what the unit created is numbered (the answer may show the numbers); kept
-                # in the unit's last write.
-                answers[:] = [rendered := render(result)]
-                if u.deferred_error is not None or not keep(result):
-                    return []
-                return [ident.stored(u.workspace_id, rendered, u.now)]
-
-            u.finish_with(answer)
-
+        guarded = Keyed(op, render, idempotency, keep)
         for attempt in range(1, UNKNOWN_OUTCOME_ATTEMPTS + 1):
             try:
                 await self.run(principal, guarded, shared=shared, items=items)
@@ -439,7 +505,7 @@ class Runner:
                 if attempt == UNKNOWN_OUTCOME_ATTEMPTS:
                     raise
                 continue  # the key says whether it committed: if so, the repeat finds the answer it stored
-            return answers[0]
+            return guarded.answers[0]
         raise AssertionError("unreachable")
 
     async def answered(self, workspace_id: str, idempotency: IdempotencyKey) -> bool:

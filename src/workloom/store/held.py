@@ -392,32 +392,49 @@ def claim_each_statement(count: int) -> Statement:
 
 
 async def claim_each(
-    conn: AsyncConnection, spec: ClaimSpec, claimers: list[tuple[Actor, str]], writes: Sequence[Write] = ()
+    conn: AsyncConnection, spec: ClaimSpec, claimers: list[Claimer], writes: Sequence[Write] = ()
 ) -> tuple[list[Run], dict[str, Task] | None]:
-    """``claim`` of one run for each of ``claimers`` (actor, token prefix), in order while there are runs:
-    the runs claimed, the n-th for the n-th claimer with its token ``prefix + run id``, and the tasks moved
-    (None where the caller moves them, as for ``claim``). ``spec``'s claimer and prefix are not used. On
-    PostgreSQL one statement (with ``writes``, as ``claim``); elsewhere a claim for the first claimer, then
-    each run handed on."""
+    """``claim`` of one run for each of ``claimers`` (actor, token prefix, idempotency key), in order while
+    there are runs: the runs claimed, the n-th for the n-th claimer with its token ``prefix + run id``, and
+    the tasks moved (None where the caller moves them, as for ``claim``). ``spec``'s claimer, prefix and key
+    are not used. On PostgreSQL one statement (with ``writes``, as ``claim``); elsewhere a claim for the
+    first claimer, then each run handed on."""
     if conn.dialect.name == "postgresql":
         statement = claim_each_statement(len(claimers))
-        listed = [{"n": n, "kind": a.kind, "ref": a.ref, "prefix": p} for n, (a, p) in enumerate(claimers, start=1)]
+        listed = [
+            {"n": n, "kind": a.kind, "ref": a.ref, "prefix": p, "key": k}
+            for n, (a, p, k) in enumerate(claimers, start=1)
+        ]
         found = await rows_after(conn, writes, statement, {**spec.params(), "claimers": listed})
         return _claimed(found, spec.queue_name)
     first = replace(spec, claimer=claimers[0][0], token_prefix=claimers[0][1], limit=len(claimers))
     claimed, _ = await claim(conn, first, writes)
     handed = [
-        changed(run, claimed_by=actor, claim_token_hash=hash_secret(prefix + run.id))
-        for run, (actor, prefix) in zip(claimed, claimers, strict=False)
+        changed(
+            run,
+            claimed_by=actor,
+            claim_token_hash=hash_secret(prefix + run.id),
+            idempotency_key=key or run.idempotency_key,
+        )
+        for run, (actor, prefix, key) in zip(claimed, claimers, strict=False)
     ]
     await run_store.run_hand_to(
         conn,
         [
-            {"run_id": run.id, "kind": actor.kind, "ref": actor.ref, "token_hash": run.claim_token_hash}
-            for run, (actor, _) in zip(handed, claimers, strict=False)
+            {
+                "run_id": run.id,
+                "kind": actor.kind,
+                "ref": actor.ref,
+                "token_hash": run.claim_token_hash,
+                "idempotency_key": key,
+            }
+            for run, (actor, _, key) in zip(handed, claimers, strict=False)
         ],
     )
     return handed, None
+
+
+Claimer = tuple[Actor, str, str | None]  # who claims, their token's prefix, the idempotency key of their call
 
 
 def _claimed(found: list[dict[str, Any]], queue_name: str) -> tuple[list[Run], dict[str, Task]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workloom.store.fast import Statement, Write
@@ -43,6 +44,18 @@ _ENTERED = sa.func.workloom_idempotency_enter(
 )
 _ENTER = Statement(sa.select(_ENTERED.c.request_hash, _ENTERED.c.status_code, _ENTERED.c.response))
 
+# PostgreSQL: ``_ENTER`` for many keys in one statement, their locks taken in the order given.
+_ENTER_MANY = Statement(
+    sa.text(
+        "SELECT k.key_hash, e.request_hash, e.status_code, e.response"
+        " FROM unnest(CAST(:key_hashes AS text[])) WITH ORDINALITY AS k(key_hash, n)"
+        " LEFT JOIN LATERAL workloom_idempotency_enter(CAST(:workspace_id AS text), k.key_hash) AS e ON true"
+        " ORDER BY k.n"
+    )
+    .bindparams(sa.bindparam("key_hashes", type_=ARRAY(sa.Text)), sa.bindparam("workspace_id", type_=sa.Text))
+    .columns(key_hash=sa.Text, request_hash=sa.Text, status_code=sa.Integer, response=sa.LargeBinary)
+)
+
 # The request's hash, and the stored answer's status code and sealed body.
 Stored = tuple[str, int | None, bytes | None]
 
@@ -56,6 +69,24 @@ async def idempotency_enter(conn: AsyncConnection, workspace_id: str, key_hash: 
     share a key run one after another, and the second finds the first one's answer. SQLite needs no lock:
     its transactions already run one at a time."""
     return await _stored(_ENTER if conn.dialect.name == "postgresql" else _GET, conn, workspace_id, key_hash)
+
+
+async def idempotency_enter_many(
+    conn: AsyncConnection, workspace_id: str, key_hashes: list[str]
+) -> dict[str, Stored | None]:
+    """``idempotency_enter`` for several keys (in the order of their hashes, as every caller takes them, so
+    that two transactions taking some of the same keys wait rather than deadlock): on PostgreSQL in one
+    statement."""
+    ordered = sorted(set(key_hashes))
+    if conn.dialect.name != "postgresql":
+        return {key_hash: await _stored(_GET, conn, workspace_id, key_hash) for key_hash in ordered}
+    rows = await _ENTER_MANY.rows(conn, {"workspace_id": workspace_id, "key_hashes": ordered})
+    return {
+        row["key_hash"]: (row["request_hash"], row["status_code"], row["response"])
+        if row["request_hash"] is not None
+        else None
+        for row in rows
+    }
 
 
 async def _stored(statement: Statement, conn: AsyncConnection, workspace_id: str, key_hash: str) -> Stored | None:

@@ -281,8 +281,9 @@ def claim_statement(limit: int | None = None) -> sa.Update:
 
 def claim_each_statement(limit: int) -> sa.Update:
     """``claim_statement`` for several claimers at once (PostgreSQL): as many runs as there are claimers in
-    ``:claimers`` (a JSON array of objects n, kind, ref, prefix; n counting from 1), the n-th run in claim
-    order going to the n-th claimer, its token ``prefix + run id`` (each claimer's a secret of its own)."""
+    ``:claimers`` (a JSON array of objects n, kind, ref, prefix, key; n counting from 1), the n-th run in
+    claim order going to the n-th claimer, its token ``prefix + run id`` (each claimer's a secret of its
+    own), recording the claimer's idempotency key (``key``, or null)."""
     locked = _locked_candidates(sa.literal(limit, literal_execute=True), ordered=True).subquery("locked")
     order = (locked.c.priority.desc(), locked.c.available_at, locked.c.id)
     ranked = sa.select(locked.c.id, sa.func.row_number().over(order_by=order).label("n")).subquery("ranked")
@@ -293,6 +294,7 @@ def claim_each_statement(limit: int) -> sa.Update:
             sa.column("kind", sa.Text),
             sa.column("ref", sa.Text),
             sa.column("prefix", sa.Text),
+            sa.column("key", sa.Text),
         )
         .render_derived("claimer", with_types=True)
     )
@@ -306,6 +308,7 @@ def claim_each_statement(limit: int) -> sa.Update:
                 "claimed_by_kind": claimers.c.kind,
                 "claimed_by_ref": claimers.c.ref,
                 "claim_token_hash": token_hash,
+                "idempotency_key": sa.func.coalesce(claimers.c.key, runs.c.idempotency_key),
             }
         )
         .returning(*runs.c)
@@ -377,13 +380,14 @@ _HAND_TO = Statement(
         claimed_by_kind=sa.bindparam("kind"),
         claimed_by_ref=sa.bindparam("ref"),
         claim_token_hash=sa.bindparam("token_hash"),
+        idempotency_key=sa.func.coalesce(sa.bindparam("idempotency_key", type_=sa.String), runs.c.idempotency_key),
     )
 )
 
 
 async def run_hand_to(conn: AsyncConnection, claims: list[dict[str, Any]]) -> None:
     """Runs claimed in this transaction, each handed to its own claimer with its own token (run_id, kind,
-    ref, token_hash)."""
+    ref, token_hash, and the idempotency key the claimer's call came with, or None)."""
     await _HAND_TO.many(conn, claims)
 
 

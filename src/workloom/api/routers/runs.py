@@ -64,9 +64,7 @@ async def complete_runs(
 
     after = body.claim_next
     if after is None:
-        status, data = await wl.respond(
-            p, lambda u: runs.complete_many(u, items), rendered, idem, shared=True, items=len(items)
-        )
+        status, data = await wl.respond(p, runs.CompleteMany(items), rendered, idem, shared=True, items=len(items))
         return json(data, status)
 
     def rendered_claiming(done: tuple[list[Run | WorkloomError], list[Claim]]) -> tuple[int, dict[str, object]]:
