@@ -339,10 +339,10 @@ class Keyed(Generic[T]):
 
     @staticmethod
     async def each(u: Unit, items: list[Keyed[Any]]) -> list[Any]:
-        """Keyed calls of one kind taken together: each key's lock taken and its answer looked for, in turn;
-        then the calls with no answer stored, together (their kind's ``each``), each recording its own key
-        where it claims runs (``keyed``). What each call would have had alone: None (its answer is kept for
-        it, given back or stored at the unit's end), or its refusal."""
+        """Keyed calls of one kind taken together: the keys' locks taken and their answers looked for, in one
+        statement; then the calls with no answer stored, together (their kind's ``each``), each recording its
+        own key where it claims runs (``keyed``). What each call would have had alone: None (its answer is
+        kept for it, given back or stored at the unit's end), or its refusal."""
         u.idempotency_key = None  # each call's own key goes with it (``keyed``)
         outcomes: list[Any] = [None] * len(items)
         fresh: list[int] = []
