@@ -32,11 +32,12 @@ async def complete_then_wait(
 ) -> Answer:
     """As the native route does it: the completion, and its wait under the key's continuation."""
     completion = runs.Completion(claim.run.id, claim.claim_token, claim_next=1)
-    then: ThenWait[Run] = ThenWait(
+    then = ThenWait(
         seconds=wait_seconds,
         limit=1,
         lease_seconds=None,
-        holder=lambda run: h.wl.holder(h.principal, run, claim.run.id),
+        at=None,
+        run_id=claim.run.id,
         claimed=lambda rendered: bool(rendered[1]["claims"]),
         adding=lambda rendered, claims: (rendered[0], {**rendered[1], "claims": [c.run.id for c in claims]}),
         give_up=give_up,

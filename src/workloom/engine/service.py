@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from workloom.domain.actors import Actor
 from workloom.domain.clock import Clock, SystemClock
@@ -150,7 +150,7 @@ class Workloom:
         *,
         shared: bool = False,
         items: int = 1,
-        then: ThenWait[T] | None = None,
+        then: ThenWait | None = None,
     ) -> Rendered:
         """``respond`` for a call that also claims runs (a completion that claims the next), counted as claims.
 
@@ -173,7 +173,7 @@ class Workloom:
             return rendered
         if not results and then.claimed(rendered):  # an answer given back under its key, with its claims
             return rendered
-        holder = await then.holder(results[0] if results else None)
+        holder = then.at or await self._holder(principal, results[0] if results else None, then.run_id)
         if holder is None:
             return rendered
         queue_name, worker = holder
@@ -190,12 +190,15 @@ class Workloom:
             unanswered=bool(results),  # the call ran here, under its key's lock: its wait has not begun before
         )
 
-    async def holder(self, principal: Principal, run: Run | None, run_id: str) -> tuple[str, Actor] | None:
-        """The queue and the worker of a run completed with ``claim_next`` (``ThenWait.holder``): from the
-        completed run when there is one, else read (its answer was given back under its key)."""
-        if run is None:
+    async def _holder(self, principal: Principal, done: object, run_id: str | None) -> tuple[str, Actor] | None:
+        """The queue and the worker of the run a completion completed (``ThenWait.run_id``): from the run it
+        returned, or read when its answer was given back under its key."""
+        run = done if isinstance(done, Run) else None
+        if run is None and run_id is not None:
             run = await self.run(principal, lambda u: runs.get(u, run_id))
-        return (run.queue, run.claimed_by) if run.queue is not None and run.claimed_by is not None else None
+        if run is None or run.queue is None or run.claimed_by is None:
+            return None
+        return run.queue, run.claimed_by
 
     async def claim(
         self,
@@ -397,15 +400,16 @@ class Workloom:
 
 
 @dataclass(frozen=True)
-class ThenWait(Generic[T]):
+class ThenWait:
     """How a call that claims after its own work (a completion's ``claim_next``) goes on when it claimed
-    nothing: waiting up to ``seconds`` for up to ``limit`` runs of the queue, for the worker, that
-    ``holder`` names (given the call's result, or ``None`` when its answer was given back under its key)."""
+    nothing: waiting up to ``seconds`` for up to ``limit`` runs of a queue for a worker — ``at`` (a batch
+    completion names both), or the queue and holder of the run ``run_id`` it completed."""
 
     seconds: float
     limit: int
     lease_seconds: int | None
-    holder: Callable[[T | None], Awaitable[tuple[str, Actor] | None]]
+    at: tuple[str, Actor] | None
+    run_id: str | None
     claimed: Callable[[Rendered], bool]  # whether an answer given back under its key holds claims
     adding: Callable[[Rendered, list[Claim]], Rendered]  # the call's answer with the claims its wait brought
     give_up: Callable[[], Awaitable[bool]] | None = None

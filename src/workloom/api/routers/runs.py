@@ -3,9 +3,6 @@ particular run, attaching an agent session, and canceling one run."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
-
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
@@ -72,10 +69,6 @@ async def complete_runs(
         return status, {**data, "claims": [render.claim(c) for c in done[1]]}
 
     worker = after.worker.to_actor()
-
-    async def holder(_: object) -> tuple[str, Actor]:
-        return after.queue, worker
-
     status, data = await wl.respond_claiming(
         p,
         lambda u: runs.complete_many_and_claim(u, items, after.queue, worker, after.limit, after.lease_seconds),
@@ -83,7 +76,7 @@ async def complete_runs(
         idem,
         shared=True,
         items=len(items) + after.limit,
-        then=_then_wait(request, after, holder),
+        then=_then_wait(request, after, at=(after.queue, worker)),
     )
     return json(data, status)
 
@@ -109,21 +102,22 @@ async def complete_run(
     if after is None:
         status, data = await wl.respond(p, completion, _completed, idem, shared=True)
     else:
-        then = _then_wait(request, after, lambda run: wl.holder(p, run, run_id))
+        then = _then_wait(request, after, run_id=run_id)
         status, data = await wl.respond_claiming(p, completion, _completed_and_claimed, idem, shared=True, then=then)
     return json(data, status)
 
 
 def _then_wait(
-    request: Request, after: ClaimAfter, holder: Callable[[Any], Awaitable[tuple[str, Actor] | None]]
-) -> ThenWait[Any]:
+    request: Request, after: ClaimAfter, *, at: tuple[str, Actor] | None = None, run_id: str | None = None
+) -> ThenWait:
     """A completion's ``claim_next`` with ``wait_seconds``: a long-poll when it claimed nothing, whose claims
     are added to the completion's answer."""
     return ThenWait(
         seconds=float(after.wait_seconds),
         limit=after.limit,
         lease_seconds=after.lease_seconds,
-        holder=holder,
+        at=at,
+        run_id=run_id,
         claimed=lambda rendered: bool(rendered[1]["claims"]),
         adding=lambda rendered, claims: (rendered[0], {**rendered[1], "claims": [render.claim(c) for c in claims]}),
         give_up=abandoned(request),
