@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 
 WORKER = {"kind": "automation", "ref": "batch-worker"}
 
@@ -124,3 +125,47 @@ def test_batch_complete_each_run_on_its_own(api: httpx.Client) -> None:
     )["items"]
     assert again[0]["status"] == "completed"
     assert again[1]["error"]["type"].endswith("/stale-claim")
+
+
+def test_batch_start_each_run_on_its_own(api: httpx.Client) -> None:
+    ok(api.post("/v1/tasks/batch", json={"tasks": [{"title": f"s{i}", "queue": "sq"} for i in range(3)]}), 201)
+    claims = ok(api.post("/v1/queues/sq/claim", json={"worker": WORKER, "limit": 3}))["claims"]
+    released = claims[2]
+    ok(api.post(f"/v1/runs/{released['run']['id']}/release", json={"claim_token": released["claim_token"]}))
+    body = {
+        "runs": [
+            {"run_id": c["run"]["id"], "claim_token": t}
+            for c, t in (
+                (claims[0], claims[0]["claim_token"]),
+                (claims[1], "clm_wrong"),
+                (released, released["claim_token"]),
+            )
+        ]
+        + [{"run_id": "run_missing", "claim_token": "clm_x"}]
+    }
+    items = ok(api.post("/v1/runs/start", json=body))["items"]
+
+    assert items[0] == {"run_id": claims[0]["run"]["id"], "status": "running"}
+    assert items[1]["error"]["type"].endswith("/stale-claim") and items[1]["error"]["status"] == 409
+    assert items[2]["error"]["type"].endswith("/stale-claim")
+    assert items[3]["error"]["status"] == 404
+    assert ok(api.get(f"/v1/runs/{claims[0]['run']['id']}"))["status"] == "running"
+    assert ok(api.get(f"/v1/runs/{claims[1]['run']['id']}"))["status"] == "claimed"
+    # Again: a run already running is given back as it is.
+    again = ok(api.post("/v1/runs/start", json={"runs": body["runs"][:1]}))["items"]
+    assert again == items[:1]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"runs": []}, "runs"),
+        ({"runs": [{"run_id": "run_x"}]}, "runs.0.claim_token"),
+        ({"runs": [{"run_id": "run_x", "claim_token": "clm_x", "result": 1}]}, "runs.0.result"),
+        ({"runs": [{"run_id": "run_x", "claim_token": "clm_x"}] * 1001}, "runs"),
+    ],
+)
+def test_batch_start_names_what_is_wrong(api: httpx.Client, body: dict[str, Any], field: str) -> None:
+    response = api.post("/v1/runs/start", json=body)
+    assert response.status_code == 422
+    assert field in [e["field"] for e in response.json()["errors"]]

@@ -63,3 +63,21 @@ async def test_async_complete_runs_and_claim(server: ServerProcess) -> None:
         outcomes, nxt = await wl.complete_runs_and_claim([(c.run.id, c.claim_token) for c in claims], "acc", limit=5)
         assert all(o.ok for o in outcomes)
         assert len(nxt) == 2 and all(c.run.claimed_by.ref == WORKER["ref"] for c in nxt)
+
+
+def test_start_runs_each_on_its_own(server: ServerProcess) -> None:
+    with Client(server.url, server.token, worker=WORKER) as wl:
+        wl.create_tasks([{"title": f"st{i}", "queue": "sst"} for i in range(2)])
+        claims = wl.claim("sst", limit=2)
+        outcomes = wl.start_runs([(claims[0].run.id, claims[0].claim_token), (claims[1].run.id, "clm_bad")])
+        assert [(o.ok, o.status) for o in outcomes] == [(True, "running"), (False, None)]
+        assert isinstance(outcomes[1].exception, StaleClaimError)
+        assert [wl.get_run(c.run.id).status for c in claims] == ["running", "claimed"]
+
+
+async def test_async_start_runs(server: ServerProcess) -> None:
+    async with AsyncClient(server.url, server.token, worker=WORKER) as wl:
+        await wl.create_tasks([{"title": f"ast{i}", "queue": "asst"} for i in range(3)])
+        claims = await wl.claim("asst", limit=3)
+        outcomes = await wl.start_runs([(c.run.id, c.claim_token) for c in claims])
+        assert [o.status for o in outcomes] == ["running"] * 3

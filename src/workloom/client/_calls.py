@@ -337,6 +337,13 @@ def complete_runs(runs: Sequence[CompletionLike], idempotency_key: str | None) -
                 idempotency_key=key(idempotency_key))  # fmt: skip
 
 
+def start_runs(runs: Sequence[tuple[str, str]], idempotency_key: str | None) -> Call[list[RunOutcome]]:
+    """Many held runs started in one transaction, each on its own: (run id, claim token)."""
+    payload = [{"run_id": run_id, "claim_token": token} for run_id, token in runs]
+    return Call("POST", path("runs", "start"), _items(RunOutcome), json={"runs": payload},
+                idempotency_key=key(idempotency_key))  # fmt: skip
+
+
 def complete_runs_and_claim(
     runs: Sequence[CompletionLike],
     queue: str,

@@ -292,6 +292,13 @@ class AsyncClient(ClientBase):
         """Mark a claimed run as running."""
         return await self._call(calls.run_action(run_id, "start", idempotency_key, claim_token=claim_token))
 
+    async def start_runs(
+        self, runs: Sequence[tuple[str, str]], *, idempotency_key: str | None = None
+    ) -> list[RunOutcome]:
+        """Start up to 1000 held runs in one transaction, each on its own: items are ``(run_id, claim_token)``;
+        each outcome says ``running`` or carries the refusal (``outcome.exception``)."""
+        return await self._call(calls.start_runs(runs, idempotency_key))
+
     async def heartbeat(
         self,
         run_id: str,

@@ -114,8 +114,8 @@ class Claim(Model):
 
 
 class RunOutcome(Model):
-    """One item of a batch completion: ``status`` (``completed``) when the run completed, else ``error``,
-    the problem that refused it (``exception`` gives it as the SDK's typed error)."""
+    """One item of a batch completion or start: the run's ``status`` (``completed``, ``running``) when it was
+    done, else ``error``, the problem that refused it (``exception`` gives it as the SDK's typed error)."""
 
     run_id: str
     status: str | None = None

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from workloom.domain import run_states, task_states
 from workloom.domain import usage as usage_rules
@@ -596,6 +597,7 @@ async def _claim_each(
 
 
 MAX_BATCH = 1000
+_Completing = tuple[str, str | None, Any, dict[str, Any] | None]  # run id, token, result, usage
 Held = tuple[int, Run, Task, Any, dict[str, Any] | None]  # index in the request, run, task, result, usage
 
 
@@ -615,22 +617,53 @@ class CompleteMany:
         the batch is refused to the later one, as it would be after the first had committed), or its
         refusal (more items than a batch may hold)."""
         u.principal.require("runs.work")
-        outcomes: list[list[Run | WorkloomError] | WorkloomError] = []
-        taken: list[tuple[str, str | None, Any, dict[str, Any] | None]] = []
-        spans: list[tuple[int, int]] = []
-        for call in calls:
-            if len(call.items) > MAX_BATCH:
-                outcomes.append(_too_many())
-                spans.append((0, -1))
-                continue
-            outcomes.append([])
-            spans.append((len(taken), len(taken) + len(call.items)))
-            taken.extend((run_id, token, result, None) for run_id, token, result in call.items)
-        done = await _complete_each(u, taken) if taken else []
-        for i, (start, end) in enumerate(spans):
-            if end >= 0:
-                outcomes[i] = done[start:end]
-        return outcomes
+        batches: list[list[_Completing]] = [
+            [(run_id, token, result, None) for run_id, token, result in c.items] for c in calls
+        ]
+        return await _batches_as_one(batches, lambda items: _complete_each(u, items))
+
+
+@dataclass(frozen=True, slots=True)
+class StartMany:
+    """``start_many`` of ``items`` (run id, claim token) as a call that can be taken together with others of
+    its kind: a worker's runs started as they are handed to their handlers, several workers' at once."""
+
+    items: list[tuple[str, str]]
+
+    async def __call__(self, u: Unit) -> list[Run | WorkloomError]:
+        return await start_many(u, self.items)
+
+    @staticmethod
+    async def each(u: Unit, calls: list[StartMany]) -> list[list[Run | WorkloomError] | WorkloomError]:
+        """What each call would have had alone: its items' outcomes, or its refusal (too many items)."""
+        u.principal.require("runs.work")
+        return await _batches_as_one([call.items for call in calls], lambda items: _start_each(u, items))
+
+
+Item = TypeVar("Item")
+
+
+async def _batches_as_one(
+    batches: list[list[Item]], run: Callable[[list[Item]], Awaitable[list[Run | WorkloomError]]]
+) -> list[list[Run | WorkloomError] | WorkloomError]:
+    """Several calls' batches run as one (``run`` of all their items, in order), each call given back the
+    outcomes of its own items, or its refusal when it has more items than a batch may hold."""
+    outcomes: list[list[Run | WorkloomError] | WorkloomError] = []
+    taken: list[Item] = []
+    spans: list[tuple[int, int]] = []
+    for items in batches:
+        if len(items) > MAX_BATCH:
+            outcomes.append(_too_many())
+            spans.append((0, -1))
+            continue
+        outcomes.append([])
+        spans.append((len(taken), len(taken) + len(items)))
+        taken.extend(items)
+    done = await run(taken) if taken else []
+    for i, (start, end) in enumerate(spans):
+        if end >= 0:
+            outcomes[i] = done[start:end]
+    return outcomes
 
 
 def _too_many() -> ValidationFailed:
@@ -647,9 +680,57 @@ async def complete_many(u: Unit, items: list[tuple[str, str, Any]]) -> list[Run 
     return await _complete_each(u, [(run_id, token, result, None) for run_id, token, result in items])
 
 
-async def _complete_each(
-    u: Unit, items: list[tuple[str, str | None, Any, dict[str, Any] | None]]
-) -> list[Run | WorkloomError]:
+async def start_many(u: Unit, items: list[tuple[str, str]]) -> list[Run | WorkloomError]:
+    """Start many held runs (mark them running), each on its own as ``start`` would: a run already running
+    is given back as it is, one whose token no longer holds it is refused while the others start. One
+    unit of work: the runs read and locked in one statement, moved in one, their events with the commit.
+    Returns, per item, the run or its refusal."""
+    u.principal.require("runs.work")
+    if len(items) > MAX_BATCH:
+        raise _too_many()
+    return await _start_each(u, items)
+
+
+async def _start_each(u: Unit, items: list[tuple[str, str]]) -> list[Run | WorkloomError]:
+    pairs = await held_store.runs_with_tasks(u.conn, u.workspace_id, [run_id for run_id, _ in items])
+    tasks = {task.id: task for _, task in pairs.values()}
+    outcomes: dict[int, Run | WorkloomError] = {}
+    decided: dict[str, Run | WorkloomError] = {}  # by run id: what its first item holding the token had
+    moved: list[dict[str, Any]] = []
+    for i in sorted(range(len(items)), key=lambda i: items[i][0]):
+        run_id, token = items[i]
+        pair = pairs.get(run_id)
+        if run_id in decided and pair is not None and matches(token, pair[0].claim_token_hash):
+            outcomes[i] = decided[run_id]  # the same run sent twice is started once
+            continue
+        try:
+            found_held = await _held(u, run_id, token, prefetched=(pair[0] if pair else None, tasks))
+        except WorkloomError as refused:  # raised before anything of this run was written
+            outcomes[i] = refused
+            continue
+        if found_held is None:
+            assert u.deferred_error is not None
+            outcomes[i] = decided[run_id] = u.deferred_error
+            u.deferred_error = None
+            continue
+        run = found_held[0]
+        if run.status != "running":
+            target = run_states.apply(run.status, "start")
+            moved.append({"run_id": run.id, "status": target, "started_at": u.now})
+            await record(
+                u,
+                "run.started",
+                task_id=run.task_id,
+                run_id=run.id,
+                payload={"from_status": run.status, "status": target, "attempt": run.attempt},
+            )
+            run = changed(run, status=target, started_at=u.now)
+        outcomes[i] = decided[run_id] = run
+    u.write_later([store.run_start_writes(moved)] if moved else [])
+    return [outcomes[i] for i in range(len(items))]
+
+
+async def _complete_each(u: Unit, items: list[_Completing]) -> list[Run | WorkloomError]:
     """``complete_many`` of (run id, token, result, usage) items."""
     pairs = await held_store.runs_with_tasks(u.conn, u.workspace_id, [item[0] for item in items])
     tasks = {task.id: task for _, task in pairs.values()}

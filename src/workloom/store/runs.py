@@ -176,6 +176,18 @@ def run_complete_writes(rows_: list[dict[str, Any]], *, changes: int | None = No
     return Write(_COMPLETE, rows_, changes)
 
 
+_START = Statement(
+    sa.update(runs)
+    .where(runs.c.id == sa.bindparam("run_id"))
+    .values(status=sa.bindparam("status"), started_at=sa.bindparam("started_at", type_=runs.c.started_at.type))
+)
+
+
+def run_start_writes(rows_: list[dict[str, Any]]) -> Write:
+    """Runs (locked by the caller) marked running, as one write: run_id, status, started_at."""
+    return Write(_START, rows_, len(rows_))
+
+
 async def run_claim(
     conn: AsyncConnection,
     *,

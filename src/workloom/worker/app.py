@@ -38,9 +38,9 @@ import random
 import signal
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic_core import to_jsonable_python
 
@@ -51,6 +51,7 @@ from workloom.client import (
     Claim,
     NotFoundError,
     PermissionDeniedError,
+    RunOutcome,
     StaleClaimError,
     WorkloomError,
 )
@@ -106,9 +107,10 @@ class Worker:
     shutdown. ``retryable``: decides whether an exception (other than ``NonRetryableError``) deserves
     another attempt; default yes. ``progress_interval``: the least time between heartbeats sent early
     because the handler reported progress or usage. ``start_runs``: mark each run ``running`` before its
-    handler is called. ``batch_complete``: completions of jobs that finish within a few milliseconds of
-    each other (or up to ``COMPLETE_BATCH`` of them) are sent as one ``complete_runs`` request, one
-    server transaction; each run is still completed or refused on its own.
+    handler is called (the runs of one claim in one ``start_runs`` request). ``batch_complete``:
+    completions of jobs that finish within a few milliseconds of each other (or up to ``COMPLETE_BATCH`` of
+    them) are sent as one ``complete_runs`` request, one server transaction; each run is still completed
+    or refused on its own.
     """
 
     def __init__(
@@ -336,7 +338,10 @@ class _Runtime:
         self.side: set[asyncio.Task[None]] = set()
         self.tally = _Tally()
         self.fields = {"worker": actor["ref"]}
-        self.completer = _Completer(client) if worker.batch_complete else None
+        self.completer: _Batched[tuple[str, str, Any]] | None = (
+            _Batched(client.complete_runs, COMPLETE_DELAY, COMPLETE_BATCH) if worker.batch_complete else None
+        )
+        self.starter: _Batched[tuple[str, str]] = _Batched(client.start_runs, 0.0, START_BATCH)
 
     # -- control ----------------------------------------------------------------------------------------------
 
@@ -614,7 +619,7 @@ class _Runtime:
         try:
             if self.worker.start_runs:
                 try:
-                    await self.client.start_run(job.run_id, job.claim_token)
+                    await self.starter((job.run_id, job.claim_token))
                 except (StaleClaimError, NotFoundError) as exc:
                     job.stop(JobState.LOST, "lease lost before the handler started")
                     self.tally.lost += 1
@@ -751,7 +756,7 @@ class _Runtime:
                     return
                 usage = job.usage_totals or None
                 if self.completer is not None and usage is None:
-                    await self.completer.complete(job.run_id, job.claim_token, outcome.value)
+                    await self.completer((job.run_id, job.claim_token, outcome.value))
                 else:
                     await self.client.complete_run(job.run_id, job.claim_token, result=outcome.value, usage=usage)
                 self.tally.completed += 1
@@ -801,26 +806,33 @@ class _Runtime:
 
 COMPLETE_DELAY = 0.005  # seconds a finished job waits for others to share its completion request
 COMPLETE_BATCH = 100
+START_BATCH = 1000  # the server's most per batch
+
+Item = TypeVar("Item")
 
 
-class _Completer:
-    """Gathers completions for a few milliseconds and sends them as one ``complete_runs``; each caller
-    gets its own run's outcome (a refusal is raised as the SDK's typed error, as ``complete_run`` would)."""
+class _Batched(Generic[Item]):
+    """Gathers calls and sends them as one batch request (``send``: the items, one outcome each, in order),
+    after ``delay`` seconds or, with no delay, once the loop has run what was ready when the first arrived
+    (the jobs of one claim all ask within that turn); each caller gets its own item's outcome (a refusal
+    is raised as the SDK's typed error, as the single call would)."""
 
-    def __init__(self, client: AsyncClient) -> None:
-        self.client = client
-        self.pending: list[tuple[str, str, Any, asyncio.Future[None]]] = []
-        self.timer: asyncio.TimerHandle | None = None
+    def __init__(self, send: Callable[[list[Item]], Awaitable[list[RunOutcome]]], delay: float, most: int) -> None:
+        self._send = send
+        self.delay = delay
+        self.most = most
+        self.pending: list[tuple[Item, asyncio.Future[None]]] = []
+        self.timer: asyncio.Handle | None = None
         self.sending: set[asyncio.Task[None]] = set()
 
-    async def complete(self, run_id: str, claim_token: str, result: Any) -> None:
+    async def __call__(self, item: Item) -> None:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        self.pending.append((run_id, claim_token, result, done))
-        if len(self.pending) >= COMPLETE_BATCH:
+        self.pending.append((item, done))
+        if len(self.pending) >= self.most:
             self.flush()
         elif self.timer is None:
-            self.timer = loop.call_later(COMPLETE_DELAY, self.flush)
+            self.timer = loop.call_later(self.delay, self.flush) if self.delay else loop.call_soon(self.flush)
         await asyncio.shield(done)  # a cancelled caller must not cancel the others' request
 
     def flush(self) -> None:
@@ -833,17 +845,17 @@ class _Completer:
             self.sending.add(task)
             task.add_done_callback(self.sending.discard)
 
-    async def send(self, batch: list[tuple[str, str, Any, asyncio.Future[None]]]) -> None:
+    async def send(self, batch: list[tuple[Item, asyncio.Future[None]]]) -> None:
         try:
-            outcomes = await self.client.complete_runs([(run_id, token, result) for run_id, token, result, _ in batch])
+            outcomes = await self._send([item for item, _ in batch])
         except BaseException as exc:
-            for *_, done in batch:
+            for _, done in batch:
                 if not done.done():
                     done.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
             return
-        for (*_, done), outcome in zip(batch, outcomes, strict=True):
+        for (_, done), outcome in zip(batch, outcomes, strict=True):
             if done.done():
                 continue
             error = outcome.exception

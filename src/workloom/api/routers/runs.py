@@ -3,6 +3,8 @@ particular run, attaching an agent session, and canceling one run."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
@@ -20,6 +22,7 @@ from workloom.api.schemas.runs import (
     Fail,
     Heartbeat,
     Release,
+    StartBatch,
     TokenBody,
 )
 from workloom.domain.actors import Actor
@@ -49,15 +52,7 @@ async def complete_runs(
     ``{"run_id", "status": "completed"}`` or ``{"run_id", "error": <problem>}``. With ``claim_next``
     (queue, worker, limit) the same transaction then claims what that queue has claimable now, as ``claims``."""
     items = [(item.run_id, item.claim_token, item.result) for item in body.runs]
-
-    def rendered(outcomes: list[Run | WorkloomError]) -> tuple[int, dict[str, object]]:
-        out: list[dict[str, object]] = []
-        for (run_id, _, _), outcome in zip(items, outcomes, strict=True):
-            if isinstance(outcome, WorkloomError):
-                out.append({"run_id": run_id, "error": problem_fields(outcome)[1]})
-            else:
-                out.append({"run_id": run_id, "status": outcome.status})
-        return 200, {"items": out}
+    rendered = _outcomes([item.run_id for item in body.runs])
 
     after = body.claim_next
     if after is None:
@@ -79,6 +74,37 @@ async def complete_runs(
         then=_then_wait(request, after, at=(after.queue, worker)),
     )
     return json(data, status)
+
+
+@router.post("/start")
+async def start_runs(
+    body: StartBatch,
+    p: Principal = Depends(principal),
+    wl: Workloom = Depends(engine),
+    idem: IdempotencyKey | None = Depends(idempotency),
+) -> Response:
+    """Start (mark running) up to 1000 held runs in one transaction, each on its own: an item is either
+    ``{"run_id", "status": "running"}`` or ``{"run_id", "error": <problem>}``; a run already running is
+    given back as it is."""
+    items = [(item.run_id, item.claim_token) for item in body.runs]
+    rendered = _outcomes([item.run_id for item in body.runs])
+    status, data = await wl.respond(p, runs.StartMany(items), rendered, idem, shared=True, items=len(items))
+    return json(data, status)
+
+
+def _outcomes(run_ids: list[str]) -> Callable[[list[Run | WorkloomError]], tuple[int, dict[str, object]]]:
+    """A batch's answer: per item, the run's status or the problem that refused it."""
+
+    def rendered(outcomes: list[Run | WorkloomError]) -> tuple[int, dict[str, object]]:
+        out: list[dict[str, object]] = []
+        for run_id, outcome in zip(run_ids, outcomes, strict=True):
+            if isinstance(outcome, WorkloomError):
+                out.append({"run_id": run_id, "error": problem_fields(outcome)[1]})
+            else:
+                out.append({"run_id": run_id, "status": outcome.status})
+        return 200, {"items": out}
+
+    return rendered
 
 
 @router.post("/{run_id}/complete")

@@ -43,6 +43,14 @@ class CompleteItem(TokenBody):
     result: Any = None
 
 
+class StartItem(TokenBody):
+    run_id: Annotated[StrictStr, Field(min_length=1, max_length=100)]
+
+
+class StartBatch(Strict):
+    runs: Annotated[list[StartItem], Field(min_length=1, max_length=1000)]
+
+
 class ClaimAfterBatch(ClaimAfter):
     queue: QueueName
     worker: ActorIn
