@@ -518,18 +518,27 @@ def test_worker_command_reports_what_it_cannot_load(server: ServerProcess) -> No
 
 
 class CountingTransport(httpx.AsyncHTTPTransport):
-    """The client's requests, as ``METHOD path``, and the bodies of its batch starts."""
+    """The client's requests, as ``METHOD path``, the items of its batch starts, and the runs handed to it by
+    claims and by completions (``claim_next``)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.sent: list[str] = []
         self.started: list[int] = []  # items per POST /v1/runs/start
+        self.handed: Counter[str] = Counter()  # runs claimed, by "claim" or "completion"
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.sent.append(f"{request.method} {request.url.path}")
-        if request.url.path == "/v1/runs/start":
+        path = request.url.path
+        self.sent.append(f"{request.method} {path}")
+        if path == "/v1/runs/start":
             self.started.append(len(json.loads(request.content)["runs"]))
-        return await super().handle_async_request(request)
+        response = await super().handle_async_request(request)
+        by = "claim" if path.endswith("/claim") else "completion" if path == "/v1/runs/complete" else None
+        if by is None or response.status_code != 200:
+            return response
+        body = await response.aread()
+        self.handed[by] += len(json.loads(body).get("claims", []))
+        return httpx.Response(response.status_code, headers=response.headers, content=body)
 
 
 @SQLITE
@@ -561,3 +570,29 @@ async def test_the_runs_of_one_claim_are_started_in_one_request(server: ServerPr
     assert set(seen) == {t.id for t in made} and set(seen.values()) == {"running"}
     assert transport.started == [12]  # the twelve runs claimed together, started together
     assert not [s for s in transport.sent if s.endswith("/start") and s != "POST /v1/runs/start"]
+
+
+@SQLITE
+async def test_a_busy_workers_completions_claim_its_next_runs(server: ServerProcess) -> None:
+    """A batch of completions claims the queue's next runs for the slots it frees, in the same request: a
+    busy worker does not also send a claim per batch."""
+    transport = CountingTransport()
+    done: Counter[str] = Counter()
+    async with AsyncClient(server.url, server.token, transport=transport) as client:
+        await client.create_queue("chained")
+        made = await client.create_tasks([{"title": f"c{i}", "queue": "chained"} for i in range(36)])
+        app = Worker(client, name="chained", concurrency=12, wait_seconds=1, grace_period=5)
+
+        @app.handler("chained")
+        async def handle(job: Job) -> None:
+            done[job.task_id] += 1
+
+        async def all_completed() -> bool:
+            return all(t.status == "completed" for t in (await client.list_tasks(queue="chained")).items)
+
+        async with serving(app):
+            await apoll(all_completed, "every task to complete")
+
+    assert done == Counter({t.id: 1 for t in made})
+    assert transport.handed["claim"] + transport.handed["completion"] == 36
+    assert transport.handed["completion"] >= 12  # at least a whole batch came with the completions before it

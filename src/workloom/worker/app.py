@@ -16,8 +16,10 @@
 
 How it runs: one claim loop per queue asks for as many runs as there are free slots (``concurrency`` is
 shared by every queue; a handler may cap its own share), long-polling ``wait_seconds`` when the queue is
-empty. Each claimed run is started, handled (async handlers as asyncio tasks, sync ones in their own thread)
-and heartbeated every third of its lease, carrying the progress and usage the handler reported. A heartbeat
+empty; on a busy queue, the completions of finished jobs (sent together) claim the next runs for the slots
+they free, in the same request. Each claimed run is started (a claim's runs together), handled (async
+handlers as asyncio tasks, sync ones in their own thread) and heartbeated every third of its lease,
+carrying the progress and usage the handler reported. A heartbeat
 refused because the lease is gone (the task was canceled, or the lease ran out and someone else has the task)
 cancels the handler: an async handler gets ``CancelledError``, a sync one sees ``job.cancelled`` set, and what
 either produces afterwards is dropped. A return value completes the run; ``Release`` gives the task back; any
@@ -31,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import inspect
 import logging
 import os
@@ -338,9 +341,12 @@ class _Runtime:
         self.side: set[asyncio.Task[None]] = set()
         self.tally = _Tally()
         self.fields = {"worker": actor["ref"]}
-        self.completer: _Batched[tuple[str, str, Any]] | None = (
-            _Batched(client.complete_runs, COMPLETE_DELAY, COMPLETE_BATCH) if worker.batch_complete else None
-        )
+        # Per queue: a batch's completion claims that queue's next runs for the slots it frees.
+        self.completers: dict[str, _Batched[tuple[str, str, Any]]] = {
+            h.queue: _Batched(functools.partial(self.complete_and_claim, h), COMPLETE_DELAY, COMPLETE_BATCH)
+            for h in worker.handlers.values()
+            if worker.batch_complete
+        }
         self.starter: _Batched[tuple[str, str]] = _Batched(client.start_runs, 0.0, START_BATCH)
 
     # -- control ----------------------------------------------------------------------------------------------
@@ -584,6 +590,25 @@ class _Runtime:
             if not claims and self.loop.time() - began < max(wait / 2, 0.05):
                 await self.pause(IDLE_PAUSE)  # no long-poll (or the server cut it short): do not spin
 
+    async def complete_and_claim(self, handler: Handler, items: list[tuple[str, str, Any]]) -> list[RunOutcome]:
+        """Complete a batch of ``handler``'s jobs and, unless shutting down, claim its queue's next runs for
+        the slots they free, in the same request: a busy worker's loop is then one request a batch (and the
+        batch's start) instead of a claim and a completion. The claimed jobs take those slots as they begin;
+        the finishing jobs give theirs back right after."""
+        if self.stopping.is_set():
+            return await self.client.complete_runs(items)
+        began = self.loop.time()
+        outcomes, claims = await self.client.complete_runs_and_claim(
+            items, handler.queue, worker=self.actor, limit=min(len(items), handler.batch),
+            lease_seconds=handler.lease_seconds,
+        )  # fmt: skip
+        if claims:
+            self.used += len(claims)
+            self.states[handler.queue].active += len(claims)
+            for claim in claims:
+                self.begin(handler, claim, began)
+        return outcomes
+
     def begin(self, handler: Handler, claim: Claim, began: float) -> None:
         granted = (
             (claim.lease_until - claim.run.claimed_at).total_seconds() if claim.run.claimed_at is not None else 0.0
@@ -755,8 +780,9 @@ class _Runtime:
                 if job.dirty(usage=False) and not await self.beat(tracked):
                     return
                 usage = job.usage_totals or None
-                if self.completer is not None and usage is None:
-                    await self.completer((job.run_id, job.claim_token, outcome.value))
+                completer = self.completers.get(handler.queue)
+                if completer is not None and usage is None:
+                    await completer((job.run_id, job.claim_token, outcome.value))
                 else:
                     await self.client.complete_run(job.run_id, job.claim_token, result=outcome.value, usage=usage)
                 self.tally.completed += 1
