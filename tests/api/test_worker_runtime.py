@@ -541,6 +541,10 @@ class CountingTransport(httpx.AsyncHTTPTransport):
         return httpx.Response(response.status_code, headers=response.headers, content=body)
 
 
+async def queue_completed(client: AsyncClient, queue: str) -> bool:
+    return all(t.status == "completed" for t in (await client.list_tasks(queue=queue)).items)
+
+
 @SQLITE
 async def test_the_runs_of_one_claim_are_started_in_one_request(server: ServerProcess) -> None:
     """Each handler runs only once its run is ``running``; the worker starts a claim's runs together (one
@@ -561,11 +565,7 @@ async def test_the_runs_of_one_claim_are_started_in_one_request(server: ServerPr
         async with serving(app):
             await apoll(lambda: len(seen) == 12, "every handler to start")
             go.set()
-
-            async def all_completed() -> bool:
-                return all(t.status == "completed" for t in (await client.list_tasks(queue="started")).items)
-
-            await apoll(all_completed, "every task to complete")
+            await apoll(lambda: queue_completed(client, "started"), "every task to complete")
 
     assert set(seen) == {t.id for t in made} and set(seen.values()) == {"running"}
     assert transport.started == [12]  # the twelve runs claimed together, started together
@@ -587,11 +587,8 @@ async def test_a_busy_workers_completions_claim_its_next_runs(server: ServerProc
         async def handle(job: Job) -> None:
             done[job.task_id] += 1
 
-        async def all_completed() -> bool:
-            return all(t.status == "completed" for t in (await client.list_tasks(queue="chained")).items)
-
         async with serving(app):
-            await apoll(all_completed, "every task to complete")
+            await apoll(lambda: queue_completed(client, "chained"), "every task to complete")
 
     assert done == Counter({t.id: 1 for t in made})
     assert transport.handed["claim"] + transport.handed["completion"] == 36
