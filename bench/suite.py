@@ -485,6 +485,46 @@ async def wl_drain(base: str, token: str, api: Api, queue: str, sizes: Sizes, su
     return done / (last - started_at)
 
 
+async def wl_drain_worker(base: str, token: str, api: Api, queue: str, sizes: Sizes) -> float:
+    """The same drain by the SDK's own ``Worker`` (``workloom.worker``), as an application runs it: one per
+    drain claimer, each with as many slots as a claim may take, every run started before its (no-op)
+    handler (``start_runs``, the default), completions batched and claiming the next runs. Timed until the
+    last handler returned; the workers are stopped after."""
+    from workloom.client import AsyncClient
+    from workloom.worker import Job, Worker
+
+    await api.fill(queue, sizes.drain, sizes.batch_chunk)
+    total, done = sizes.drain, 0
+    finished = asyncio.Event()
+
+    async def handle(job: Job) -> None:
+        nonlocal done
+        done += 1
+        if done >= total:
+            finished.set()
+
+    clients = [AsyncClient(base, token) for _ in range(sizes.drain_claimers)]
+    workers = [
+        Worker(client, name=f"drain-worker-{i}", concurrency=sizes.drain_limit, wait_seconds=1, grace_period=5)
+        for i, client in enumerate(clients)
+    ]
+    for worker in workers:
+        worker.add_handler(queue, handle)
+    try:
+        with api.per_task("drain", "worker_", total):
+            began = time.perf_counter()
+            serving = [asyncio.create_task(w.serve(handle_signals=False)) for w in workers]
+            await asyncio.wait_for(finished.wait(), 900)
+            elapsed = time.perf_counter() - began
+        for worker in workers:
+            worker.stop()
+        await asyncio.gather(*serving)
+    finally:
+        for client in clients:
+            await client.aclose()
+    return total / elapsed
+
+
 async def wl_single(api: Api, queue: str, count: int, chained: bool) -> float:
     """One task at a time, 16 concurrent clients. ``chained``: a worker's loop, one request per task (each
     completion claims the next, as the bare endpoint's claim+complete does); else two (claim, complete)."""
@@ -866,6 +906,12 @@ def run_postgres(url: str, wanted: list[str], suite: Suite, python: Path | None)
                     "drain",
                     "workloom",
                     on_api(lambda a: wl_drain(wl.base, token, a, f"drain-{tag}", sizes, suite), "drain"),  # noqa: B023
+                    "tasks/s",
+                )
+                suite.record(
+                    "drain",
+                    "workloom_worker",
+                    on_api(lambda a: wl_drain_worker(wl.base, token, a, f"drainw-{tag}", sizes), "drain_worker"),  # noqa: B023
                     "tasks/s",
                 )
                 if python is not None:
