@@ -40,7 +40,12 @@ def test_quick_bench_reports_figures_for_drain_single_and_enqueue(database_url: 
 
     assert data["quick"] is True
     assert data["runs"] == 1
-    for scenario, metric in (("drain", "workloom"), ("single", "workloom"), ("enqueue", "workloom_one")):
+    for scenario, metric in (
+        ("drain", "workloom"),
+        ("drain", "workloom_worker"),
+        ("single", "workloom"),
+        ("enqueue", "workloom_one"),
+    ):
         figure = data["figures"][scenario][metric]
         assert len(figure["values"]) == 1
         assert figure["min"] == figure["median"] == figure["max"] > 0, (scenario, figure)
