@@ -156,16 +156,44 @@ def test_batch_start_each_run_on_its_own(api: httpx.Client) -> None:
     assert again == items[:1]
 
 
+def test_batch_heartbeat_renews_each_lease_on_its_own(api: httpx.Client) -> None:
+    ok(api.post("/v1/tasks/batch", json={"tasks": [{"title": f"h{i}", "queue": "hq"} for i in range(2)]}), 201)
+    claims = ok(api.post("/v1/queues/hq/claim", json={"worker": WORKER, "limit": 2, "lease_seconds": 60}))["claims"]
+    body = {
+        "runs": [
+            {"run_id": claims[0]["run"]["id"], "claim_token": claims[0]["claim_token"], "extend_seconds": 900,
+             "progress": {"pct": 10}},
+            {"run_id": claims[1]["run"]["id"], "claim_token": "clm_wrong"},
+        ]
+    }  # fmt: skip
+    items = ok(api.post("/v1/runs/heartbeat", json=body))["items"]
+
+    run = ok(api.get(f"/v1/runs/{claims[0]['run']['id']}"))
+    assert items[0] == {"run_id": run["id"], "status": "claimed", "lease_until": run["lease_until"]}
+    assert run["progress"] == {"pct": 10} and run["lease_until"] > claims[0]["lease_until"]
+    assert items[1]["error"]["type"].endswith("/stale-claim")
+    assert ok(api.get(f"/v1/runs/{claims[1]['run']['id']}"))["lease_until"] == claims[1]["lease_until"]
+
+
 @pytest.mark.parametrize(
-    ("body", "field"),
+    ("path", "body", "field"),
     [
-        ({"runs": []}, "runs"),
-        ({"runs": [{"run_id": "run_x"}]}, "runs.0.claim_token"),
-        ({"runs": [{"run_id": "run_x", "claim_token": "clm_x", "result": 1}]}, "runs.0.result"),
-        ({"runs": [{"run_id": "run_x", "claim_token": "clm_x"}] * 1001}, "runs"),
+        (path, {"runs": []}, "runs")
+        for path in ("/v1/runs/start", "/v1/runs/heartbeat")
+    ]
+    + [
+        ("/v1/runs/start", {"runs": [{"run_id": "run_x"}]}, "runs.0.claim_token"),
+        ("/v1/runs/start", {"runs": [{"run_id": "run_x", "claim_token": "clm_x", "result": 1}]}, "runs.0.result"),
+        ("/v1/runs/start", {"runs": [{"run_id": "run_x", "claim_token": "clm_x"}] * 1001}, "runs"),
+        ("/v1/runs/heartbeat", {"runs": [{"claim_token": "clm_x"}]}, "runs.0.run_id"),
+        ("/v1/runs/heartbeat", {"runs": [{"run_id": "run_x", "claim_token": "clm_x", "extend_seconds": 0}]},
+         "runs.0.extend_seconds"),
+        ("/v1/runs/heartbeat", {"runs": [{"run_id": "run_x", "claim_token": "clm_x"}] * 1001}, "runs"),
     ],
-)
-def test_batch_start_names_what_is_wrong(api: httpx.Client, body: dict[str, Any], field: str) -> None:
-    response = api.post("/v1/runs/start", json=body)
+)  # fmt: skip
+def test_batch_start_and_heartbeat_name_what_is_wrong(
+    api: httpx.Client, path: str, body: dict[str, Any], field: str
+) -> None:
+    response = api.post(path, json=body)
     assert response.status_code == 422
     assert field in [e["field"] for e in response.json()["errors"]]

@@ -75,9 +75,30 @@ def test_start_runs_each_on_its_own(server: ServerProcess) -> None:
         assert [wl.get_run(c.run.id).status for c in claims] == ["running", "claimed"]
 
 
-async def test_async_start_runs(server: ServerProcess) -> None:
+def test_heartbeat_runs_each_on_its_own(server: ServerProcess) -> None:
+    with Client(server.url, server.token, worker=WORKER) as wl:
+        wl.create_tasks([{"title": f"hb{i}", "queue": "shb"} for i in range(2)])
+        claims = wl.claim("shb", limit=2, lease_seconds=60)
+        outcomes = wl.heartbeat_runs(
+            [
+                {"run_id": claims[0].run.id, "claim_token": claims[0].claim_token, "progress": {"pct": 50},
+                 "extend_seconds": 600},
+                (claims[1].run.id, "clm_bad"),
+            ]
+        )  # fmt: skip
+        assert [o.ok for o in outcomes] == [True, False]
+        assert isinstance(outcomes[1].exception, StaleClaimError)
+        run = wl.get_run(claims[0].run.id)
+        assert run.progress == {"pct": 50} and run.lease_until == outcomes[0].lease_until
+        assert outcomes[0].lease_until is not None and outcomes[0].lease_until > claims[0].lease_until
+
+
+async def test_async_start_and_heartbeat_runs(server: ServerProcess) -> None:
     async with AsyncClient(server.url, server.token, worker=WORKER) as wl:
-        await wl.create_tasks([{"title": f"ast{i}", "queue": "asst"} for i in range(3)])
-        claims = await wl.claim("asst", limit=3)
-        outcomes = await wl.start_runs([(c.run.id, c.claim_token) for c in claims])
-        assert [o.status for o in outcomes] == ["running"] * 3
+        await wl.create_tasks([{"title": f"ahb{i}", "queue": "ashb"} for i in range(3)])
+        claims = await wl.claim("ashb", limit=3)
+        beaten = await wl.heartbeat_runs([(c.run.id, c.claim_token) for c in claims])
+        assert [o.status for o in beaten] == ["claimed"] * 3
+        assert all(o.lease_until is not None for o in beaten)
+        started = await wl.start_runs([(c.run.id, c.claim_token) for c in claims])
+        assert [o.status for o in started] == ["running"] * 3

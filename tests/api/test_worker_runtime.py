@@ -525,13 +525,14 @@ class CountingTransport(httpx.AsyncHTTPTransport):
         super().__init__()
         self.sent: list[str] = []
         self.started: list[int] = []  # items per POST /v1/runs/start
+        self.beats: list[int] = []  # items per POST /v1/runs/heartbeat
         self.handed: Counter[str] = Counter()  # runs claimed, by "claim" or "completion"
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
         self.sent.append(f"{request.method} {path}")
-        if path == "/v1/runs/start":
-            self.started.append(len(json.loads(request.content)["runs"]))
+        if path in ("/v1/runs/start", "/v1/runs/heartbeat"):
+            (self.started if path.endswith("start") else self.beats).append(len(json.loads(request.content)["runs"]))
         response = await super().handle_async_request(request)
         by = "claim" if path.endswith("/claim") else "completion" if path == "/v1/runs/complete" else None
         if by is None or response.status_code != 200:
@@ -593,3 +594,30 @@ async def test_a_busy_workers_completions_claim_its_next_runs(server: ServerProc
     assert done == Counter({t.id: 1 for t in made})
     assert transport.handed["claim"] + transport.handed["completion"] == 36
     assert transport.handed["completion"] >= 12  # at least a whole batch came with the completions before it
+
+
+@SQLITE
+async def test_the_leases_of_jobs_claimed_together_are_renewed_together(server: ServerProcess) -> None:
+    """Heartbeats fall due on a shared grid and are sent as one ``POST /v1/runs/heartbeat`` for every job
+    due: a worker holding many leases renews them in one request, not one request per job."""
+    transport = CountingTransport()
+    go = asyncio.Event()
+    async with AsyncClient(server.url, server.token, transport=transport) as client:
+        await client.create_queue("beating", lease_seconds=3)  # renewed every second or so
+        made = await client.create_tasks([{"title": f"b{i}", "queue": "beating"} for i in range(6)])
+        app = Worker(client, name="beater", concurrency=6, wait_seconds=1, grace_period=5)
+
+        @app.handler("beating")
+        async def handle(job: Job) -> None:
+            await go.wait()
+
+        async with serving(app):
+            await apoll(lambda: transport.beats.count(6) >= 2, "two heartbeats of all six leases", timeout=30)
+            go.set()
+            await apoll(lambda: queue_completed(client, "beating"), "every task to complete")
+
+        runs = [(await client.list_runs(t.id))[-1] for t in made]
+
+    assert [(r.status, r.end_reason) for r in runs] == [("completed", "completed")] * 6
+    assert all(r.heartbeat_at is not None for r in runs)
+    assert not [s for s in transport.sent if s.endswith("/heartbeat") and s != "POST /v1/runs/heartbeat"]

@@ -301,14 +301,7 @@ async def test_batch_completions_arriving_together_are_one_batch_each_answered_f
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     held = await _held(h, 5)
-    batches: list[int] = []
-    each = runs._complete_each
-
-    async def counted(u: Unit, items: list[Any]) -> list[Any]:
-        batches.append(len(items))
-        return await each(u, items)
-
-    monkeypatch.setattr(runs, "_complete_each", counted)
+    batches = batch_sizes(monkeypatch, "_complete_each")
     calls = [
         runs.CompleteMany([(c.run.id, c.claim_token, {"by": c.run.id}) for c in held[:2]]),
         runs.CompleteMany([(held[2].run.id, "clm_wrong.token", None), (held[3].run.id, held[3].claim_token, None)]),
@@ -324,6 +317,19 @@ async def test_batch_completions_arriving_together_are_one_batch_each_answered_f
     assert isinstance(too_many, ValidationFailed)
     statuses = [(await h.task(c.task.id)).status for c in held]
     assert statuses == ["completed", "completed", "in_progress", "completed", "in_progress"]
+
+
+def batch_sizes(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
+    """How many items each call of ``runs.<name>`` (a batch's own work: ``_complete_each``...) was given."""
+    sizes: list[int] = []
+    each = getattr(runs, name)
+
+    async def counted(u: Unit, items: list[Any]) -> list[Any]:
+        sizes.append(len(items))
+        return await each(u, items)
+
+    monkeypatch.setattr(runs, name, counted)
+    return sizes
 
 
 # -- keyed completions taken together (``Keyed.each``): as the SDK calls, every call under a key ------------

@@ -4,16 +4,15 @@ started or refused on its own, as ``start`` would treat it alone, and calls arri
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 from harness import Harness
+from test_shared_commits import batch_sizes
 
 from workloom.domain.actors import Actor
 from workloom.domain.errors import NotFound, StaleClaim, ValidationFailed, WorkloomError
 from workloom.domain.models import Claim, Run
 from workloom.engine import runs
-from workloom.engine.unit import Unit
 
 
 async def _claimed(h: Harness, count: int, lease_seconds: int | None = None) -> list[Claim]:
@@ -86,14 +85,7 @@ async def test_starts_arriving_together_are_one_batch_each_answered_for_its_own_
     for i in range(4):
         await h.create(f"job {i}", queue="starts")
     held = [await h.claim_one("starts", worker=Actor("agent_session", f"w{i}")) for i in range(4)]
-    batches: list[int] = []
-    each = runs._start_each
-
-    async def counted(u: Unit, items: list[Any]) -> list[Any]:
-        batches.append(len(items))
-        return await each(u, items)
-
-    monkeypatch.setattr(runs, "_start_each", counted)
+    batches = batch_sizes(monkeypatch, "_start_each")
     calls = [
         runs.StartMany([(c.run.id, c.claim_token) for c in held[:2]]),
         runs.StartMany([(held[2].run.id, "clm_wrong.token"), (held[3].run.id, held[3].claim_token)]),

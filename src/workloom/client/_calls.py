@@ -465,6 +465,21 @@ def heartbeat(
     return Call("POST", path("runs", run_id, "heartbeat"), Run.model_validate_json, json=payload, idempotent=True)
 
 
+BeatLike = tuple[str, str] | Mapping[str, Any]
+
+
+def heartbeat_runs(runs: Sequence[BeatLike]) -> Call[list[RunOutcome]]:
+    """Many held runs heartbeated in one transaction, each on its own: ``(run id, claim token)``, or a
+    mapping of ``run_id``, ``claim_token`` and any of ``extend_seconds``, ``progress``, ``usage``."""
+    payload = []
+    for item in runs:
+        if isinstance(item, tuple):
+            payload.append({"run_id": item[0], "claim_token": item[1]})
+        else:
+            payload.append(body(**{k: jsonable(v) if k in ("progress", "usage") else v for k, v in item.items()}))
+    return Call("POST", path("runs", "heartbeat"), _items(RunOutcome), json={"runs": payload}, idempotent=True)
+
+
 # -- events and operations ------------------------------------------------------------------------------
 
 

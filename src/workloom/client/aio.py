@@ -311,6 +311,12 @@ class AsyncClient(ClientBase):
         """Extend the lease (by ``extend_seconds``, else the queue's lease) and report progress and usage."""
         return await self._call(calls.heartbeat(run_id, claim_token, extend_seconds, progress, usage))
 
+    async def heartbeat_runs(self, runs: Sequence[calls.BeatLike]) -> list[RunOutcome]:
+        """Heartbeat up to 1000 held runs in one transaction, each on its own: items are ``(run_id,
+        claim_token)`` or mappings of ``run_id``, ``claim_token`` and any of ``extend_seconds``, ``progress``,
+        ``usage``; each outcome has the run's ``lease_until``, or the refusal (``outcome.exception``)."""
+        return await self._call(calls.heartbeat_runs(runs))
+
     async def complete_and_claim(
         self,
         run_id: str,

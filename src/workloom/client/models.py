@@ -114,11 +114,13 @@ class Claim(Model):
 
 
 class RunOutcome(Model):
-    """One item of a batch completion or start: the run's ``status`` (``completed``, ``running``) when it was
-    done, else ``error``, the problem that refused it (``exception`` gives it as the SDK's typed error)."""
+    """One item of a batch completion, start or heartbeat: the run's ``status`` (``completed``, ``running``)
+    when it was done, else ``error``, the problem that refused it (``exception`` gives it as the SDK's typed
+    error)."""
 
     run_id: str
     status: str | None = None
+    lease_until: datetime | None = None  # a heartbeat's: the lease it renewed
     error: dict[str, Any] | None = None
 
     @property

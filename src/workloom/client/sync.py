@@ -302,6 +302,12 @@ class Client(ClientBase):
         """Extend the lease (by ``extend_seconds``, else the queue's lease) and report progress and usage."""
         return self._call(calls.heartbeat(run_id, claim_token, extend_seconds, progress, usage))
 
+    def heartbeat_runs(self, runs: Sequence[calls.BeatLike]) -> list[RunOutcome]:
+        """Heartbeat up to 1000 held runs in one transaction, each on its own: items are ``(run_id,
+        claim_token)`` or mappings of ``run_id``, ``claim_token`` and any of ``extend_seconds``, ``progress``,
+        ``usage``; each outcome has the run's ``lease_until``, or the refusal (``outcome.exception``)."""
+        return self._call(calls.heartbeat_runs(runs))
+
     def complete_and_claim(
         self,
         run_id: str,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 from workloom.domain import run_states, task_states
 from workloom.domain import usage as usage_rules
@@ -413,22 +413,35 @@ async def heartbeat(
     ``usage`` merges into the run's usage (see ``domain.usage``)."""
     u.principal.require("runs.work")
     # The common case, a holder within its lease, needs only the run row (not its task) and one update.
-    run_or_none = await store.run_get(u.conn, u.workspace_id, run_id, lock=True)
-    if (
-        run_or_none is not None
-        and token is not None
-        and run_states.is_held(run_or_none.status)
-        and run_or_none.lease_until is not None
-        and run_or_none.lease_until > u.now
-        and matches(token, run_or_none.claim_token_hash)
-    ):
-        run = run_or_none
-    else:
+    found = await store.run_get(u.conn, u.workspace_id, run_id, lock=True)
+    run = found if _holding(u, found, token) else None
+    if run is None:
         held = await _held(u, run_id, token)  # every other case, with its refusals
         if held is None:
             return await get(u, run_id)
         run = held[0]
-    # By default a heartbeat renews the lease for as long as it was last granted.
+    values = _beat(u, run, extend_seconds, progress, usage)
+    await store.run_update(u.conn, run.id, values, expected_status=run.status)
+    if progress is not None:
+        await record(u, "run.progress", task_id=run.task_id, run_id=run.id, payload={"progress": progress})
+    return changed(run, **values)
+
+
+def _holding(u: Unit, run: Run | None, token: str | None) -> bool:
+    """Whether ``token`` holds ``run`` within its lease: a heartbeat's common case, decided on the run row."""
+    return (
+        run is not None
+        and token is not None
+        and run_states.is_held(run.status)
+        and run.lease_until is not None
+        and run.lease_until > u.now
+        and matches(token, run.claim_token_hash)
+    )
+
+
+def _beat(u: Unit, run: Run, extend_seconds: int | None, progress: Any, usage: dict[str, Any] | None) -> dict[str, Any]:
+    """What a heartbeat writes on a held run. By default it renews the lease for as long as it was last
+    granted."""
     granted = (run.lease_until - run.heartbeat_at).total_seconds() if run.lease_until and run.heartbeat_at else 0
     seconds = extend_seconds or max(granted, 1)
     values: dict[str, Any] = {"heartbeat_at": u.now, "lease_until": u.now + timedelta(seconds=seconds)}
@@ -436,10 +449,103 @@ async def heartbeat(
         values["progress"] = progress
     if usage is not None:
         values["usage"] = usage_rules.merge(run.usage, usage)
-    await store.run_update(u.conn, run.id, values, expected_status=run.status)
-    if progress is not None:
-        await record(u, "run.progress", task_id=run.task_id, run_id=run.id, payload={"progress": progress})
-    return changed(run, **values)
+    return values
+
+
+MAX_BATCH = 1000
+Item = TypeVar("Item")
+
+
+class BatchOfRuns(Generic[Item]):
+    """A call on many held runs, each item on its own (its outcome: the run, or its refusal), that can be
+    taken together with others of its kind: their items run as one batch (``each``). A kind says how its
+    items are done (``_each``)."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[Item]) -> None:
+        self.items = items
+
+    @staticmethod
+    async def _each(u: Unit, items: list[Item]) -> list[Run | WorkloomError]:
+        raise NotImplementedError
+
+    async def __call__(self, u: Unit) -> list[Run | WorkloomError]:
+        u.principal.require("runs.work")
+        if len(self.items) > MAX_BATCH:
+            raise _too_many()
+        return await self._each(u, self.items)
+
+    @classmethod
+    async def each(cls, u: Unit, calls: list[Self]) -> list[list[Run | WorkloomError] | WorkloomError]:
+        """What each call would have had alone: its items' outcomes, or its refusal (too many items)."""
+        u.principal.require("runs.work")
+        return await _batches_as_one([call.items for call in calls], lambda items: cls._each(u, items))
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """One item of a batch heartbeat: the run, the holder's token, and what ``heartbeat`` takes besides."""
+
+    run_id: str
+    token: str
+    extend_seconds: int | None = None
+    progress: Any = None
+    usage: dict[str, Any] | None = None
+
+
+class HeartbeatMany(BatchOfRuns[Beat]):
+    """``heartbeat_many`` as a batch call: a worker's leases renewed together, several workers' at once."""
+
+    @staticmethod
+    async def _each(u: Unit, items: list[Beat]) -> list[Run | WorkloomError]:
+        return await _beat_each(u, items)
+
+
+async def heartbeat_many(u: Unit, beats: list[Beat]) -> list[Run | WorkloomError]:
+    """Heartbeat many held runs, each on its own as ``heartbeat`` would: a run whose token no longer holds
+    it is refused (a lapsed lease expired) while the others' leases are renewed. One unit of work: the runs
+    read and locked in one statement and, where a beat only renews the lease, renewed in one. A run sent
+    twice is renewed by its first item; the second is given the same answer. Per item, the run or its
+    refusal."""
+    return await HeartbeatMany(beats)(u)
+
+
+async def _beat_each(u: Unit, beats: list[Beat]) -> list[Run | WorkloomError]:
+    found = await store.run_get_many(u.conn, u.workspace_id, sorted({b.run_id for b in beats}), lock=True)
+    outcomes: dict[int, Run | WorkloomError] = {}
+    decided: dict[str, Run | WorkloomError] = {}  # by run id: what its first item holding the token had
+    renewed: list[dict[str, Any]] = []  # beats that only move the lease, written together
+    for i in sorted(range(len(beats)), key=lambda i: beats[i].run_id):
+        beat = beats[i]
+        run = found.get(beat.run_id)
+        if beat.run_id in decided and run is not None and matches(beat.token, run.claim_token_hash):
+            outcomes[i] = decided[beat.run_id]
+            continue
+        if not _holding(u, run, beat.token):
+            try:
+                held = await _held(u, beat.run_id, beat.token, prefetched=(run, {}))
+            except WorkloomError as refused:  # raised before anything of this run was written
+                outcomes[i] = refused
+                continue
+            if held is None:
+                assert u.deferred_error is not None
+                outcomes[i] = decided[beat.run_id] = u.deferred_error
+                u.deferred_error = None
+                continue
+            run = held[0]
+        assert run is not None
+        values = _beat(u, run, beat.extend_seconds, beat.progress, beat.usage)
+        if beat.progress is None and beat.usage is None:
+            renewed.append({"run_id": run.id, **values})
+        else:
+            await store.run_update(u.conn, run.id, values, expected_status=run.status)
+            if beat.progress is not None:
+                payload = {"progress": beat.progress}
+                await record(u, "run.progress", task_id=run.task_id, run_id=run.id, payload=payload)
+        outcomes[i] = decided[beat.run_id] = changed(run, **values)
+    u.write_later([store.run_renew_writes(renewed)] if renewed else [])
+    return [outcomes[i] for i in range(len(beats))]
 
 
 async def complete(u: Unit, run_id: str, token: str | None, result: Any, usage: dict[str, Any] | None = None) -> Run:
@@ -596,51 +702,26 @@ async def _claim_each(
     return out
 
 
-MAX_BATCH = 1000
 _Completing = tuple[str, str | None, Any, dict[str, Any] | None]  # run id, token, result, usage
 Held = tuple[int, Run, Task, Any, dict[str, Any] | None]  # index in the request, run, task, result, usage
 
 
-@dataclass(frozen=True, slots=True)
-class CompleteMany:
-    """``complete_many`` of ``items`` as a call that can be taken together with others of its kind (a
-    worker's batched completions, several workers' at once): their items completed as one batch."""
-
-    items: list[tuple[str, str, Any]]
-
-    async def __call__(self, u: Unit) -> list[Run | WorkloomError]:
-        return await complete_many(u, self.items)
+class CompleteMany(BatchOfRuns[tuple[str, str, Any]]):
+    """``complete_many`` as a batch call (a worker's batched completions, several workers' at once). A run
+    completed by an earlier call of the batch is refused to the later one, as it would be after the first
+    had committed."""
 
     @staticmethod
-    async def each(u: Unit, calls: list[CompleteMany]) -> list[list[Run | WorkloomError] | WorkloomError]:
-        """What each call would have had alone: its items' outcomes (a run completed by an earlier call of
-        the batch is refused to the later one, as it would be after the first had committed), or its
-        refusal (more items than a batch may hold)."""
-        u.principal.require("runs.work")
-        batches: list[list[_Completing]] = [
-            [(run_id, token, result, None) for run_id, token, result in c.items] for c in calls
-        ]
-        return await _batches_as_one(batches, lambda items: _complete_each(u, items))
+    async def _each(u: Unit, items: list[tuple[str, str, Any]]) -> list[Run | WorkloomError]:
+        return await _complete_each(u, [(run_id, token, result, None) for run_id, token, result in items])
 
 
-@dataclass(frozen=True, slots=True)
-class StartMany:
-    """``start_many`` of ``items`` (run id, claim token) as a call that can be taken together with others of
-    its kind: a worker's runs started as they are handed to their handlers, several workers' at once."""
-
-    items: list[tuple[str, str]]
-
-    async def __call__(self, u: Unit) -> list[Run | WorkloomError]:
-        return await start_many(u, self.items)
+class StartMany(BatchOfRuns[tuple[str, str]]):
+    """``start_many`` as a batch call: a worker's runs started as they are handed to their handlers."""
 
     @staticmethod
-    async def each(u: Unit, calls: list[StartMany]) -> list[list[Run | WorkloomError] | WorkloomError]:
-        """What each call would have had alone: its items' outcomes, or its refusal (too many items)."""
-        u.principal.require("runs.work")
-        return await _batches_as_one([call.items for call in calls], lambda items: _start_each(u, items))
-
-
-Item = TypeVar("Item")
+    async def _each(u: Unit, items: list[tuple[str, str]]) -> list[Run | WorkloomError]:
+        return await _start_each(u, items)
 
 
 async def _batches_as_one(
@@ -674,10 +755,7 @@ async def complete_many(u: Unit, items: list[tuple[str, str, Any]]) -> list[Run 
     """Complete many held runs, each on its own: a run whose token no longer holds it is refused (and a
     late result kept, as for one run) while the others complete. One unit of work; runs and tasks read
     and locked in one statement for the batch, in run id order. Returns, per item, the run or its refusal."""
-    u.principal.require("runs.work")
-    if len(items) > MAX_BATCH:
-        raise _too_many()
-    return await _complete_each(u, [(run_id, token, result, None) for run_id, token, result in items])
+    return await CompleteMany(items)(u)
 
 
 async def start_many(u: Unit, items: list[tuple[str, str]]) -> list[Run | WorkloomError]:
@@ -685,10 +763,7 @@ async def start_many(u: Unit, items: list[tuple[str, str]]) -> list[Run | Worklo
     is given back as it is, one whose token no longer holds it is refused while the others start. One
     unit of work: the runs read and locked in one statement, moved in one, their events with the commit.
     Returns, per item, the run or its refusal."""
-    u.principal.require("runs.work")
-    if len(items) > MAX_BATCH:
-        raise _too_many()
-    return await _start_each(u, items)
+    return await StartMany(items)(u)
 
 
 async def _start_each(u: Unit, items: list[tuple[str, str]]) -> list[Run | WorkloomError]:

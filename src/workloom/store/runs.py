@@ -188,6 +188,21 @@ def run_start_writes(rows_: list[dict[str, Any]]) -> Write:
     return Write(_START, rows_, len(rows_))
 
 
+_RENEW = Statement(
+    sa.update(runs)
+    .where(runs.c.id == sa.bindparam("run_id"))
+    .values(
+        heartbeat_at=sa.bindparam("heartbeat_at", type_=runs.c.heartbeat_at.type),
+        lease_until=sa.bindparam("lease_until", type_=runs.c.lease_until.type),
+    )
+)
+
+
+def run_renew_writes(rows_: list[dict[str, Any]]) -> Write:
+    """Leases (of runs locked by the caller) renewed, as one write: run_id, heartbeat_at, lease_until."""
+    return Write(_RENEW, rows_, len(rows_))
+
+
 async def run_claim(
     conn: AsyncConnection,
     *,

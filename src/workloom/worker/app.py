@@ -36,6 +36,7 @@ import contextvars
 import functools
 import inspect
 import logging
+import math
 import os
 import random
 import signal
@@ -348,6 +349,7 @@ class _Runtime:
             if worker.batch_complete
         }
         self.starter: _Batched[tuple[str, str]] = _Batched(client.start_runs, 0.0, START_BATCH)
+        self.beats: _Batched[dict[str, Any]] = _Batched(client.heartbeat_runs, BEAT_DELAY, BEAT_BATCH)
 
     # -- control ----------------------------------------------------------------------------------------------
 
@@ -719,7 +721,7 @@ class _Runtime:
         while job.state is JobState.RUNNING:
             job._wake.clear()
             now = self.loop.time()
-            due = tracked.last_beat + interval
+            due = _due(tracked.last_beat, interval)
             dirty = job.dirty()
             if not (job.take_flush_request() or now >= due or (dirty and now >= tracked.last_beat + throttle)):
                 until = min(due, tracked.last_beat + throttle) if dirty else due
@@ -732,13 +734,13 @@ class _Runtime:
         """One heartbeat; False when the lease is lost (the handler has been cancelled)."""
         job = tracked.job
         version, progress, usage = job.take_report()
+        lease_seconds = tracked.handler.lease_seconds
         sent = self.loop.time()
         try:
             async with asyncio.timeout(max(tracked.deadline - sent, 1.0)):
-                run = await self.client.heartbeat(
-                    job.run_id, job.claim_token, extend_seconds=tracked.handler.lease_seconds, progress=progress,
-                    usage=usage,
-                )  # fmt: skip
+                beat = {"run_id": job.run_id, "claim_token": job.claim_token, "extend_seconds": lease_seconds,
+                        "progress": progress, "usage": usage}  # fmt: skip
+                renewed = await self.beats(beat)
         except (StaleClaimError, NotFoundError) as exc:
             self.lose(tracked, f"lease lost: {exc.detail or exc}")
             return False
@@ -753,7 +755,7 @@ class _Runtime:
             return True
         tracked.last_beat = sent
         tracked.deadline = sent + job.lease_seconds
-        job.reported(version, run.lease_until)
+        job.reported(version, renewed.lease_until)
         return True
 
     def lose(self, tracked: _Tracked, reason: str) -> None:
@@ -833,6 +835,8 @@ class _Runtime:
 COMPLETE_DELAY = 0.005  # seconds a finished job waits for others to share its completion request
 COMPLETE_BATCH = 100
 START_BATCH = 1000  # the server's most per batch
+BEAT_DELAY = 0.005  # seconds a heartbeat waits for others due with it (``_due``) to share its request
+BEAT_BATCH = 1000
 
 Item = TypeVar("Item")
 
@@ -847,19 +851,19 @@ class _Batched(Generic[Item]):
         self._send = send
         self.delay = delay
         self.most = most
-        self.pending: list[tuple[Item, asyncio.Future[None]]] = []
+        self.pending: list[tuple[Item, asyncio.Future[RunOutcome]]] = []
         self.timer: asyncio.Handle | None = None
         self.sending: set[asyncio.Task[None]] = set()
 
-    async def __call__(self, item: Item) -> None:
+    async def __call__(self, item: Item) -> RunOutcome:
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
+        done: asyncio.Future[RunOutcome] = loop.create_future()
         self.pending.append((item, done))
         if len(self.pending) >= self.most:
             self.flush()
         elif self.timer is None:
             self.timer = loop.call_later(self.delay, self.flush) if self.delay else loop.call_soon(self.flush)
-        await asyncio.shield(done)  # a cancelled caller must not cancel the others' request
+        return await asyncio.shield(done)  # a cancelled caller must not cancel the others' request
 
     def flush(self) -> None:
         if self.timer is not None:
@@ -871,7 +875,7 @@ class _Batched(Generic[Item]):
             self.sending.add(task)
             task.add_done_callback(self.sending.discard)
 
-    async def send(self, batch: list[tuple[Item, asyncio.Future[None]]]) -> None:
+    async def send(self, batch: list[tuple[Item, asyncio.Future[RunOutcome]]]) -> None:
         try:
             outcomes = await self._send([item for item, _ in batch])
         except BaseException as exc:
@@ -888,7 +892,7 @@ class _Batched(Generic[Item]):
             if error is not None:
                 done.set_exception(error)
             else:
-                done.set_result(None)
+                done.set_result(outcome)
 
 
 async def wait_event(event: asyncio.Event, seconds: float) -> bool:
@@ -902,6 +906,14 @@ async def wait_event(event: asyncio.Event, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+def _due(last_beat: float, interval: float) -> float:
+    """When a lease's next heartbeat is due: ``interval`` after the last, rounded up to a grid of a quarter of
+    it, so that the jobs holding leases of one length are renewed together (one request for all of them)
+    rather than each at the instant its own claim happened to be made."""
+    step = interval / 4
+    return math.ceil((last_beat + interval) / step) * step
 
 
 def describe(error: BaseException) -> str:

@@ -21,6 +21,7 @@ from workloom.api.schemas.runs import (
     CompleteBatch,
     Fail,
     Heartbeat,
+    HeartbeatBatch,
     Release,
     StartBatch,
     TokenBody,
@@ -92,14 +93,21 @@ async def start_runs(
     return json(data, status)
 
 
-def _outcomes(run_ids: list[str]) -> Callable[[list[Run | WorkloomError]], tuple[int, dict[str, object]]]:
-    """A batch's answer: per item, the run's status or the problem that refused it."""
+def _outcomes(
+    run_ids: list[str], *, leases: bool = False
+) -> Callable[[list[Run | WorkloomError]], tuple[int, dict[str, object]]]:
+    """A batch's answer: per item, the run's status (and with ``leases`` its ``lease_until``) or the problem
+    that refused it."""
 
     def rendered(outcomes: list[Run | WorkloomError]) -> tuple[int, dict[str, object]]:
         out: list[dict[str, object]] = []
         for run_id, outcome in zip(run_ids, outcomes, strict=True):
             if isinstance(outcome, WorkloomError):
                 out.append({"run_id": run_id, "error": problem_fields(outcome)[1]})
+            elif leases:
+                out.append(
+                    {"run_id": run_id, "status": outcome.status, "lease_until": render.when(outcome.lease_until)}
+                )
             else:
                 out.append({"run_id": run_id, "status": outcome.status})
         return 200, {"items": out}
@@ -157,6 +165,21 @@ def _completed(done: tuple[Run, list[Claim]]) -> tuple[int, dict[str, object]]:
 def _completed_and_claimed(done: tuple[Run, list[Claim]]) -> tuple[int, dict[str, object]]:
     """With ``claim_next``: the completed run and the runs claimed after it."""
     return 200, {"run": render.run(done[0]), "claims": [render.claim(c) for c in done[1]]}
+
+
+@router.post("/heartbeat")
+async def heartbeat_runs(
+    body: HeartbeatBatch, p: Principal = Depends(principal), wl: Workloom = Depends(engine)
+) -> Response:
+    """Heartbeat up to 1000 held runs in one transaction, each on its own (as ``/{run_id}/heartbeat``): an
+    item is ``{"run_id", "status", "lease_until"}`` or ``{"run_id", "error": <problem>}``. A worker renews
+    all its leases in one request."""
+    beats = [
+        runs.Beat(item.run_id, item.claim_token, item.extend_seconds, item.progress, item.usage) for item in body.runs
+    ]
+    outcomes = await wl.run(p, runs.HeartbeatMany(beats), shared=True, items=len(beats))
+    _, data = _outcomes([item.run_id for item in body.runs], leases=True)(outcomes)
+    return json(data)
 
 
 @router.post("/{run_id}/heartbeat")

@@ -43,6 +43,14 @@ class CompleteItem(TokenBody):
     result: Any = None
 
 
+class HeartbeatItem(Heartbeat):
+    run_id: Annotated[StrictStr, Field(min_length=1, max_length=100)]
+
+
+class HeartbeatBatch(Strict):
+    runs: Annotated[list[HeartbeatItem], Field(min_length=1, max_length=1000)]
+
+
 class StartItem(TokenBody):
     run_id: Annotated[StrictStr, Field(min_length=1, max_length=100)]
 
