@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gc
 import itertools
 import json
@@ -43,7 +44,7 @@ PEERS = Path(__file__).resolve().parent / "peers"
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 PEERS_VENV = Path(os.environ.get("WORKLOOM_BENCH_PEERS_VENV", Path.home() / ".cache/workloom-bench/peers-venv"))
 PEER_PACKAGES = ["pgqueuer==1.6.*", "procrastinate==3.10.*", "asyncpg", "psycopg[binary]"]
-SCENARIOS = ["drain", "single", "enqueue", "latency", "fanout", "backlog", "sqlite"]
+SCENARIOS = ["drain", "single", "enqueue", "latency", "heartbeat", "fanout", "backlog", "sqlite"]
 CLIENTS = 16
 LATENCY_WORKERS = 10  # as many as procrastinate's worker runs jobs at once in the same scenario
 LATENCY_WAIT = 2.0  # a long-poll's wait, a claim's or a completion's that waits for the next
@@ -66,6 +67,8 @@ class Sizes:
     batch_chunk: int = 500  # loading the other scenarios' queues
     latency: int = 1_000
     latency_rate: float = 200.0
+    heartbeat_held: int = 5_000  # leases held, each renewed once per measurement
+    heartbeat_batch: int = 100  # the leases one worker's batch renews (a worker of 100 slots)
     backlog: tuple[int, ...] = (10_000, 100_000)
     backlog_claims: int = 100
     fanout_subscribers: int = 1_000
@@ -83,6 +86,8 @@ class Sizes:
             enqueue_chunk=100,
             batch_chunk=100,
             latency=60,
+            heartbeat_held=100,
+            heartbeat_batch=20,
             backlog=(500,),
             backlog_claims=10,
             fanout_subscribers=20,
@@ -632,6 +637,40 @@ async def wl_latency(api: Api, queue: str, count: int, rate: float, *, keyed: bo
     }
 
 
+async def wl_heartbeats(api: Api, queue: str, held: int, batch: int, *, batched: bool) -> float:
+    """``held`` leases (claimed, never completed) renewed once each: one ``POST /v1/runs/{id}/heartbeat``
+    per lease from 16 clients, or (``batched``) one ``POST /v1/runs/heartbeat`` per ``batch`` leases, as the
+    SDK's worker renews the leases of the jobs it holds. Renewals/s, and the CPU per renewal."""
+    await api.fill(queue, held, 500)
+    claims = []
+    while len(claims) < held:
+        claims += await api.claim(queue, min(100, held - len(claims)), 0, ref=f"holder-{len(claims) // 100}")
+    pending = iter(claims)
+
+    async def one_by_one() -> None:
+        for c in pending:
+            reply = await api.http.post(f"/v1/runs/{c['run']['id']}/heartbeat", json={"claim_token": c["claim_token"]})
+            if reply.status_code != 200:
+                raise RuntimeError(f"heartbeat: {reply.status_code} {reply.text[:300]}")
+
+    async def in_batches() -> None:
+        for start in range(0, held, batch):
+            body = {
+                "runs": [
+                    {"run_id": c["run"]["id"], "claim_token": c["claim_token"]} for c in claims[start : start + batch]
+                ]
+            }
+            reply = await api.http.post("/v1/runs/heartbeat", json=body)
+            if reply.status_code != 200 or any("error" in item for item in reply.json()["items"]):
+                raise RuntimeError(f"batch heartbeat: {reply.status_code} {reply.text[:300]}")
+
+    with api.per_task("heartbeat", "batch_" if batched else "one_", held):
+        began = time.perf_counter()
+        await (in_batches() if batched else asyncio.gather(*(one_by_one() for _ in range(CLIENTS))))
+        elapsed = time.perf_counter() - began
+    return held / elapsed
+
+
 @contextlib.contextmanager
 def collector_paused() -> Iterator[None]:
     """The load generator's garbage collector paused while it times latencies (as ``timeit`` does), here and
@@ -1012,6 +1051,16 @@ def run_postgres(url: str, wanted: list[str], suite: Suite, python: Path | None)
                     )
                     for key in ("p50_ms", "p99_ms", "max_ms"):
                         suite.record("latency", f"procrastinate_{key}", r and r[key], "ms")
+            if "heartbeat" in wanted:
+                for batched, name in ((False, "one"), (True, "batch")):
+                    renew = functools.partial(
+                        wl_heartbeats,
+                        queue=f"hb-{name}-{tag}",
+                        held=sizes.heartbeat_held,
+                        batch=sizes.heartbeat_batch,
+                        batched=batched,
+                    )
+                    suite.record("heartbeat", f"renewals_{name}", on_api(renew, f"heartbeat_{name}"), "leases/s")
             if "fanout" in wanted:
                 fan = on_api(lambda a: wl_fanout(wl.base, token, a, wl.process.pid, f"fan-{tag}", sizes), "fanout")  # noqa: B023
                 suite.record("fanout", "p50_ms", fan["p50_ms"], "ms")
