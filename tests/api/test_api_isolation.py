@@ -148,6 +148,12 @@ def test_another_workspace_gets_404_for_everything_and_lists_nothing(
             problem = response.json()
             if problem.get("type") != PROBLEMS + "not-found" or "no such endpoint" in problem.get("detail", ""):
                 wrong.append(f"{endpoint}: not the not-found problem of a resource: {problem}")
+        # The batch calls on held runs answer per item: each of A's runs is not found for B
+        item = {"run_id": ids["run"], "claim_token": ids["token"]}
+        for batch in ("start", "heartbeat", "complete"):
+            (outcome,) = ok(b.post(f"/v1/runs/{batch}", json={"runs": [item]}))["items"]
+            if outcome.get("error", {}).get("type") != PROBLEMS + "not-found":
+                wrong.append(f"POST /v1/runs/{batch}: {outcome}")
         assert not wrong, "workspace 'other' reached workspace 'default':\n" + "\n".join(wrong)
         assert state_of_a(api, ids) == before, "requests of another workspace changed workspace A"
 
