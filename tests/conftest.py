@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from databases import PostgresServer, find_postgres, migrate, run_sync
+from databases import UNAVAILABLE_REASON, PostgresServer, find_postgres, migrate, run_sync
 
 REQUIRE_POSTGRES = os.environ.get("WORKLOOM_REQUIRE_POSTGRES") == "1"
 
@@ -38,6 +38,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # this, filterwarnings=error turns a plain Hypothesis failure into an INTERNALERROR.
     config.addinivalue_line("filterwarnings", "ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning")
     config.stash[status_key] = PostgresStatus()
+    if _hands_out_tests(config):
+        _find_postgres_for_workers(config)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -73,6 +75,26 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         for item in session.items:
             if item.get_closest_marker("postgres"):
                 item.add_marker(pytest.mark.skip(reason=message))
+
+
+def _hands_out_tests(config: pytest.Config) -> bool:
+    """Whether this process is pytest-xdist's controller, handing the tests out to worker processes."""
+    return config.getoption("dist", "no") != "no" and not hasattr(config, "workerinput")
+
+
+def _find_postgres_for_workers(config: pytest.Config) -> None:
+    """Under pytest-xdist the controller looks for PostgreSQL once, before the workers start, and tells them
+    what it found through the environment they inherit: a throwaway cluster is started once (and stopped by
+    the controller), a missing server fails the run here rather than in each worker, and the summary that
+    says so loudly is the controller's."""
+    status = _look_for_postgres(config)
+    if status.server is None:
+        if REQUIRE_POSTGRES:
+            pytest.exit(f"WORKLOOM_REQUIRE_POSTGRES=1 but PostgreSQL unavailable: {status.reason}", returncode=3)
+        os.environ["WORKLOOM_TEST_POSTGRES_URL"] = "none"
+        os.environ[UNAVAILABLE_REASON] = status.reason
+    else:
+        os.environ["WORKLOOM_TEST_POSTGRES_URL"] = status.server.admin_url
 
 
 def _look_for_postgres(config: pytest.Config) -> PostgresStatus:

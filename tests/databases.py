@@ -181,11 +181,15 @@ def _postgres_bindir() -> Path | None:
     return None
 
 
+# Why there is no PostgreSQL, as pytest-xdist's controller found (``conftest``), for its workers to report.
+UNAVAILABLE_REASON = "WORKLOOM_TEST_POSTGRES_UNAVAILABLE"
+
+
 def find_postgres() -> tuple[PostgresServer | None, str]:
     """A usable server, or None and the reason there is none."""
     configured = os.environ.get("WORKLOOM_TEST_POSTGRES_URL")
     if configured and configured.lower() == "none":
-        return None, "WORKLOOM_TEST_POSTGRES_URL=none"
+        return None, os.environ.get(UNAVAILABLE_REASON, "WORKLOOM_TEST_POSTGRES_URL=none")
     url = configured or DEFAULT_POSTGRES_URL
     if run_sync(_reachable(url)):
         return PostgresServer(url), f"using {url}"
