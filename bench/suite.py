@@ -1185,6 +1185,19 @@ def evaluate(suite: Suite) -> list[dict[str, Any]]:
     return rows
 
 
+def _commit() -> str | None:
+    """The checkout's commit, with ``+`` when it has changes: which code a table measured."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True)  # fmt: skip
+    except OSError:
+        return None
+    if rev.returncode != 0:
+        return None
+    return rev.stdout.strip() + ("+" if dirty.stdout.strip() else "")
+
+
 def machine(url: str | None) -> dict[str, Any]:
     info: dict[str, Any] = {
         "nproc": os.cpu_count(),
@@ -1335,6 +1348,7 @@ def main(argv: list[str] | None = None) -> int:
     print_report(suite, targets)
     report = {
         "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "commit": _commit(),
         "seconds": round(time.time() - started_at, 1),
         "runs": suite.runs,
         "quick": args.quick,

@@ -863,7 +863,8 @@ class _Batched(Generic[Item]):
             self.flush()
         elif self.timer is None:
             self.timer = loop.call_later(self.delay, self.flush) if self.delay else loop.call_soon(self.flush)
-        return await asyncio.shield(done)  # a cancelled caller must not cancel the others' request
+        # A cancelled caller must not cancel the others' request (and shield marks its outcome read).
+        return await asyncio.shield(done)
 
     def flush(self) -> None:
         if self.timer is not None:
