@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from workloom.store.database import DEFAULT_URL, async_url
+from workloom.store.database import async_url
+from workloom.store.urls import DEFAULT_URL
 
 
 @dataclass(frozen=True, slots=True)

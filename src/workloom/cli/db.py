@@ -6,16 +6,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
-import sqlalchemy as sa
 import typer
 
 from workloom.cli.output import fail
 from workloom.domain.errors import WorkloomError
-from workloom.engine.service import Workloom
-from workloom.store import migrate as migrations
-from workloom.store.database import DEFAULT_URL, async_url
+from workloom.store.urls import DEFAULT_URL
+
+if TYPE_CHECKING:
+    from workloom.engine.service import Workloom
+
+# The engine, the store and SQLAlchemy are imported by the functions that use them: every command loads
+# this module, and the ones that talk to a server through the API should not pay for loading the server.
 
 T = TypeVar("T")
 
@@ -35,6 +38,8 @@ DEFAULT_DATABASE_URL = DEFAULT_URL
 
 def display_url(url: str) -> str:
     """The URL with any password masked, for messages."""
+    import sqlalchemy as sa
+
     try:
         return sa.engine.make_url(url).render_as_string(hide_password=True)
     except sa.exc.ArgumentError:
@@ -43,6 +48,8 @@ def display_url(url: str) -> str:
 
 def sqlite_path(url: str) -> Path | None:
     """The file behind a SQLite URL (``None`` for other databases or in-memory ones)."""
+    import sqlalchemy as sa
+
     try:
         parsed = sa.engine.make_url(url)
     except sa.exc.ArgumentError:
@@ -54,6 +61,10 @@ def sqlite_path(url: str) -> Path | None:
 
 def check_url(url: str) -> None:
     """Refuse a URL no backend can use, before anything tries to connect with it."""
+    import sqlalchemy as sa
+
+    from workloom.store.database import async_url
+
     try:
         async_url(url)
     except sa.exc.ArgumentError:
@@ -65,6 +76,8 @@ def check_url(url: str) -> None:
 def with_database(url: str, op: Callable[[Workloom], Awaitable[T]], *, migrate: bool = False) -> T:
     """Run ``op`` against the database at ``url``: migrated first when ``migrate``, otherwise it must
     already be at the newest schema (reads never create or change a database)."""
+    import sqlalchemy as sa
+
     check_url(url)
     if not migrate:
         path = sqlite_path(url)
@@ -85,6 +98,9 @@ def with_database(url: str, op: Callable[[Workloom], Awaitable[T]], *, migrate: 
 
 
 async def _run(url: str, op: Callable[[Workloom], Awaitable[T]], migrate: bool) -> T:
+    from workloom.engine.service import Workloom
+    from workloom.store import migrate as migrations
+
     wl = Workloom.from_url(url)
     try:
         if migrate:
@@ -100,6 +116,8 @@ async def _run(url: str, op: Callable[[Workloom], Awaitable[T]], migrate: bool) 
 
 
 async def current_revision(wl: Workloom) -> str | None:
+    from workloom.store import migrate as migrations
+
     return await migrations.current_revision(wl.db)
 
 

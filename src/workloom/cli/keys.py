@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from workloom.cli.db import DEFAULT_DATABASE_URL, DatabaseUrl, with_database
 from workloom.cli.output import console, fail, print_json, when
-from workloom.domain.models import ApiKey
+from workloom.domain.models import DEFAULT_WORKSPACE, ApiKey
 from workloom.domain.roles import ROLES
-from workloom.engine.access import DEFAULT_WORKSPACE, IssuedKey
-from workloom.engine.service import Workloom
+
+if TYPE_CHECKING:
+    from workloom.engine.access import IssuedKey
+    from workloom.engine.service import Workloom
 
 app = typer.Typer(help="Create and list API keys.", no_args_is_help=True)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -10,7 +10,9 @@ from rich.table import Table
 from workloom.cli.db import DEFAULT_DATABASE_URL, DatabaseUrl, with_database
 from workloom.cli.output import console, local_time, note, print_json
 from workloom.domain.models import Workspace
-from workloom.engine.service import Workloom
+
+if TYPE_CHECKING:
+    from workloom.engine.service import Workloom
 
 app = typer.Typer(help="List workspaces.", no_args_is_help=True)
 

@@ -18,6 +18,9 @@ from workloom.domain.task_states import TaskStatus
 TASK_SCOPES: tuple[str, ...] = ("global", "workspace")
 
 
+DEFAULT_WORKSPACE = "default"  # the bootstrap key's, and the CLI's when none is named
+
+
 @dataclass(slots=True)
 class Workspace:
     id: str

@@ -12,14 +12,13 @@ from workloom.domain.actors import Actor
 from workloom.domain.clock import Clock
 from workloom.domain.errors import NotFound, Unauthorized, ValidationFailed
 from workloom.domain.ids import new_id
-from workloom.domain.models import ApiKey, Workspace
+from workloom.domain.models import DEFAULT_WORKSPACE, ApiKey, Workspace
 from workloom.domain.roles import ROLES
 from workloom.domain.secrets import hash_secret, new_secret
 from workloom.engine.principal import Principal
 from workloom.store import workspaces as store
 from workloom.store.database import Database
 
-DEFAULT_WORKSPACE = "default"
 ACTOR_KIND_BY_ROLE = {"admin": "human", "member": "human", "agent": "agent_session"}
 
 

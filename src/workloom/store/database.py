@@ -19,7 +19,6 @@ from sqlalchemy.util import await_only
 from workloom.store import fast
 from workloom.store.fast import CommitUnknown
 
-DEFAULT_URL = "sqlite:///./workloom.db"
 SQLITE_BUSY_SECONDS = 10  # how long a SQLite connection waits for another's lock before "database is locked"
 # A read whose connection was lost under it runs again on another, at most this many times in all: more
 # than one, since the connections PostgreSQL ended together are seen dead one by one.
