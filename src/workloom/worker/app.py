@@ -19,10 +19,11 @@ shared by every queue; a handler may cap its own share), long-polling ``wait_sec
 empty; on a busy queue, the completions of finished jobs (sent together) claim the next runs for the slots
 they free, in the same request. Each claimed run is started (a claim's runs together), handled (async
 handlers as asyncio tasks, sync ones in their own thread) and heartbeated every third of its lease,
-carrying the progress and usage the handler reported. A heartbeat
-refused because the lease is gone (the task was canceled, or the lease ran out and someone else has the task)
-cancels the handler: an async handler gets ``CancelledError``, a sync one sees ``job.cancelled`` set, and what
-either produces afterwards is dropped. A return value completes the run; ``Release`` gives the task back; any
+carrying the progress and usage the handler reported; the heartbeats due together (a grid of a quarter of
+that third) are one request for all the jobs. A heartbeat refused because the lease is gone (the task
+was canceled, or the lease ran out and someone else has the task) cancels the handler: an async handler
+gets ``CancelledError``, a sync one sees ``job.cancelled`` set, and what either produces afterwards is
+dropped. A return value completes the run; ``Release`` gives the task back; any
 other exception fails the run, retryable unless it is a ``NonRetryableError`` or the ``retryable`` predicate
 says no. SIGTERM or SIGINT stops claiming and lets in-flight jobs finish for ``grace_period`` seconds; jobs
 still running then are cancelled and released, and ``run()`` returns (a second signal skips the wait).
