@@ -24,6 +24,7 @@ from workloom.engine.service import Workloom
 from workloom.engine.tasks import NewTask
 from workloom.engine.unit import IdempotencyKey, Unit
 from workloom.store import events as event_store
+from workloom.store import fast
 from workloom.store.database import plain_url
 from workloom.store.numbers import RESERVE
 
@@ -119,6 +120,54 @@ async def test_a_call_whose_connection_dies_before_its_commit_runs_again_on_anot
         assert task.title == "attempt 2"
         titles = [t.title for t in (await h.list(ListQuery(limit=100))).items]
         assert titles == ["attempt 2"]
+
+
+async def _end_and_see_ended(pg_url: str, u: Unit) -> None:
+    """End the session under the unit's connection, and wait until asyncpg has read that it ended (as it
+    does when the loop turns while the call awaits something else), sending nothing on it."""
+    raw = await fast.driver(u.conn, begin=False)
+    killer = await asyncpg.connect(plain_url(pg_url))
+    try:
+        await killer.execute("SELECT pg_terminate_backend($1)", raw.get_server_pid())
+    finally:
+        await killer.close()
+    async with asyncio.timeout(10):
+        while not raw.is_closed():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)  # asyncpg reading the server's goodbye, polled
+
+
+@pytest.mark.parametrize("begun", [False, True], ids=["its-one-statement-unsent", "its-commit-unsent"])
+async def test_a_call_whose_connection_ended_before_it_sent_its_commit_runs_again(pg_url: str, begun: bool) -> None:
+    """The server ended the session while the call awaited something else, and asyncpg saw it before the
+    call sent what would commit it: a create's one statement (sent without BEGIN, which commits itself), or
+    the COMMIT of a transaction whose statements ran. Nothing of it committed, so it runs again on another
+    connection — it used to be answered "outcome unknown" (found by the database-restart API test under
+    load)."""
+    async with engine(pg_url, pool_size=2) as h:
+        for n in range(2):  # the queue made, and known to the cache: a create is then its one statement
+            await h.create(f"before {n}", queue="q")
+        attempts = 0
+
+        async def create_losing_the_first_connection(u: Unit) -> Any:
+            nonlocal attempts
+            attempts += 1
+            if begun:
+                await u.conn.execute(sa.text("SELECT 1"))  # BEGIN goes with it
+            elif attempts == 1:
+                await _end_and_see_ended(pg_url, u)  # before the create's one statement is built
+            made = await tasks.create(u, NewTask(title=f"attempt {attempts}", queue="q"))
+            if begun:
+                await u.flush()
+                if attempts == 1:
+                    await _end_and_see_ended(pg_url, u)  # its statements ran; its COMMIT is still to go
+            return made
+
+        task = await h.wl.run(h.principal, create_losing_the_first_connection, shared=True)  # as a create is run
+
+        assert attempts == 2
+        assert task.title == "attempt 2"
+        titles = {t.title for t in (await h.list(ListQuery(limit=100))).items}
+        assert titles == {"before 0", "before 1", "attempt 2"}
 
 
 async def test_a_read_whose_connection_dies_under_it_runs_again_on_another(pg_url: str) -> None:

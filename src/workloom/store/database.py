@@ -184,6 +184,11 @@ class Database:
             async with conn.begin():
                 with _lost_if_dead(conn):
                     yield conn
+                    # Ended with its transaction begun but its COMMIT not yet sent: nothing of it committed, so
+                    # it may run again. (A unit whose one statement went without BEGIN committed already.)
+                    if _dead(conn) and fast.driver_began(conn):
+                        await conn.invalidate()  # nothing to roll back on a session that is gone
+                        raise ConnectionLost("the database connection closed before the transaction committed")
                 committing = True
             clean = True
         except Exception as exc:

@@ -602,6 +602,14 @@ async def driver(conn: AsyncConnection, *, begin: bool = True) -> asyncpg.Connec
     return raw
 
 
+def driver_began(conn: AsyncConnection) -> bool:
+    """Whether a transaction was begun (BEGIN sent) on the asyncpg connection under ``conn`` and not yet
+    ended: false for a unit whose one statement went without BEGIN and so committed itself."""
+    if conn.closed or conn.sync_connection is None:
+        return False
+    return getattr(_adapted(conn), "_transaction", None) is not None
+
+
 def driver_closed(conn: AsyncConnection) -> bool:
     """Whether the asyncpg connection under ``conn`` has closed (its session ended by the server): what
     SQLAlchemy does not see when the statement that met it went to asyncpg directly."""
@@ -790,10 +798,13 @@ async def write_all(conn: AsyncConnection, writes: Sequence[Write], *, final: bo
     text = _joined(sql)
     raw = await driver(conn, begin=not final)
     alone = not raw.is_in_transaction()  # sent without BEGIN: this statement commits itself
+    # A connection the server ended while this call awaited something else (asyncpg has read its end) is
+    # refused before anything is sent: nothing ran, so the call may run again on another (``ConnectionLost``).
+    sent = not raw.is_closed()
     try:
         await raw.execute(text, *args)
     except Exception as error:
-        if alone and raw.is_closed():
+        if alone and sent and raw.is_closed():
             raise CommitUnknown(
                 "the database connection closed under the statement that was its transaction"
             ) from error
