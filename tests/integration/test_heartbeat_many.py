@@ -109,3 +109,28 @@ async def test_renewing_many_leases_is_one_read_and_one_write(h: Harness, monkey
     assert _kinds(outcomes) == ["renewed"] * 50
     # Begin; the fifty runs read and locked; their leases renewed in one statement; commit.
     assert trips.sent == ["BEGIN", "SELECT", "UPDATE", "COMMIT"]
+
+
+@POSTGRES_ONLY
+async def test_beats_that_report_progress_are_written_together_too(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    held = await _claimed(h, 40)
+    trips = RoundTrips(monkeypatch)
+    h.clock.advance(5)
+    beats = [
+        Beat(c.run.id, c.claim_token, progress={"step": i} if i % 2 else None, usage={"tokens": i} if i % 4 else None)
+        for i, c in enumerate(held)
+    ]
+
+    trips.on = True
+    outcomes = await h.do(lambda u: runs.heartbeat_many(u, beats))
+    trips.on = False
+
+    assert _kinds(outcomes) == ["renewed"] * 40
+    # Begin; the runs read and locked; the two kinds of beat written together; the twenty run.progress
+    # events numbered in their tasks' sequences and written; commit. (One update a reporting beat before.)
+    assert trips.sent == ["BEGIN", "SELECT", "WITH", "UPDATE", "INSERT", "COMMIT"]
+    for i, claim in enumerate(held):
+        run = await h.run(claim.run.id)
+        assert run.progress == ({"step": i} if i % 2 else None)
+        assert run.usage == ({"tokens": i} if i % 4 else None)
+        assert run.lease_until == h.clock.now() + timedelta(seconds=30)

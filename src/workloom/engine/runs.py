@@ -505,9 +505,9 @@ class HeartbeatMany(BatchOfRuns[Beat]):
 async def heartbeat_many(u: Unit, beats: list[Beat]) -> list[Run | WorkloomError]:
     """Heartbeat many held runs, each on its own as ``heartbeat`` would: a run whose token no longer holds
     it is refused (a lapsed lease expired) while the others' leases are renewed. One unit of work: the runs
-    read and locked in one statement and, where a beat only renews the lease, renewed in one. A run sent
-    twice is renewed by its first item; the second is given the same answer. Per item, the run or its
-    refusal."""
+    read and locked in one statement and renewed in one (those that bring progress or usage in a second,
+    sent with it). A run sent twice is renewed by its first item; the second is given the same answer. Per
+    item, the run or its refusal."""
     return await HeartbeatMany(beats)(u)
 
 
@@ -516,6 +516,7 @@ async def _beat_each(u: Unit, beats: list[Beat]) -> list[Run | WorkloomError]:
     outcomes: dict[int, Run | WorkloomError] = {}
     decided: dict[str, Run | WorkloomError] = {}  # by run id: what its first item holding the token had
     renewed: list[dict[str, Any]] = []  # beats that only move the lease, written together
+    reported: list[dict[str, Any]] = []  # beats that bring progress or usage too, written together
     for i in sorted(range(len(beats)), key=lambda i: beats[i].run_id):
         beat = beats[i]
         run = found.get(beat.run_id)
@@ -539,12 +540,18 @@ async def _beat_each(u: Unit, beats: list[Beat]) -> list[Run | WorkloomError]:
         if beat.progress is None and beat.usage is None:
             renewed.append({"run_id": run.id, **values})
         else:
-            await store.run_update(u.conn, run.id, values, expected_status=run.status)
+            reported.append({"run_id": run.id, "progress": run.progress, "usage": run.usage, **values})
             if beat.progress is not None:
                 payload = {"progress": beat.progress}
                 await record(u, "run.progress", task_id=run.task_id, run_id=run.id, payload=payload)
         outcomes[i] = decided[beat.run_id] = changed(run, **values)
-    u.write_later([store.run_renew_writes(renewed)] if renewed else [])
+    u.write_later(
+        [
+            store.run_renew_writes(rows, reports=reports)
+            for rows, reports in ((renewed, False), (reported, True))
+            if rows
+        ]
+    )
     return [outcomes[i] for i in range(len(beats))]
 
 

@@ -188,19 +188,24 @@ def run_start_writes(rows_: list[dict[str, Any]]) -> Write:
     return Write(_START, rows_, len(rows_))
 
 
-_RENEW = Statement(
-    sa.update(runs)
-    .where(runs.c.id == sa.bindparam("run_id"))
-    .values(
-        heartbeat_at=sa.bindparam("heartbeat_at", type_=runs.c.heartbeat_at.type),
-        lease_until=sa.bindparam("lease_until", type_=runs.c.lease_until.type),
-    )
-)
+def _renew(reports: bool) -> Statement:
+    values: dict[str, Any] = {
+        "heartbeat_at": sa.bindparam("heartbeat_at", type_=runs.c.heartbeat_at.type),
+        "lease_until": sa.bindparam("lease_until", type_=runs.c.lease_until.type),
+    }
+    if reports:
+        values["progress"] = sa.bindparam("progress", type_=runs.c.progress.type)
+        values["usage"] = sa.bindparam("usage", type_=runs.c.usage.type)
+    return Statement(sa.update(runs).where(runs.c.id == sa.bindparam("run_id")).values(values))
 
 
-def run_renew_writes(rows_: list[dict[str, Any]]) -> Write:
-    """Leases (of runs locked by the caller) renewed, as one write: run_id, heartbeat_at, lease_until."""
-    return Write(_RENEW, rows_, len(rows_))
+_RENEW = {False: _renew(False), True: _renew(True)}
+
+
+def run_renew_writes(rows_: list[dict[str, Any]], *, reports: bool = False) -> Write:
+    """Leases (of runs locked by the caller) renewed, as one write: run_id, heartbeat_at, lease_until, and
+    with ``reports`` the runs' progress and usage as they now are."""
+    return Write(_RENEW[reports], rows_, len(rows_))
 
 
 async def run_claim(
