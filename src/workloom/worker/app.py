@@ -23,10 +23,10 @@ carrying the progress and usage the handler reported; the heartbeats due togethe
 that third) are one request for all the jobs. A heartbeat refused because the lease is gone (the task
 was canceled, or the lease ran out and someone else has the task) cancels the handler: an async handler
 gets ``CancelledError``, a sync one sees ``job.cancelled`` set, and what either produces afterwards is
-dropped. A return value completes the run; ``Release`` gives the task back; any
-other exception fails the run, retryable unless it is a ``NonRetryableError`` or the ``retryable`` predicate
-says no. SIGTERM or SIGINT stops claiming and lets in-flight jobs finish for ``grace_period`` seconds; jobs
-still running then are cancelled and released, and ``run()`` returns (a second signal skips the wait).
+dropped. A return value completes the run; ``Release`` gives the task back; any other exception fails the
+run, retryable unless it is a ``NonRetryableError`` or the ``retryable`` predicate says no. SIGTERM or
+SIGINT stops claiming and lets in-flight jobs finish for ``grace_period`` seconds; jobs still running then
+are cancelled and released, and ``run()`` returns (a second signal skips the wait).
 """
 
 from __future__ import annotations
@@ -837,7 +837,7 @@ COMPLETE_DELAY = 0.005  # seconds a finished job waits for others to share its c
 COMPLETE_BATCH = 100
 START_BATCH = 1000  # the server's most per batch
 BEAT_DELAY = 0.005  # seconds a heartbeat waits for others due with it (``_due``) to share its request
-BEAT_BATCH = 1000
+BEAT_BATCH = 1000  # the server's most per batch
 
 Item = TypeVar("Item")
 
