@@ -476,7 +476,7 @@ def heartbeat_runs(runs: Sequence[BeatLike]) -> Call[list[RunOutcome]]:
         if isinstance(item, tuple):
             payload.append({"run_id": item[0], "claim_token": item[1]})
         else:
-            payload.append(body(**{k: jsonable(v) if k in ("progress", "usage") else v for k, v in item.items()}))
+            payload.append(body(**item))
     return Call("POST", path("runs", "heartbeat"), _items(RunOutcome), json={"runs": payload}, idempotent=True)
 
 
