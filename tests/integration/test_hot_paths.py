@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import threading
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
 from typing import Any, Protocol
@@ -397,11 +398,13 @@ async def test_one_of_matches_exactly_the_listed_rows_for_no_one_and_many(h: Har
 class RoundTrips:
     """What asyncpg sends to the server (each statement, BEGIN and COMMIT included) while ``on``, by first
     word; the wake-ups (``pg_notify``, and whether anyone else listens, sent after commit on a connection of
-    their own) left out."""
+    their own) left out, and so is whatever another thread sends meanwhile (the test databases dropped in the
+    background, ``databases.PostgresServer.drop_later``)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.sent: list[str] = []
-        self.on = False
+        self._on = False
+        self._thread = threading.get_ident()
         connection = asyncpg.connection.Connection
         for name in ("_execute", "execute", "executemany"):
             monkeypatch.setattr(connection, name, self._counting(name, getattr(connection, name)))
@@ -415,6 +418,15 @@ class RoundTrips:
             return await fetch(statement, *args, **kwargs)
 
         monkeypatch.setattr(prepared, "fetch", fetch_counted)
+
+    @property
+    def on(self) -> bool:
+        """Counting, and in the thread that counts."""
+        return self._on and threading.get_ident() == self._thread
+
+    @on.setter
+    def on(self, value: bool) -> None:
+        self._on = value
 
     def _counting(self, name: str, method: Any) -> Any:
         async def counted(conn: Any, query: str, *args: Any, **kwargs: Any) -> Any:
