@@ -19,16 +19,24 @@ import pytest
 BOOT_TIMEOUT = 30.0
 
 
-def poll(condition: Callable[[], Any], what: str, timeout: float = 60.0, interval: float = 0.05) -> Any:
-    """The first truthy value of ``condition()`` within ``timeout`` seconds, or fail naming ``what``: for a
-    state the server shows (over HTTP, in its log) but announces to nobody."""
+def poll(
+    condition: Callable[[], Any],
+    what: str,
+    timeout: float = 60.0,
+    interval: float = 0.05,
+    *,
+    why: Callable[[], str] | None = None,
+) -> Any:
+    """The first truthy value of ``condition()`` within ``timeout`` seconds, or fail naming ``what`` (and
+    what ``why`` says then): for a state the server shows (over HTTP, in its log) but announces to nobody."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}; last value: {value!r}")
+            detail = f"\n{why()}" if why is not None else ""
+            pytest.fail(f"timed out after {timeout}s waiting for {what}; last value: {value!r}{detail}")
         time.sleep(interval)  # between looks at the condition, bounded by the deadline
 
 

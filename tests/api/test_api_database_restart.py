@@ -115,6 +115,16 @@ class Follower:
             return len(self.completed)
 
 
+def _stream_report(follower: Follower, workers: Workers, server: ServerProcess) -> str:
+    """What a stream that fell short missed, and what its server logged above info: for the next reader."""
+    with follower.lock:
+        delivered = set(follower.completed)
+    with workers.lock:
+        missing = sorted(set(workers.completed) - delivered)
+    logged = [line for line in server.log_path.read_text().splitlines() if '"level":"info"' not in line]
+    return f"completions not delivered: {missing}\nthe stream's server logged:\n" + "\n".join(logged[-40:])
+
+
 def _server_errors(servers: list[ServerProcess]) -> list[dict[str, float]]:
     """Each server's own count of the requests it answered with a 5xx, by status."""
     return [_errors_of(server) for server in servers]
@@ -163,7 +173,12 @@ def test_no_call_fails_and_no_task_is_lost_when_the_database_ends_every_session(
                 if cut < CUTS:
                     assert run_sync(_end_every_session(server.database_url)) >= 2
             poll(lambda: workers.count() >= TASKS, "every task to be completed", 60)
-            poll(lambda: follower.count() >= TASKS or follower.ended, "the stream to deliver every completion", 60)
+            poll(
+                lambda: follower.count() >= TASKS or follower.ended,
+                "the stream to deliver every completion",
+                60,
+                why=lambda: _stream_report(follower, workers, started[-1]),
+            )
             following.result(timeout=5)
         finally:
             workers.stop.set()
