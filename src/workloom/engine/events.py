@@ -70,7 +70,7 @@ READ_BATCH = 500
 SUBSCRIPTION_BUFFER = 1000
 
 
-_Batch = tuple[list[Event], frozenset[int]]
+_Batch = tuple[list[Event], frozenset[int] | None]
 
 
 class EventReader:
@@ -184,14 +184,15 @@ class _Horizon:
     """How far a read of the log may be handed out, where a later sequence number can commit before an
     earlier one (PostgreSQL takes them before commit).
 
-    An event numbered below the last one a read saw, and not seen by it, can only belong to a transaction
-    that was in flight when the read's snapshot was taken: it took its number before that last event was
-    written, and so its transaction id before that event committed. So the events a read saw are handed out
-    once a later read finds every one of those transactions ended, and that later read (which sees all they
-    committed) supplies them. A read that found no number missing up to its last event, or none in flight,
-    is whole at once (the common case: a transaction takes its numbers just before its commit). A
-    transaction that stays open past ``HORIZON_PATIENCE_SECONDS`` (a session left idle inside its transaction) is
-    no longer waited for.
+    An event numbered below the last one a read saw, and not seen by it, belongs to a transaction that took
+    its number before that last event was written: in flight when the read's snapshot was taken, or about to
+    be (a transaction whose first write is its events takes their numbers just before its id). So the events
+    a read saw are handed out once a later read finds every transaction in flight at the first ended, and
+    that later read (which sees all they committed) supplies them; with a number missing and none in flight,
+    the later read is waited for all the same. A read that found no number missing up to its last event is
+    whole at once (the common case: a transaction takes its numbers just before its commit). A transaction
+    that stays open past ``HORIZON_PATIENCE_SECONDS`` (a session left idle inside its transaction) is no
+    longer waited for.
 
     (A horizon written with each event, the next transaction id as of its statement's snapshot, did not do:
     a transaction that took its id after that snapshot and its number before the event's could still be
@@ -202,17 +203,21 @@ class _Horizon:
         self._pending_since = 0.0
         self._given_up: frozenset[int] = frozenset()  # in flight past our patience: no longer waited for
 
-    def deliverable(self, batch: list[Event], in_flight: frozenset[int]) -> tuple[int, bool]:
+    def deliverable(self, batch: list[Event], in_flight: frozenset[int] | None) -> tuple[int, bool]:
         """How many events of ``batch`` (in order) may go out, and whether the rest are held back;
-        ``in_flight``: the transactions that may yet commit an event below the last of ``batch``."""
-        if not in_flight:
+        ``in_flight``: where a number below the last of ``batch`` is missing, the transactions that may yet
+        commit it (None: none is missing).
+
+        A number missing with nothing in flight is waited for too, for one more read: the transaction that
+        took it may not have had its id yet (one whose first write is its events takes their numbers just
+        before its id). The next read's snapshot, later, has that id in flight if it has not ended. Handed
+        out at once, an event committed that way was passed for good (seen: one completion missing from a
+        stream, under load, while every session of the database was ended and made again)."""
+        if in_flight is None or not batch:
             self._pending = None
             return len(batch), False
         self._given_up &= in_flight  # an ended transaction's id never comes back
         waiting_for = in_flight - self._given_up
-        if not waiting_for:
-            self._pending = None
-            return len(batch), False
         whole_up_to: int | None = None
         if self._pending is not None:
             up_to, pending = self._pending

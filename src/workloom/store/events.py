@@ -49,7 +49,7 @@ _IN_FLIGHT: sa.ColumnClause[Any] = sa.literal_column(
     " WHERE (x::text::bigint & 4294967295) NOT IN (SELECT backend_xid::text::bigint FROM pg_stat_activity"
     " WHERE datname IS DISTINCT FROM current_database() AND backend_xid IS NOT NULL))"
 )
-_NONE_IN_FLIGHT: sa.ColumnClause[Any] = sa.literal_column("'{}'::bigint[]")
+_WHOLE: sa.ColumnClause[Any] = sa.literal_column("NULL::bigint[]")
 # How many numbers past the cursor a read checks for gaps (an index-only count of every workspace's
 # events); past it, the read waits on the transactions in flight instead.
 GAP_CHECK_SPAN = 5000
@@ -57,15 +57,16 @@ GAP_CHECK_SPAN = 5000
 
 async def event_list_after(
     conn: AsyncConnection, workspace_id: str, *, after: int, limit: int = 500
-) -> tuple[list[Event], frozenset[int]]:
-    """Events after a global sequence, in order; and the transactions of this database that may yet commit
-    an event numbered below the last one read.
+) -> tuple[list[Event], frozenset[int] | None]:
+    """Events after a global sequence, in order; and, where some number below the last one read is missing,
+    the transactions of this database in flight that may yet commit it (None where none is missing).
 
     On PostgreSQL a number is taken before its transaction commits, so a smaller one can commit later. None
     can where every number from ``after`` to the last event read belongs to a committed event, of any
-    workspace (counted in the same snapshot): nothing is in flight then. Else the answer is every
-    transaction in flight at the read's snapshot, since one holding a missing number took it before the
-    last event read was written. On SQLite, whose commits are serial, nothing is ever in flight."""
+    workspace (counted in the same snapshot). Else the answer is every transaction in flight at the read's
+    snapshot — which may be none even so: a transaction whose first write is its events takes their numbers
+    just before it takes its transaction id (``engine.events._Horizon`` reads again before trusting that).
+    On SQLite, whose commits are serial, nothing is ever missing."""
     selected = (
         sa.select(events)
         .where(events.c.workspace_id == workspace_id, events.c.sequence > after)
@@ -73,7 +74,7 @@ async def event_list_after(
         .limit(limit)
     )
     if conn.dialect.name != "postgresql":
-        return [rows.event(row) for row in (await conn.execute(selected)).mappings()], frozenset()
+        return [rows.event(row) for row in (await conn.execute(selected)).mappings()], None
     batch = selected.cte("batch")
     last = sa.select(sa.func.max(batch.c.sequence)).scalar_subquery()
     present = (
@@ -83,10 +84,12 @@ async def event_list_after(
     )
     # Whole: the in-flight list (pg_stat_activity, the costlier part) is not even made, as a CASE branch
     # not taken never runs its subquery.
-    in_flight = sa.case((present == last - after, _NONE_IN_FLIGHT), else_=_IN_FLIGHT)
+    in_flight = sa.case((present == last - after, _WHOLE), else_=_IN_FLIGHT)
     stmt = sa.select(batch, in_flight.label("in_flight")).order_by(batch.c.sequence)
     found = (await conn.execute(stmt)).mappings().all()
-    return [rows.event(row) for row in found], frozenset(found[0]["in_flight"]) if found else frozenset()
+    if not found or found[0]["in_flight"] is None:
+        return [rows.event(row) for row in found], None
+    return [rows.event(row) for row in found], frozenset(found[0]["in_flight"])
 
 
 async def event_last_sequence(conn: AsyncConnection, workspace_id: str) -> int:
