@@ -428,7 +428,8 @@ async def heartbeat(
 
 
 def _holding(u: Unit, run: Run | None, token: str | None) -> bool:
-    """Whether ``token`` holds ``run`` within its lease: a heartbeat's common case, decided on the run row."""
+    """Whether ``token`` holds ``run`` within its lease, decided on the run row alone (no task read): the
+    common case of a heartbeat, and of each item of a batch start or heartbeat (``_each_held``)."""
     return (
         run is not None
         and token is not None
@@ -512,30 +513,11 @@ async def heartbeat_many(u: Unit, beats: list[Beat]) -> list[Run | WorkloomError
 
 
 async def _beat_each(u: Unit, beats: list[Beat]) -> list[Run | WorkloomError]:
-    found = await store.run_get_many(u.conn, u.workspace_id, sorted({b.run_id for b in beats}), lock=True)
-    outcomes: dict[int, Run | WorkloomError] = {}
-    decided: dict[str, Run | WorkloomError] = {}  # by run id: what its first item holding the token had
     renewed: list[dict[str, Any]] = []  # beats that only move the lease, written together
     reported: list[dict[str, Any]] = []  # beats that bring progress or usage too, written together
-    for i in sorted(range(len(beats)), key=lambda i: beats[i].run_id):
+
+    async def renew(i: int, run: Run) -> Run:
         beat = beats[i]
-        run = found.get(beat.run_id)
-        if beat.run_id in decided and run is not None and matches(beat.token, run.claim_token_hash):
-            outcomes[i] = decided[beat.run_id]
-            continue
-        if not _holding(u, run, beat.token):
-            try:
-                held = await _held(u, beat.run_id, beat.token, prefetched=(run, {}))
-            except WorkloomError as refused:  # raised before anything of this run was written
-                outcomes[i] = refused
-                continue
-            if held is None:
-                assert u.deferred_error is not None
-                outcomes[i] = decided[beat.run_id] = u.deferred_error
-                u.deferred_error = None
-                continue
-            run = held[0]
-        assert run is not None
         values = _beat(u, run, beat.extend_seconds, beat.progress, beat.usage)
         if beat.progress is None and beat.usage is None:
             renewed.append({"run_id": run.id, **values})
@@ -544,7 +526,9 @@ async def _beat_each(u: Unit, beats: list[Beat]) -> list[Run | WorkloomError]:
             if beat.progress is not None:
                 payload = {"progress": beat.progress}
                 await record(u, "run.progress", task_id=run.task_id, run_id=run.id, payload=payload)
-        outcomes[i] = decided[beat.run_id] = changed(run, **values)
+        return changed(run, **values)
+
+    outcomes = await _each_held(u, [(b.run_id, b.token) for b in beats], renew)
     u.write_later(
         [
             store.run_renew_writes(rows, reports=reports)
@@ -552,7 +536,41 @@ async def _beat_each(u: Unit, beats: list[Beat]) -> list[Run | WorkloomError]:
             if rows
         ]
     )
-    return [outcomes[i] for i in range(len(beats))]
+    return outcomes
+
+
+async def _each_held(
+    u: Unit, items: list[tuple[str, str]], act: Callable[[int, Run], Awaitable[Run]]
+) -> list[Run | WorkloomError]:
+    """A batch's (run id, token) items, each as its single call would take it, in run id order (the order
+    the runs are locked in, in one statement): a run the token holds within its lease goes to ``act`` (the
+    item's index, the run → its outcome); any other is refused — a lapsed lease expired, its task requeued,
+    and refused after the commit like the others. A run sent twice is acted on once, both items given the
+    outcome. Per item, the outcome or the refusal."""
+    found = await store.run_get_many(u.conn, u.workspace_id, sorted({run_id for run_id, _ in items}), lock=True)
+    outcomes: dict[int, Run | WorkloomError] = {}
+    decided: dict[str, Run | WorkloomError] = {}  # by run id: what its first item holding the token had
+    for i in sorted(range(len(items)), key=lambda i: items[i][0]):
+        run_id, token = items[i]
+        run = found.get(run_id)
+        if run_id in decided and run is not None and matches(token, run.claim_token_hash):
+            outcomes[i] = decided[run_id]
+            continue
+        if not _holding(u, run, token):
+            try:
+                held = await _held(u, run_id, token, prefetched=(run, {}))
+            except WorkloomError as refused:  # raised before anything of this run was written
+                outcomes[i] = refused
+                continue
+            if held is None:
+                assert u.deferred_error is not None
+                outcomes[i] = decided[run_id] = u.deferred_error
+                u.deferred_error = None
+                continue
+            run = held[0]
+        assert run is not None
+        outcomes[i] = decided[run_id] = await act(i, run)
+    return [outcomes[i] for i in range(len(items))]
 
 
 async def complete(u: Unit, run_id: str, token: str | None, result: Any, usage: dict[str, Any] | None = None) -> Run:
@@ -774,42 +792,25 @@ async def start_many(u: Unit, items: list[tuple[str, str]]) -> list[Run | Worklo
 
 
 async def _start_each(u: Unit, items: list[tuple[str, str]]) -> list[Run | WorkloomError]:
-    pairs = await held_store.runs_with_tasks(u.conn, u.workspace_id, [run_id for run_id, _ in items])
-    tasks = {task.id: task for _, task in pairs.values()}
-    outcomes: dict[int, Run | WorkloomError] = {}
-    decided: dict[str, Run | WorkloomError] = {}  # by run id: what its first item holding the token had
     moved: list[dict[str, Any]] = []
-    for i in sorted(range(len(items)), key=lambda i: items[i][0]):
-        run_id, token = items[i]
-        pair = pairs.get(run_id)
-        if run_id in decided and pair is not None and matches(token, pair[0].claim_token_hash):
-            outcomes[i] = decided[run_id]  # the same run sent twice is started once
-            continue
-        try:
-            found_held = await _held(u, run_id, token, prefetched=(pair[0] if pair else None, tasks))
-        except WorkloomError as refused:  # raised before anything of this run was written
-            outcomes[i] = refused
-            continue
-        if found_held is None:
-            assert u.deferred_error is not None
-            outcomes[i] = decided[run_id] = u.deferred_error
-            u.deferred_error = None
-            continue
-        run = found_held[0]
-        if run.status != "running":
-            target = run_states.apply(run.status, "start")
-            moved.append({"run_id": run.id, "status": target, "started_at": u.now})
-            await record(
-                u,
-                "run.started",
-                task_id=run.task_id,
-                run_id=run.id,
-                payload={"from_status": run.status, "status": target, "attempt": run.attempt},
-            )
-            run = changed(run, status=target, started_at=u.now)
-        outcomes[i] = decided[run_id] = run
+
+    async def start_one(_: int, run: Run) -> Run:
+        if run.status == "running":
+            return run
+        target = run_states.apply(run.status, "start")
+        moved.append({"run_id": run.id, "status": target, "started_at": u.now})
+        await record(
+            u,
+            "run.started",
+            task_id=run.task_id,
+            run_id=run.id,
+            payload={"from_status": run.status, "status": target, "attempt": run.attempt},
+        )
+        return changed(run, status=target, started_at=u.now)
+
+    outcomes = await _each_held(u, items, start_one)
     u.write_later([store.run_start_writes(moved)] if moved else [])
-    return [outcomes[i] for i in range(len(items))]
+    return outcomes
 
 
 async def _complete_each(u: Unit, items: list[_Completing]) -> list[Run | WorkloomError]:
