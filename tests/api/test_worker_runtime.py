@@ -27,7 +27,7 @@ import httpx
 import pytest
 from serverproc import ServerProcess, metric, poll
 
-from workloom.client import AsyncClient, Client, Run
+from workloom.client import AsyncClient, Client, Run, Task
 from workloom.worker import Job, NonRetryableError, Release, Worker
 
 WORKERS = Path(__file__).parent / "workers"
@@ -542,6 +542,20 @@ class CountingTransport(httpx.AsyncHTTPTransport):
         return httpx.Response(response.status_code, headers=response.headers, content=body)
 
 
+@contextlib.asynccontextmanager
+async def counted_worker(
+    server: ServerProcess, queue: str, tasks: int, concurrency: int, **queue_settings: Any
+) -> AsyncIterator[tuple[AsyncClient, CountingTransport, list[Task], Worker]]:
+    """A client whose requests are counted, ``tasks`` tasks queued in ``queue``, and a worker (no handler yet)
+    with ``concurrency`` slots on that client."""
+    transport = CountingTransport()
+    async with AsyncClient(server.url, server.token, transport=transport) as client:
+        await client.create_queue(queue, **queue_settings)
+        made = await client.create_tasks([{"title": f"{queue} {i}", "queue": queue} for i in range(tasks)])
+        yield client, transport, made, Worker(client, name=queue, concurrency=concurrency, wait_seconds=1,
+                                               grace_period=5)  # fmt: skip
+
+
 async def queue_completed(client: AsyncClient, queue: str) -> bool:
     return all(t.status == "completed" for t in (await client.list_tasks(queue=queue)).items)
 
@@ -550,13 +564,9 @@ async def queue_completed(client: AsyncClient, queue: str) -> bool:
 async def test_the_runs_of_one_claim_are_started_in_one_request(server: ServerProcess) -> None:
     """Each handler runs only once its run is ``running``; the worker starts a claim's runs together (one
     request, not one per run: a per-run start cost the default worker ~7x its throughput on a busy queue)."""
-    transport = CountingTransport()
     go = asyncio.Event()
     seen: dict[str, str] = {}
-    async with AsyncClient(server.url, server.token, transport=transport) as client:
-        await client.create_queue("started")
-        made = await client.create_tasks([{"title": f"s{i}", "queue": "started"} for i in range(12)])
-        app = Worker(client, name="starter", concurrency=12, wait_seconds=1, grace_period=5)
+    async with counted_worker(server, "started", tasks=12, concurrency=12) as (client, transport, made, app):
 
         @app.handler("started")
         async def handle(job: Job) -> None:
@@ -577,12 +587,8 @@ async def test_the_runs_of_one_claim_are_started_in_one_request(server: ServerPr
 async def test_a_busy_workers_completions_claim_its_next_runs(server: ServerProcess) -> None:
     """A batch of completions claims the queue's next runs for the slots it frees, in the same request: a
     busy worker does not also send a claim per batch."""
-    transport = CountingTransport()
     done: Counter[str] = Counter()
-    async with AsyncClient(server.url, server.token, transport=transport) as client:
-        await client.create_queue("chained")
-        made = await client.create_tasks([{"title": f"c{i}", "queue": "chained"} for i in range(36)])
-        app = Worker(client, name="chained", concurrency=12, wait_seconds=1, grace_period=5)
+    async with counted_worker(server, "chained", tasks=36, concurrency=12) as (client, transport, made, app):
 
         @app.handler("chained")
         async def handle(job: Job) -> None:
@@ -600,12 +606,14 @@ async def test_a_busy_workers_completions_claim_its_next_runs(server: ServerProc
 async def test_the_leases_of_jobs_claimed_together_are_renewed_together(server: ServerProcess) -> None:
     """Heartbeats fall due on a shared grid and are sent as one ``POST /v1/runs/heartbeat`` for every job
     due: a worker holding many leases renews them in one request, not one request per job."""
-    transport = CountingTransport()
     go = asyncio.Event()
-    async with AsyncClient(server.url, server.token, transport=transport) as client:
-        await client.create_queue("beating", lease_seconds=3)  # renewed every second or so
-        made = await client.create_tasks([{"title": f"b{i}", "queue": "beating"} for i in range(6)])
-        app = Worker(client, name="beater", concurrency=6, wait_seconds=1, grace_period=5)
+    # Leases of 3 s: renewed every second or so.
+    async with counted_worker(server, "beating", tasks=6, concurrency=6, lease_seconds=3) as (
+        client,
+        transport,
+        made,
+        app,
+    ):
 
         @app.handler("beating")
         async def handle(job: Job) -> None:
