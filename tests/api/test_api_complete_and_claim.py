@@ -177,3 +177,35 @@ def test_a_batch_completion_waits_for_the_next_runs_of_its_queue(start_server: C
         assert [c["task"]["id"] for c in answer["claims"]] == [created["id"]]
         repeated = api.post("/v1/runs/complete", json=body, headers={"Idempotency-Key": "batch-1"})
         assert ok(repeated) == answer
+
+
+def test_claims_that_start_come_back_running_from_every_claiming_call(api: httpx.Client) -> None:
+    """``start``: a worker that begins its handlers as its claims arrive has its runs running in the claim
+    itself (a queue's claim, a completion's ``claim_next``, a batch completion's), events as a start's."""
+    _fill(api, "go", 4)
+
+    def started(claims: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for claim in claims:
+            assert claim["run"]["status"] == "running" and claim["run"]["started_at"] is not None, claim["run"]
+            assert ok(api.get(f"/v1/runs/{claim['run']['id']}"))["status"] == "running"
+            timeline = ok(api.get(f"/v1/tasks/{claim['task']['id']}/timeline"))["items"]
+            assert [e["type"] for e in timeline][-3:] == ["run.claimed", "task.in_progress", "run.started"]
+            assert [e["task_sequence"] for e in timeline] == list(range(1, len(timeline) + 1))
+        return claims
+
+    (first,) = started(ok(api.post("/v1/queues/go/claim", json={"worker": WORKER, "start": True}))["claims"])
+
+    body = {"claim_token": first["claim_token"], "claim_next": {"limit": 1, "start": True}}
+    (second,) = started(ok(api.post(f"/v1/runs/{first['run']['id']}/complete", json=body))["claims"])
+
+    batch = {
+        "runs": [{"run_id": second["run"]["id"], "claim_token": second["claim_token"]}],
+        "claim_next": {"queue": "go", "worker": WORKER, "limit": 5, "start": True},
+    }
+    answer = ok(api.post("/v1/runs/complete", json=batch))
+    assert answer["items"] == [{"run_id": second["run"]["id"], "status": "completed"}]
+    rest = started(answer["claims"])
+    assert len(rest) == 2
+    # Started already, a start sent anyway gives the runs back as they are.
+    starts = {"runs": [{"run_id": c["run"]["id"], "claim_token": c["claim_token"]} for c in rest]}
+    assert [item["status"] for item in ok(api.post("/v1/runs/start", json=starts))["items"]] == ["running"] * 2

@@ -150,6 +150,16 @@ CASES: list[Case] = [
     body("POST", f"{Q}/work/claim", {"worker": WORKER, "wait_seconds": 31}, "wait_seconds", "wait_seconds 31"),
     body("POST", f"{Q}/work/claim", {"worker": WORKER, "wait_seconds": "5"}, "wait_seconds", "wait as a string"),
     body("POST", f"{Q}/work/claim", {"worker": WORKER, "queue": "work"}, "queue", "claim with an unknown field"),
+    body("POST", f"{Q}/work/claim", {"worker": WORKER, "start": "yes"}, "start", "claim start as a string"),
+    body("POST", f"{Q}/work/claim", {"worker": WORKER, "start": None}, "start", "claim start null"),
+    body("POST", "/v1/claims/next", {"worker": WORKER, "start": 1}, "start", "claim-next start as a number"),
+    body(
+        "POST",
+        f"{R}/complete",
+        {"claim_token": "{token}", "claim_next": {"start": "true"}},
+        "claim_next.start",
+        "completion's claim_next start as a string",
+    ),
     # -- runs --------------------------------------------------------------------------------------------------
     body("POST", f"{R}/complete", {}, "claim_token", "complete without claim_token"),
     body("POST", f"{R}/start", {"claim_token": 123}, "claim_token", "claim_token as a number"),

@@ -102,3 +102,29 @@ async def test_async_start_and_heartbeat_runs(server: ServerProcess) -> None:
         assert all(o.lease_until is not None for o in beaten)
         started = await wl.start_runs([(c.run.id, c.claim_token) for c in claims])
         assert [o.status for o in started] == ["running"] * 3
+
+
+def test_claims_that_start_sync_and_async(server: ServerProcess) -> None:
+    with Client(server.url, server.token, worker=WORKER) as wl:
+        wl.create_tasks([{"title": f"s{i}", "queue": "sst"} for i in range(4)])
+        (claim,) = wl.claim("sst", start=True)
+        assert claim.run.status == "running" and claim.run.started_at is not None
+        assert wl.claim("sst", limit=1)[0].run.status == "claimed"  # without ``start``, as before
+        run, (nxt,) = wl.complete_and_claim(claim.run.id, claim.claim_token, start=True)
+        assert run.status == "completed" and nxt.run.status == "running"
+        outcomes, (last,) = wl.complete_runs_and_claim([(nxt.run.id, nxt.claim_token)], "sst", start=True)
+        assert outcomes[0].status == "completed" and last.run.status == "running"
+        assert wl.get_run(last.run.id).status == "running"
+
+
+async def test_async_claims_that_start(server: ServerProcess) -> None:
+    async with AsyncClient(server.url, server.token, worker=WORKER) as wl:
+        await wl.create_tasks([{"title": f"as{i}", "queue": "asst"} for i in range(3)])
+        claims = await wl.claim("asst", limit=2, start=True)
+        assert [c.run.status for c in claims] == ["running", "running"]
+        outcomes, (last,) = await wl.complete_runs_and_claim(
+            [(c.run.id, c.claim_token) for c in claims], "asst", limit=5, start=True
+        )
+        assert [o.status for o in outcomes] == ["completed", "completed"] and last.run.status == "running"
+        _, nothing = await wl.complete_and_claim(last.run.id, last.claim_token, start=True)
+        assert nothing == []

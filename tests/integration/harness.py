@@ -70,7 +70,14 @@ class Harness:
     # -- runs --------------------------------------------------------------------------------------
 
     async def claim(
-        self, queue: str, *, limit: int = 1, lease_seconds: int | None = None, worker: Actor = WORKER
+        self,
+        queue: str,
+        *,
+        limit: int = 1,
+        lease_seconds: int | None = None,
+        worker: Actor = WORKER,
+        start: bool = False,
+        wait_seconds: float = 0,
     ) -> list[Claim]:
         _, claims = await self.wl.claim(
             self.principal,
@@ -78,8 +85,9 @@ class Harness:
             worker,
             limit=limit,
             lease_seconds=lease_seconds,
-            wait_seconds=0,
+            wait_seconds=wait_seconds,
             render=lambda found: (200, found),
+            start=start,
         )
         return list(claims)
 

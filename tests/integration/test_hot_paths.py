@@ -656,6 +656,8 @@ async def _claim_plan(h: Harness, queue_name: str, statement: Statement = held._
             "run_payload": {},
             "task_event": "task.in_progress",
             "task_payload": {},
+            "claim_status": "claimed",
+            "claim_started_at": None,
         }
         found = await (await driver(conn)).fetch("EXPLAIN " + compiled.sql, *compiled.args(params))
     return "\n".join(row[0] for row in found)

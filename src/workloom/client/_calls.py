@@ -289,8 +289,11 @@ def claim(
     lease_seconds: int | None,
     wait_seconds: float,
     idempotency_key: str | None,
+    start: bool = False,
 ) -> Call[list[Claim]]:
-    payload = body(worker=_actor(worker), limit=limit, lease_seconds=lease_seconds, wait_seconds=wait_seconds or None)
+    """``start``: the runs go straight to running (sent only when asked, so an older server is not sent it)."""
+    payload = body(worker=_actor(worker), limit=limit, lease_seconds=lease_seconds, wait_seconds=wait_seconds or None,
+                   start=start or None)  # fmt: skip
     return Call("POST", path("queues", queue, "claim"), _claims, json=payload,
                 idempotency_key=key(idempotency_key), wait_seconds=wait_seconds)  # fmt: skip
 
@@ -352,11 +355,12 @@ def complete_runs_and_claim(
     lease_seconds: int | None,
     idempotency_key: str | None,
     wait_seconds: float = 0.0,
+    start: bool = False,
 ) -> Call[tuple[list[RunOutcome], list[Claim]]]:
     """``complete_runs``, then up to ``limit`` runs of ``queue`` claimed in the same transaction (with
-    ``wait_seconds``, waited for when there were none)."""
+    ``wait_seconds``, waited for when there were none; ``start``: and started)."""
     after = body(queue=queue, worker=_actor(worker), limit=limit, lease_seconds=lease_seconds,
-                 wait_seconds=wait_seconds or None)  # fmt: skip
+                 wait_seconds=wait_seconds or None, start=start or None)  # fmt: skip
     return Call("POST", path("runs", "complete"), _outcomes_and_claims,
                 json={"runs": _completions(runs), "claim_next": after},
                 idempotency_key=key(idempotency_key), wait_seconds=wait_seconds)  # fmt: skip
@@ -444,10 +448,11 @@ def complete_and_claim(
     lease_seconds: int | None,
     idempotency_key: str | None,
     wait_seconds: float = 0.0,
+    start: bool = False,
 ) -> Call[tuple[Run, list[Claim]]]:
     """Complete the run and claim up to ``limit`` more of its queue in the same transaction (with
-    ``wait_seconds``, waited for when there were none)."""
-    after = body(limit=limit, lease_seconds=lease_seconds, wait_seconds=wait_seconds or None)
+    ``wait_seconds``, waited for when there were none; ``start``: and started)."""
+    after = body(limit=limit, lease_seconds=lease_seconds, wait_seconds=wait_seconds or None, start=start or None)
     payload = body(claim_token=claim_token, result=result, usage=usage, claim_next=after)
     return Call("POST", path("runs", run_id, "complete"), _run_and_claims, json=payload,
                 idempotency_key=key(idempotency_key), wait_seconds=wait_seconds)  # fmt: skip

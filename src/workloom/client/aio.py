@@ -147,10 +147,13 @@ class AsyncClient(ClientBase):
         lease_seconds: int | None = None,
         wait_seconds: float = 0,
         idempotency_key: str | None = None,
+        start: bool = False,
     ) -> list[Claim]:
-        """Claim up to ``limit`` runs from ``queue`` (waiting up to ``wait_seconds`` for one); ``[]`` if none."""
+        """Claim up to ``limit`` runs from ``queue`` (waiting up to ``wait_seconds`` for one); ``[]`` if none.
+        ``start``: the runs come back running, as if ``start_run`` had been called on each (a worker that
+        begins its handlers as its claims arrive saves that call)."""
         return await self._call(
-            calls.claim(queue, worker or self.worker, limit, lease_seconds, wait_seconds, idempotency_key)
+            calls.claim(queue, worker or self.worker, limit, lease_seconds, wait_seconds, idempotency_key, start)
         )
 
     # -- tasks ------------------------------------------------------------------------------------------
@@ -178,13 +181,15 @@ class AsyncClient(ClientBase):
         lease_seconds: int | None = None,
         wait_seconds: float = 0.0,
         idempotency_key: str | None = None,
+        start: bool = False,
     ) -> tuple[list[RunOutcome], list[Claim]]:
         """``complete_runs``, and in the same transaction claim up to ``limit`` runs of ``queue`` (what is
         claimable now): a worker's batch loop in one request and one commit per batch. With ``wait_seconds``,
-        when there was nothing to claim, the call waits up to that long for a run (a long-poll, as ``claim``)."""
+        when there was nothing to claim, the call waits up to that long for a run (a long-poll, as ``claim``).
+        ``start``: the runs claimed come back running (as ``claim``'s)."""
         return await self._call(
             calls.complete_runs_and_claim(
-                runs, queue, worker or self.worker, limit, lease_seconds, idempotency_key, wait_seconds
+                runs, queue, worker or self.worker, limit, lease_seconds, idempotency_key, wait_seconds, start
             )
         )
 
@@ -328,14 +333,15 @@ class AsyncClient(ClientBase):
         lease_seconds: int | None = None,
         wait_seconds: float = 0.0,
         idempotency_key: str | None = None,
+        start: bool = False,
     ) -> tuple[Run, list[Claim]]:
         """Finish the run and, in the same transaction, claim up to ``limit`` more runs of its queue for the
         worker that held it (what is claimable now; ``[]`` when there is none). With ``wait_seconds``, when
         there was nothing to claim, the call waits up to that long for a run: a worker's whole loop, complete
-        and take the next, in one request."""
+        and take the next, in one request. ``start``: the runs claimed come back running (as ``claim``'s)."""
         return await self._call(
             calls.complete_and_claim(
-                run_id, claim_token, result, usage, limit, lease_seconds, idempotency_key, wait_seconds
+                run_id, claim_token, result, usage, limit, lease_seconds, idempotency_key, wait_seconds, start
             )
         )
 

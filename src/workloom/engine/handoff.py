@@ -68,6 +68,7 @@ class Offer:
     give_up: Callable[[], Awaitable[bool]] | None  # true once its caller has gone
     answer: Callable[[], None]  # ends the claimer's wait once its claims are committed (no wake-up)
     keyed: KeyedAnswer | None = None  # the claimer waits under an idempotency key
+    start: bool = False  # the claimer's runs start at once (``runs.claim``'s ``start``)
     state: Literal["open", "held", "done"] = "open"
     withdrawn: bool = False  # the claimer stopped waiting; a held offer is not opened again
     claims: list[Claim] = field(default_factory=list)

@@ -21,6 +21,7 @@ from workloom.domain.errors import (
     WorkloomError,
 )
 from workloom.domain.models import Claim, Queue, Run, Task, changed
+from workloom.domain.run_states import RunStatus
 from workloom.domain.secrets import hash_secret, matches, new_secret
 from workloom.engine import queues
 from workloom.engine.events import record
@@ -74,11 +75,15 @@ async def active_for_tasks(u: Unit, task_ids: list[str]) -> dict[str, Run]:
     return await store.run_active_for_tasks(u.conn, u.workspace_id, task_ids)
 
 
-async def claim(u: Unit, queue_name: str, worker: Actor, limit: int, lease_seconds: int | None) -> list[Claim]:
-    """Claim up to ``limit`` runs; each is handed to exactly one claimer, with a token only it holds."""
+async def claim(
+    u: Unit, queue_name: str, worker: Actor, limit: int, lease_seconds: int | None, *, start: bool = False
+) -> list[Claim]:
+    """Claim up to ``limit`` runs; each is handed to exactly one claimer, with a token only it holds.
+    ``start``: the runs go straight to running, as a ``start`` right after would leave them (a worker that
+    begins its handlers as the claims arrive saves that call, and the run's second write)."""
     u.principal.require("runs.work")
     queue = await queues.get(u, queue_name, cached=True)
-    return await _claim(u, queue, _claim_spec(u, queue, worker, limit, lease_seconds))
+    return await _claim(u, queue, _claim_spec(u, queue, worker, limit, lease_seconds, start))
 
 
 async def _claim(u: Unit, queue: Queue, spec: held_store.ClaimSpec, ahead: SentRead | None = None) -> list[Claim]:
@@ -92,7 +97,7 @@ async def _claim(u: Unit, queue: Queue, spec: held_store.ClaimSpec, ahead: SentR
     if len(claimed) < spec.limit:
         u.seen_empty(queue.id)
     return await _hand_over(
-        u, queue, claimed, spec.token_prefix, spec.claimer, spec.lease_until, moved, written=written
+        u, queue, claimed, spec.token_prefix, spec.claimer, spec.lease_until, moved, written=written, start=spec.start
     )
 
 
@@ -101,12 +106,16 @@ def _lease_until(u: Unit, queue: Queue, lease_seconds: int | None) -> datetime:
     return u.now + timedelta(seconds=lease_seconds or queue.lease_seconds)
 
 
-def _claimed(u: Unit, run: Run, worker: Actor, token_hash: str, lease_until: datetime, key: str | None) -> Run:
+def _claimed(
+    u: Unit, run: Run, worker: Actor, token_hash: str, lease_until: datetime, key: str | None, start: bool
+) -> Run:
     """``run`` as a claim by ``worker`` leaves it (the rows say the same: ``store.run_mark_claimed``); ``key``:
-    the claim's idempotency key, if it came with one."""
+    the claim's idempotency key, if it came with one; ``start``: a claim that starts the run."""
+    status = run_states.apply(run.status, "claim")
     return changed(
         run,
-        status=run_states.apply(run.status, "claim"),
+        status=run_states.apply(status, "start") if start else status,
+        started_at=u.now if start else run.started_at,
         claim_token_hash=token_hash,
         claimed_at=u.now,
         heartbeat_at=u.now,
@@ -116,7 +125,9 @@ def _claimed(u: Unit, run: Run, worker: Actor, token_hash: str, lease_until: dat
     )
 
 
-def _claim_spec(u: Unit, queue: Queue, worker: Actor, limit: int, lease_seconds: int | None) -> held_store.ClaimSpec:
+def _claim_spec(
+    u: Unit, queue: Queue, worker: Actor, limit: int, lease_seconds: int | None, start: bool = False
+) -> held_store.ClaimSpec:
     lease_until = _lease_until(u, queue, lease_seconds)
     return held_store.ClaimSpec(
         workspace_id=u.workspace_id,
@@ -129,13 +140,20 @@ def _claim_spec(u: Unit, queue: Queue, worker: Actor, limit: int, lease_seconds:
         claimer=worker,
         idempotency_key=u.idempotency_key,
         task_status=task_states.apply("ready", "claim"),
-        task_events=2,
+        task_events=_claim_events(start),
         origin=u.principal.origin,
         run_event="run.claimed",
         run_payload=_claimed_payload(lease_until),
         task_event="task.in_progress",
         task_payload=_in_progress_payload(),
+        start=start,
     )
+
+
+def _claim_events(start: bool) -> int:
+    """How many events a claim records on a ready task it moves: run.claimed, task.in_progress, and for a
+    claim that starts, run.started."""
+    return 3 if start else 2
 
 
 def _claimed_payload(lease_until: datetime, attempt: int | None = None) -> dict[str, Any]:
@@ -149,6 +167,11 @@ def _in_progress_payload() -> dict[str, Any]:
     return {"from_status": "ready", "status": task_states.apply("ready", "claim")}
 
 
+def _started_payload(attempt: int, from_status: RunStatus = "claimed") -> dict[str, Any]:
+    """A run.started event's payload."""
+    return {"from_status": from_status, "status": run_states.apply(from_status, "start"), "attempt": attempt}
+
+
 def _token_prefix() -> str:
     """Claim tokens are this plus the run's id: one secret per claim call, a distinct token per run. The runs
     of one call go to one claimer, so that they share the secret gives nobody anything they did not hold;
@@ -156,32 +179,37 @@ def _token_prefix() -> str:
     return new_secret("clm") + "."
 
 
-async def hand_off(u: Unit, task: Task, run: Run, queue: Queue, sequence: int) -> tuple[Run, Claim] | None:
+async def hand_off(u: Unit, task: Task, run: Run, queue: Queue) -> tuple[Run, Claim] | None:
     """Claim ``run``, queued by this unit for its new ``task`` and not written yet, for a claimer waiting on
-    its queue (``Handoffs``): the run is then written claimed and the task in progress, with the events a
-    claim records, numbered after the task's ``sequence`` events. None when no claimer waits for it."""
+    its queue (``Handoffs``): the run is then written claimed (or running, for a claimer that starts its
+    runs) and the task in progress, with the events a claim records, numbered after the task's events so
+    far (``task.event_sequence``, which this advances). None when no claimer waits for it."""
     offer = await u.handoffs.take(u, queue.name) if u.handoffs is not None else None
     if offer is None:
         return None
     lease_until = _lease_until(u, queue, offer.lease_seconds)
     token = _token_prefix() + run.id
     key = offer.keyed.idempotency.key if offer.keyed is not None else None  # the claimer's key, not the creating call's
-    claimed = _claimed(u, run, offer.worker, hash_secret(token), lease_until, key)
+    claimed = _claimed(u, run, offer.worker, hash_secret(token), lease_until, key, offer.start)
     task.status = task_states.apply(task.status, "claim")
-    for number, (kind, payload) in enumerate(
-        (("run.claimed", _claimed_payload(lease_until, run.attempt)), ("task.in_progress", _in_progress_payload())),
-        start=sequence + 1,
-    ):
+    recorded = [
+        ("run.claimed", _claimed_payload(lease_until, run.attempt)),
+        ("task.in_progress", _in_progress_payload()),
+    ]
+    if offer.start:
+        recorded.append(("run.started", _started_payload(run.attempt)))
+    for kind, payload in recorded:
+        task.event_sequence += 1
         await record(
             u, kind, task_id=task.id, run_id=run.id, payload=payload, actor=offer.worker,
-            origin=offer.principal.origin, task_sequence=number,
+            origin=offer.principal.origin, task_sequence=task.event_sequence,
         )  # fmt: skip
     claim = Claim(task=task, run=claimed, claim_token=token, lease_until=lease_until)
     u.offers[offer].append(claim)
     return claimed, claim
 
 
-async def claim_run(u: Unit, run_id: str, worker: Actor, lease_seconds: int | None) -> Claim:
+async def claim_run(u: Unit, run_id: str, worker: Actor, lease_seconds: int | None, *, start: bool = False) -> Claim:
     """Claim one particular queued run (409 if it is not queued, or still waiting out a retry backoff)."""
     u.principal.require("runs.work")
     run = await store.run_get(u.conn, u.workspace_id, run_id, lock=True)
@@ -195,11 +223,16 @@ async def claim_run(u: Unit, run_id: str, worker: Actor, lease_seconds: int | No
         )
     queue = await queue_store.queue_get(u.conn, u.workspace_id, run.queue_id)
     assert queue is not None
-    return (await _take(u, queue, [run], worker, lease_seconds))[0]
+    return (await _take(u, queue, [run], worker, lease_seconds, start))[0]
 
 
 async def claim_next(
-    u: Unit, worker: Actor, *, queues: list[str] | None = None, lease_seconds: int | None = None
+    u: Unit,
+    worker: Actor,
+    *,
+    queues: list[str] | None = None,
+    lease_seconds: int | None = None,
+    start: bool = False,
 ) -> Claim | None:
     """The best claimable run of the workspace (of the named queues, if given): highest priority, then
     the one claimable longest, whatever its queue. None if there is none; a queue name that does not
@@ -215,11 +248,14 @@ async def claim_next(
         return None
     queue = await queue_store.queue_get(u.conn, u.workspace_id, run.queue_id)
     assert queue is not None
-    return (await _take(u, queue, [run], worker, lease_seconds))[0]
+    return (await _take(u, queue, [run], worker, lease_seconds, start))[0]
 
 
-async def _take(u: Unit, queue: Queue, candidates: list[Run], worker: Actor, lease_seconds: int | None) -> list[Claim]:
-    """Hand locked queued runs of one queue to ``worker``: lease, token, events, tasks in progress."""
+async def _take(
+    u: Unit, queue: Queue, candidates: list[Run], worker: Actor, lease_seconds: int | None, start: bool
+) -> list[Claim]:
+    """Hand locked queued runs of one queue to ``worker``: lease, token, events, tasks in progress (and the
+    runs running, for a claim that starts them)."""
     if not candidates:
         return []
     lease_until = _lease_until(u, queue, lease_seconds)
@@ -236,12 +272,13 @@ async def _take(u: Unit, queue: Queue, candidates: list[Run], worker: Actor, lea
                 "kind": worker.kind,
                 "ref": worker.ref,
                 "idempotency_key": u.idempotency_key,
+                **store.claim_marks(u.now, start),
             }
             for run in candidates
         ],
     )
-    claimed = [_claimed(u, run, worker, hashes[run.id], lease_until, u.idempotency_key) for run in candidates]
-    return await _hand_over(u, queue, claimed, prefix, worker, lease_until)
+    claimed = [_claimed(u, run, worker, hashes[run.id], lease_until, u.idempotency_key, start) for run in candidates]
+    return await _hand_over(u, queue, claimed, prefix, worker, lease_until, start=start)
 
 
 async def _hand_over(
@@ -254,15 +291,18 @@ async def _hand_over(
     moved: dict[str, Task] | None = None,
     *,
     written: bool = False,
+    start: bool = False,
 ) -> list[Claim]:
-    """The rest of a claim, once its runs are marked claimed (tokens ``prefix + run id``): their tasks in
-    progress, the events. ``moved``: the ready tasks the claiming statement moved to in progress already;
-    ``written``: and it wrote their events too (PostgreSQL)."""
+    """The rest of a claim, once its runs are marked claimed (tokens ``prefix + run id``; ``start``: and
+    running): their tasks in progress, the events. ``moved``: the ready tasks the claiming statement moved
+    to in progress already (reserving ``_claim_events(start)`` numbers on each); ``written``: and it wrote
+    their run.claimed and task.in_progress events too (PostgreSQL)."""
     if not claimed:
         return []
     claims = []
+    events = _claim_events(start)
     # Ready tasks (all of them, but for a retry whose timer has not fired) move to in_progress in one
-    # statement that also numbers their two events (run.claimed, task.in_progress).
+    # statement that also numbers their events (run.claimed, task.in_progress, and run.started).
     target = task_states.apply("ready", "claim")
     if moved is None:
         moved = await task_store.task_claim_ready(
@@ -272,13 +312,14 @@ async def _hand_over(
             status=target,
             queue_name=queue.name,
             now=u.now,
-            events=2,
+            events=events,
         )
     others = [run.task_id for run in claimed if run.task_id not in moved]
     tasks = {t.id: t for t in await task_store.task_get_many(u.conn, u.workspace_id, others)} if others else {}
     for run in claimed:
         task = moved.get(run.task_id) or tasks[run.task_id]
         numbered = run.task_id in moved
+        first = task.event_sequence - events + 1 if numbered else None
         if numbered and written:
             u.wake(events_key(u.workspace_id))
         else:
@@ -289,7 +330,7 @@ async def _hand_over(
                 run_id=run.id,
                 actor=worker,
                 payload=_claimed_payload(lease_until, run.attempt),
-                task_sequence=task.event_sequence - 1 if numbered else None,
+                task_sequence=first,
             )
         if numbered and not written:
             await record(
@@ -299,12 +340,23 @@ async def _hand_over(
                 run_id=run.id,
                 actor=worker,
                 payload=_in_progress_payload(),
-                task_sequence=task.event_sequence,
+                task_sequence=task.event_sequence - events + 2,
             )
         elif not numbered and task.status == "scheduled":
             await timer_store.timer_delete_for_task(u.conn, task.id, "retry")
             task = await move_task(u, task, "fire", event="task.ready", actor=worker)
             task = await move_task(u, task, "claim", event="task.in_progress", run_id=run.id, actor=worker)
+        if start:
+            assert run.status == "running", "a claim that starts writes its runs running"
+            await record(
+                u,
+                "run.started",
+                task_id=run.task_id,
+                run_id=run.id,
+                actor=worker,
+                payload=_started_payload(run.attempt),
+                task_sequence=task.event_sequence if numbered else None,
+            )
         held = changed(run, queue=queue.name)
         claims.append(Claim(task=task, run=held, claim_token=prefix + run.id, lease_until=lease_until))
     return claims
@@ -584,10 +636,18 @@ async def complete(u: Unit, run_id: str, token: str | None, result: Any, usage: 
 
 
 async def complete_and_claim(
-    u: Unit, run_id: str, token: str, result: Any, usage: dict[str, Any] | None, limit: int, lease_seconds: int | None
+    u: Unit,
+    run_id: str,
+    token: str,
+    result: Any,
+    usage: dict[str, Any] | None,
+    limit: int,
+    lease_seconds: int | None,
+    start: bool = False,
 ) -> tuple[Run, list[Claim]]:
     """Complete a held run and, in the same transaction, claim up to ``limit`` more runs of its queue for
-    the worker that held it: a worker's loop costs one request and one commit per task instead of two.
+    the worker that held it (``start``: and start them, as ``claim``): a worker's loop costs one request
+    and one commit per task instead of two.
     Nothing is claimed when the completion is refused, or when what is claimable now is nothing (the
     worker then long-polls with an ordinary claim)."""
     u.principal.require("runs.work")
@@ -599,13 +659,13 @@ async def complete_and_claim(
         ((_, completed),) = await _complete_all(u, [(0, run, task, result, usage)])
         if completed.claimed_by is None or completed.queue is None:
             return completed, []
-        return completed, await claim(u, completed.queue, completed.claimed_by, limit, lease_seconds)
+        return completed, await claim(u, completed.queue, completed.claimed_by, limit, lease_seconds, start=start)
     # A worker's loop: the completion and the next claim go as one statement.
     completion = await _completion(u, [(0, run, task, result, usage)])
     ((_, completed),) = completion.done
     worker = run.claimed_by
     queue = await queues.get(u, run.queue, cached=True)
-    spec = _claim_spec(u, queue, worker, 1, lease_seconds)
+    spec = _claim_spec(u, queue, worker, 1, lease_seconds, start)
     waiting, claimed, moved = await held_store.complete_and_claim_one(
         u.conn, completion.run_rows[0], completion.task_rows[0], spec, u.numbered_events()
     )
@@ -613,17 +673,24 @@ async def complete_and_claim(
     if not claimed and not waiting:
         u.seen_empty(queue.id)
     claims = await _hand_over(
-        u, queue, claimed, spec.token_prefix, worker, spec.lease_until, moved, written=moved is not None
+        u, queue, claimed, spec.token_prefix, worker, spec.lease_until, moved, written=moved is not None, start=start
     )
     if not claims and waiting:  # a dependent released by this completion may be the next in line
-        claims = await claim(u, queue.name, worker, limit, lease_seconds)
+        claims = await claim(u, queue.name, worker, limit, lease_seconds, start=start)
     return completed, claims
 
 
 async def complete_many_and_claim(
-    u: Unit, items: list[tuple[str, str, Any]], queue_name: str, worker: Actor, limit: int, lease_seconds: int | None
+    u: Unit,
+    items: list[tuple[str, str, Any]],
+    queue_name: str,
+    worker: Actor,
+    limit: int,
+    lease_seconds: int | None,
+    start: bool = False,
 ) -> tuple[list[Run | WorkloomError], list[Claim]]:
-    """``complete_many``, then claim up to ``limit`` runs of ``queue_name`` for ``worker``, in one transaction.
+    """``complete_many``, then claim up to ``limit`` runs of ``queue_name`` for ``worker`` (``start``: and
+    start them, as ``claim``), in one transaction.
 
     On SQLite the claim's runs are read first, sent ahead of the completions' read, and claimed while SQLite
     writes the completions: its thread works while this one builds what it writes next (the completions
@@ -632,7 +699,7 @@ async def complete_many_and_claim(
     they wake its claimers), the runs read first are the ones the claim would take after them."""
     u.principal.require("runs.work")
     queue = await queues.get(u, queue_name, cached=True)
-    spec = _claim_spec(u, queue, worker, limit, lease_seconds)
+    spec = _claim_spec(u, queue, worker, limit, lease_seconds, start)
     ahead = held_store.claim_candidates_soon(u.conn, spec)
     outcomes = await complete_many(u, items)
     if ahead is not None and queue_key(queue.id) in u.wakeups:
@@ -652,6 +719,7 @@ class Completion:
     usage: dict[str, Any] | None = None
     claim_next: int = 0
     lease_seconds: int | None = None
+    start: bool = False  # the runs claimed next start at once (as ``claim``'s)
     # The idempotency key its claims record when it is taken together with calls under other keys
     # (``Keyed.each``); alone, the unit's.
     key: str | None = None
@@ -663,7 +731,7 @@ class Completion:
         if self.claim_next == 0:
             return await complete(u, self.run_id, self.token, self.result, self.usage), []
         return await complete_and_claim(
-            u, self.run_id, self.token, self.result, self.usage, self.claim_next, self.lease_seconds
+            u, self.run_id, self.token, self.result, self.usage, self.claim_next, self.lease_seconds, self.start
         )
 
     @staticmethod
@@ -674,32 +742,35 @@ class Completion:
         u.principal.require("runs.work")
         done = await _complete_each(u, [(c.run_id, c.token, c.result, c.usage) for c in items])
         claims: dict[int, list[Claim]] = {}
-        wanting: dict[tuple[str, int | None], list[tuple[int, Actor, str | None]]] = {}
+        wanting: dict[tuple[str, int | None, bool], list[tuple[int, Actor, str | None]]] = {}
         for i, (item, run) in enumerate(zip(items, done, strict=True)):
             if isinstance(run, Run) and item.claim_next > 0 and run.claimed_by is not None and run.queue is not None:
                 if item.claim_next == 1:
-                    wanting.setdefault((run.queue, item.lease_seconds), []).append((i, run.claimed_by, item.key))
+                    wanted = (run.queue, item.lease_seconds, item.start)
+                    wanting.setdefault(wanted, []).append((i, run.claimed_by, item.key))
                     continue
                 unit_key, u.idempotency_key = u.idempotency_key, item.key or u.idempotency_key
                 try:
-                    claims[i] = await claim(u, run.queue, run.claimed_by, item.claim_next, item.lease_seconds)
+                    claims[i] = await claim(
+                        u, run.queue, run.claimed_by, item.claim_next, item.lease_seconds, start=item.start
+                    )
                 finally:
                     u.idempotency_key = unit_key
-        for (queue_name, lease_seconds), workers in wanting.items():
-            found = await _claim_each(u, queue_name, [(w, key) for _, w, key in workers], lease_seconds)
+        for (queue_name, lease_seconds, start), workers in wanting.items():
+            found = await _claim_each(u, queue_name, [(w, key) for _, w, key in workers], lease_seconds, start)
             for (i, _, _), got in zip(workers, found, strict=True):
                 claims[i] = got
         return [run if isinstance(run, WorkloomError) else (run, claims.get(i, [])) for i, run in enumerate(done)]
 
 
 async def _claim_each(
-    u: Unit, queue_name: str, workers: list[tuple[Actor, str | None]], lease_seconds: int | None
+    u: Unit, queue_name: str, workers: list[tuple[Actor, str | None]], lease_seconds: int | None, start: bool
 ) -> list[list[Claim]]:
     """One run of the queue for each of ``workers`` (in order, while there are runs), in one statement on
     PostgreSQL; each with a token of its own (one claim call's runs share one secret, and these go to
     several holders), recording the idempotency key of its worker's call (or the unit's)."""
     queue = await queues.get(u, queue_name, cached=True)
-    spec = _claim_spec(u, queue, workers[0][0], len(workers), lease_seconds)
+    spec = _claim_spec(u, queue, workers[0][0], len(workers), lease_seconds, start)
     claimers = [(worker, _token_prefix(), key or u.idempotency_key) for worker, key in workers]
     claimed, moved = await held_store.claim_each(u.conn, spec, claimers, u.numbered_events())
     if len(claimed) < len(claimers):
@@ -723,7 +794,10 @@ async def _claim_each(
         run = claimed[k]
         if run.claimed_by != worker or not matches(prefix + run.id, run.claim_token_hash):
             raise AssertionError("a run claimed for several workers did not come back in claim order")
-        out.append(await _hand_over(u, queue, [run], prefix, worker, spec.lease_until, moved, written=written))
+        handed = await _hand_over(
+            u, queue, [run], prefix, worker, spec.lease_until, moved, written=written, start=start
+        )
+        out.append(handed)
     return out
 
 
@@ -799,13 +873,8 @@ async def _start_each(u: Unit, items: list[tuple[str, str]]) -> list[Run | Workl
             return run
         target = run_states.apply(run.status, "start")
         moved.append({"run_id": run.id, "status": target, "started_at": u.now})
-        await record(
-            u,
-            "run.started",
-            task_id=run.task_id,
-            run_id=run.id,
-            payload={"from_status": run.status, "status": target, "attempt": run.attempt},
-        )
+        payload = _started_payload(run.attempt, run.status)
+        await record(u, "run.started", task_id=run.task_id, run_id=run.id, payload=payload)
         return changed(run, status=target, started_at=u.now)
 
     outcomes = await _each_held(u, items, start_one)

@@ -183,6 +183,7 @@ class Workloom:
             worker,
             limit=then.limit,
             lease_seconds=then.lease_seconds,
+            start=then.start,
             wait_seconds=then.seconds,
             render=lambda claims: then.adding(rendered, claims),
             idempotency=idempotency.then() if idempotency is not None else None,
@@ -213,6 +214,7 @@ class Workloom:
         idempotency: IdempotencyKey | None = None,
         give_up: Callable[[], Awaitable[bool]] | None = None,
         unanswered: bool = False,
+        start: bool = False,
     ) -> Rendered:
         """Claim up to ``limit`` runs, waiting up to ``wait_seconds`` for the first to arrive (long-poll).
 
@@ -245,7 +247,7 @@ class Workloom:
                 if look or final:
                     found: list[int] = []
                     gone = give_up if waited else None
-                    attempt = self._claim_attempt(queue_name, worker, limit, lease_seconds, found, gone)
+                    attempt = self._claim_attempt(queue_name, worker, limit, lease_seconds, start, found, gone)
                     try:
                         rendered = await self.runner.respond(
                             principal,
@@ -264,8 +266,9 @@ class Workloom:
                 look = True
                 keyed = _keyed(idempotency, render)
                 offer = Offer(
-                    principal, worker, frozenset((queue.name,)), limit, lease_seconds, give_up, waiter.answer, keyed
-                )
+                    principal, worker, frozenset((queue.name,)), limit, lease_seconds, give_up, waiter.answer, keyed,
+                    start=start,
+                )  # fmt: skip
                 handed = await self._wait(waiter, deadline, offer)
                 if handed:
                     rendered, claimed = offer.rendered or render(handed), len(handed)
@@ -289,6 +292,7 @@ class Workloom:
         render: Callable[[Claim | None], Rendered],
         idempotency: IdempotencyKey | None = None,
         give_up: Callable[[], Awaitable[bool]] | None = None,
+        start: bool = False,
     ) -> Rendered:
         """``runs.claim_next``, waiting up to ``wait_seconds`` for a run to become claimable (long-poll).
 
@@ -314,7 +318,9 @@ class Workloom:
                 try:
                     rendered = await self.runner.respond(
                         principal,
-                        self._claim_next_attempt(worker, names, lease_seconds, found, give_up if waited else None),
+                        self._claim_next_attempt(
+                            worker, names, lease_seconds, start, found, give_up if waited else None
+                        ),
                         render,
                         idempotency,
                         keep=_keep_claim(final),
@@ -326,7 +332,7 @@ class Workloom:
                     break
                 wanted = frozenset(names) if names is not None else None
                 keyed = _keyed(idempotency, lambda claims: render(claims[0]))
-                offer = Offer(principal, worker, wanted, 1, lease_seconds, give_up, waiter.answer, keyed)
+                offer = Offer(principal, worker, wanted, 1, lease_seconds, give_up, waiter.answer, keyed, start=start)
                 handed = await self._wait(waiter, deadline, offer)
                 if handed:
                     self.metrics.handoffs.inc()
@@ -364,13 +370,14 @@ class Workloom:
         worker: Actor,
         names: list[str] | None,
         lease_seconds: int | None,
+        start: bool,
         found: list[Claim | None],
         give_up: Callable[[], Awaitable[bool]] | None,
     ) -> Callable[[Unit], Awaitable[Claim | None]]:
         async def attempt(u: Unit) -> Claim | None:
             found.clear()  # a transaction retried after a transient conflict starts over
             started = time.perf_counter()
-            claim = await runs.claim_next(u, worker, queues=names, lease_seconds=lease_seconds)
+            claim = await runs.claim_next(u, worker, queues=names, lease_seconds=lease_seconds, start=start)
             self.metrics.claim_latency.observe(time.perf_counter() - started)
             await _unless_gone(give_up, claim is not None)
             found.append(claim)
@@ -384,13 +391,14 @@ class Workloom:
         worker: Actor,
         limit: int,
         lease_seconds: int | None,
+        start: bool,
         found: list[int],
         give_up: Callable[[], Awaitable[bool]] | None,
     ) -> Callable[[Unit], Awaitable[list[Claim]]]:
         async def attempt(u: Unit) -> list[Claim]:
             found.clear()  # a transaction retried after a transient conflict starts over
             started = time.perf_counter()
-            claims = await runs.claim(u, queue_name, worker, limit, lease_seconds)
+            claims = await runs.claim(u, queue_name, worker, limit, lease_seconds, start=start)
             self.metrics.claim_latency.observe(time.perf_counter() - started)
             await _unless_gone(give_up, bool(claims))
             found.append(len(claims))
@@ -413,6 +421,7 @@ class ThenWait:
     claimed: Callable[[Rendered], bool]  # whether an answer given back under its key holds claims
     adding: Callable[[Rendered, list[Claim]], Rendered]  # the call's answer with the claims its wait brought
     give_up: Callable[[], Awaitable[bool]] | None = None
+    start: bool = False  # the claims start their runs (``runs.claim``'s ``start``)
 
 
 def _more_maybe(handed: list[Claim], waiter: Waiter) -> bool:

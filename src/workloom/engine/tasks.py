@@ -205,12 +205,11 @@ async def _create_part(u: Unit, many: list[NewTask], by_name: dict[str, Queue]) 
         for number, (kind, run_id, payload) in enumerate(events, start=1):
             await record(u, kind, task_id=task.id, run_id=run_id, payload=payload, task_sequence=number)
         if run is not None and queue is not None:
-            handed = await runs.hand_off(u, task, run, queue, task.event_sequence)
+            handed = await runs.hand_off(u, task, run, queue)
             if handed is None:
                 wake_claimers(u, queue.id)
             else:
                 run = handed[0]
-                task.event_sequence += 2
             new_runs.append(run)
         created.append(task)
     # The rows go with their events, in one round trip (PostgreSQL) at the unit's end.

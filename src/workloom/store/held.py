@@ -218,8 +218,9 @@ def _claim_moving_tasks(limit: int | None = None, claim: sa.Update | None = None
 
 
 def _claim_events(claimed: sa.CTE, moved: sa.CTE) -> sa.CTE:
-    """The events of a claimed run whose task moved, in the numbers the move reserved: ``:run_event`` (its
-    payload ``:run_payload`` with the run's attempt) then ``:task_event`` (``:task_payload``), by the run's
+    """The events of a claimed run whose task moved, in the first two of the ``:events`` numbers the move
+    reserved (a claim that starts reserves a third, for the run.started its caller records): ``:run_event``
+    (its payload ``:run_payload`` with the run's attempt) then ``:task_event`` (``:task_payload``), by the run's
     claimer, from ``:origin``. Written by the claiming statement itself, so that a claim is that statement
     between BEGIN and COMMIT (its events were an INSERT of their own)."""
     pair = sa.union_all(sa.select(sa.literal(0).label("n")), sa.select(sa.literal(1).label("n"))).subquery("pair")
@@ -235,7 +236,7 @@ def _claim_events(claimed: sa.CTE, moved: sa.CTE) -> sa.CTE:
             claimed.c.workspace_id,
             claimed.c.task_id,
             claimed.c.id,
-            moved.c.event_sequence - 1 + pair.c.n,
+            moved.c.event_sequence - sa.bindparam("events", type_=sa.Integer) + 1 + pair.c.n,
             kind,
             claimed.c.claimed_by_kind,
             claimed.c.claimed_by_ref,
@@ -279,9 +280,13 @@ class ClaimSpec:
     run_payload: dict[str, Any]  # without the run's attempt, which the statement adds
     task_event: str
     task_payload: dict[str, Any]
+    # The runs go straight to running (their tasks then reserve a third event number, for run.started,
+    # which the caller records).
+    start: bool = False
 
     def params(self) -> dict[str, Any]:
         return {
+            **run_store.claim_marks(self.now, self.start),
             "workspace_id": self.workspace_id,
             "queue_id": self.queue_id,
             "limit": self.limit,
@@ -322,6 +327,7 @@ async def claim(
             lease_until=spec.lease_until,
             claimer=spec.claimer,
             idempotency_key=spec.idempotency_key,
+            start=spec.start,
         )
         return claimed, None
     statement = _CLAIM_ONE_MOVING_TASK if spec.limit == 1 else _CLAIM_MOVING_TASKS
@@ -358,6 +364,7 @@ async def claim_read(conn: AsyncConnection, spec: ClaimSpec, read: SentRead) -> 
         lease_until=spec.lease_until,
         claimer=spec.claimer,
         idempotency_key=spec.idempotency_key,
+        start=spec.start,
     )
     moved = {}
     for row in found:

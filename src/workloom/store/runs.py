@@ -219,8 +219,10 @@ async def run_claim(
     lease_until: datetime,
     claimer: Actor,
     idempotency_key: str | None,
+    start: bool = False,
 ) -> list[Run]:
-    """Claim up to ``limit`` runs of the queue, highest priority then oldest first; the runs as claimed.
+    """Claim up to ``limit`` runs of the queue, highest priority then oldest first; the runs as claimed
+    (``start``: and running).
 
     Each run's claim token is ``token_prefix + run id``; only its hash is stored. Two statements: the
     candidates (locked ``SKIP LOCKED`` on PostgreSQL), then the marks. This is SQLite's claim, where the
@@ -234,6 +236,7 @@ async def run_claim(
         lease_until=lease_until,
         claimer=claimer,
         idempotency_key=idempotency_key,
+        start=start,
     )
     await _MARK_CLAIMED.many(conn, write.rows)
     return claimed
@@ -247,10 +250,11 @@ def run_claim_marks(
     lease_until: datetime,
     claimer: Actor,
     idempotency_key: str | None,
+    start: bool = False,
 ) -> tuple[Write, list[Run]]:
-    """Marking queued ``candidates`` claimed (as ``run_claim`` does), as a write that must change each of
-    them, and the runs as it leaves them."""
-    claim = {"now": now, "lease": lease_until, "kind": claimer.kind, "ref": claimer.ref}
+    """Marking queued ``candidates`` claimed (as ``run_claim`` does; ``start``: and running), as a write
+    that must change each of them, and the runs as it leaves them."""
+    claim = {"now": now, "lease": lease_until, "kind": claimer.kind, "ref": claimer.ref, **claim_marks(now, start)}
     marks, claimed = [], []
     for run in candidates:
         token_hash = hash_secret(token_prefix + run.id)
@@ -258,7 +262,8 @@ def run_claim_marks(
         claimed.append(
             changed(
                 run,
-                status="claimed",
+                status=claim["claim_status"],
+                started_at=claim["claim_started_at"],
                 claim_token_hash=token_hash,
                 claimed_at=now,
                 heartbeat_at=now,
@@ -268,6 +273,11 @@ def run_claim_marks(
             )
         )
     return Write(_MARK_CLAIMED, marks, len(marks)), claimed
+
+
+def claim_marks(now: datetime, start: bool) -> dict[str, Any]:
+    """The parameters of a claim's marks that say whether it starts its runs (``_MARKS``)."""
+    return {"claim_status": "running" if start else "claimed", "claim_started_at": now if start else None}
 
 
 def _locked_candidates(limit: sa.ColumnElement[int], *, ordered: bool = False) -> sa.Select[Any]:
@@ -400,8 +410,8 @@ async def run_claim_next_candidate(
 
 
 async def run_mark_claimed(conn: AsyncConnection, claims: list[dict[str, Any]]) -> None:
-    """Write many claims in one round trip; each dict has run_id, token hash, lease, claimer and the
-    claim's idempotency key (None keeps the run's own)."""
+    """Write many claims in one round trip; each dict has run_id, token hash, lease, claimer, the claim's
+    idempotency key (None keeps the run's own) and ``claim_marks``."""
     await _MARK_CLAIMED.many(conn, claims)
 
 
@@ -424,8 +434,11 @@ async def run_hand_to(conn: AsyncConnection, claims: list[dict[str, Any]]) -> No
 
 
 # What marking a run claimed writes, but for its token hash.
+# A claim that starts its runs (``start``) marks them running where they stand: ``:claim_status`` is
+# ``claimed`` or ``running``, ``:claim_started_at`` null or the claim's instant.
 _MARKS: dict[str, Any] = {
-    "status": "claimed",
+    "status": sa.bindparam("claim_status", type_=runs.c.status.type),
+    "started_at": sa.bindparam("claim_started_at", type_=runs.c.started_at.type),
     "claimed_at": sa.bindparam("now", type_=runs.c.claimed_at.type),
     "heartbeat_at": sa.bindparam("now", type_=runs.c.claimed_at.type),
     "lease_until": sa.bindparam("lease", type_=runs.c.lease_until.type),

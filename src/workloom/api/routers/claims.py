@@ -29,6 +29,7 @@ async def claim_next(
         body.worker.to_actor(),
         queues=body.queues,
         lease_seconds=body.lease_seconds,
+        start=body.start,
         wait_seconds=float(body.wait_seconds),
         idempotency=idem,
         give_up=abandoned(request),

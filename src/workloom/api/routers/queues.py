@@ -66,6 +66,7 @@ async def claim(
         body.worker.to_actor(),
         limit=body.limit,
         lease_seconds=body.lease_seconds,
+        start=body.start,
         wait_seconds=float(body.wait_seconds),
         idempotency=idem,
         give_up=abandoned(request),

@@ -67,7 +67,9 @@ async def complete_runs(
     worker = after.worker.to_actor()
     status, data = await wl.respond_claiming(
         p,
-        lambda u: runs.complete_many_and_claim(u, items, after.queue, worker, after.limit, after.lease_seconds),
+        lambda u: runs.complete_many_and_claim(
+            u, items, after.queue, worker, after.limit, after.lease_seconds, after.start
+        ),
         rendered_claiming,
         idem,
         shared=True,
@@ -132,6 +134,7 @@ async def complete_run(
         body.usage,
         claim_next=after.limit if after else 0,
         lease_seconds=after.lease_seconds if after else None,
+        start=after.start if after else False,
     )
     if after is None:
         status, data = await wl.respond(p, completion, _completed, idem, shared=True)
@@ -150,6 +153,7 @@ def _then_wait(
         seconds=float(after.wait_seconds),
         limit=after.limit,
         lease_seconds=after.lease_seconds,
+        start=after.start,
         at=at,
         run_id=run_id,
         claimed=lambda rendered: bool(rendered[1]["claims"]),
@@ -249,7 +253,10 @@ async def claim_run(
         return 200, render.claim(claim)
 
     status, data = await wl.respond(
-        p, lambda u: runs.claim_run(u, run_id, body.worker.to_actor(), body.lease_seconds), rendered, idem
+        p,
+        lambda u: runs.claim_run(u, run_id, body.worker.to_actor(), body.lease_seconds, start=body.start),
+        rendered,
+        idem,
     )
     return json(data, status)
 

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from workloom.api.schemas.common import ActorIn, Name, Number, Strict, StrictInt, Text
+from workloom.api.schemas.common import ActorIn, Name, Number, Strict, StrictBool, StrictInt, Text
 from workloom.engine.queues import QueueSettings
 
 LeaseSeconds = Annotated[StrictInt, Field(ge=1, le=86_400)]
@@ -49,3 +49,4 @@ class ClaimRequest(Strict):
     limit: Annotated[StrictInt, Field(ge=1, le=100)] = 1
     lease_seconds: LeaseSeconds | None = None
     wait_seconds: Annotated[Number, Field(ge=0, le=30)] = 0
+    start: StrictBool = False  # the runs claimed go straight to running, as a start right after would leave them

@@ -30,6 +30,7 @@ class ClaimAfter(Strict):
     limit: Annotated[StrictInt, Field(ge=1, le=100)] = 1
     lease_seconds: LeaseSeconds | None = None
     wait_seconds: Annotated[Number, Field(ge=0, le=30)] = 0
+    start: StrictBool = False  # the runs claimed go straight to running, as a start right after would leave them
 
 
 class Complete(TokenBody):
@@ -86,6 +87,7 @@ class AttachSession(Strict):
 class ClaimRun(Strict):
     worker: ActorIn
     lease_seconds: LeaseSeconds | None = None
+    start: StrictBool = False  # the runs claimed go straight to running, as a start right after would leave them
 
 
 class CancelRun(Strict):
@@ -97,3 +99,4 @@ class ClaimNext(Strict):
     queues: Annotated[list[QueueName], Field(min_length=1, max_length=100)] | None = None
     lease_seconds: LeaseSeconds | None = None
     wait_seconds: Annotated[Number, Field(ge=0, le=30)] = 0
+    start: StrictBool = False  # the runs claimed go straight to running, as a start right after would leave them
