@@ -1024,3 +1024,29 @@ async def test_writes_sent_together_stop_at_the_first_that_fails_and_leave_nothi
     async with h.wl.db.read() as conn:
         left = (await conn.execute(sa.select(sa.func.count()).select_from(task_dependencies))).scalar_one()
     assert left == 0
+
+
+@POSTGRES_ONLY
+async def test_every_statement_of_the_hot_paths_is_prepared_once_per_connection(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A statement asyncpg does not keep (one longer than its cache's limit) is prepared again at every
+    execution: a round trip and a parse and plan more. The longest are a create's, with its events."""
+    prepared: dict[tuple[int, str], int] = {}
+    get_statement = asyncpg.Connection._get_statement
+
+    async def counted(self: asyncpg.Connection, query: str, timeout: float | None, **kwargs: Any) -> Any:
+        record_class = kwargs.get("record_class") or self._protocol.get_record_class()
+        if self._stmt_cache.get((query, record_class, kwargs.get("ignore_custom_codec", False))) is None:
+            prepared[(id(self), query)] = prepared.get((id(self), query), 0) + 1
+        return await get_statement(self, query, timeout, **kwargs)
+
+    monkeypatch.setattr(asyncpg.Connection, "_get_statement", counted)
+    for round_ in range(3):
+        made = await h.create(f"t{round_}", queue="hot", data={"n": round_}, metadata={"m": 1}, priority="high")
+        (claim,) = await h.claim("hot")
+        assert claim.task.id == made.id
+        await h.complete(claim, {"ok": True})
+
+    again = {query[:80]: count for (_, query), count in prepared.items() if count > 1}
+    assert prepared and not again, f"prepared more than once on one connection: {again}"

@@ -311,6 +311,10 @@ def _sqlite_reset(dbapi_connection: Any, _record: Any, state: PoolResetState) ->
 # introspection on a fresh connection, which JIT turns from 2 ms into 30 ms, and nothing it speeds up.
 SERVER_SETTINGS = {"jit": "off"}
 RECYCLE_SECONDS = 1800
+# asyncpg prepares a statement longer than its cache's limit (15 KiB) afresh at every execution: a round
+# trip, and a parse and plan on PostgreSQL. A create with its events is one statement of ~15 KiB (every
+# column of a task, a run and an event), so one more column would have crossed the limit unseen.
+CACHEABLE_STATEMENT_BYTES = 256 * 1024
 
 
 def connect(url: str, *, pool_size: int = 20) -> Database:
@@ -346,7 +350,10 @@ def connect(url: str, *, pool_size: int = 20) -> Database:
             pool_recycle=RECYCLE_SECONDS,
             json_serializer=_json_text,
             json_deserializer=orjson.loads,
-            connect_args={"server_settings": SERVER_SETTINGS},
+            connect_args={
+                "server_settings": SERVER_SETTINGS,
+                "max_cacheable_statement_size": CACHEABLE_STATEMENT_BYTES,
+            },
         )
         return Database(engine=engine, url=url, kept=KeptConnections(engine, recycle=RECYCLE_SECONDS))
     return Database(engine=engine, url=url)
