@@ -28,6 +28,7 @@ import pytest
 from serverproc import ServerProcess, metric, poll
 
 from workloom.client import AsyncClient, Client, Run, Task
+from workloom.client.errors import PROBLEM_BASE
 from workloom.worker import Job, NonRetryableError, Release, Worker
 
 WORKERS = Path(__file__).parent / "workers"
@@ -521,8 +522,9 @@ class CountingTransport(httpx.AsyncHTTPTransport):
     """The client's requests, as ``METHOD path``, the items of its batch starts, and the runs handed to it by
     claims and by completions (``claim_next``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, older_server: bool = False) -> None:
         super().__init__()
+        self.older_server = older_server  # refuses a claim's ``start``, as a server from before it did
         self.sent: list[str] = []
         self.started: list[int] = []  # items per POST /v1/runs/start
         self.beats: list[int] = []  # items per POST /v1/runs/heartbeat
@@ -533,6 +535,10 @@ class CountingTransport(httpx.AsyncHTTPTransport):
         self.sent.append(f"{request.method} {path}")
         if path in ("/v1/runs/start", "/v1/runs/heartbeat"):
             (self.started if path.endswith("start") else self.beats).append(len(json.loads(request.content)["runs"]))
+        if self.older_server and path.endswith("/claim") and "start" in json.loads(request.content):
+            field = {"field": "start", "message": "Extra inputs are not permitted"}
+            problem = {"type": PROBLEM_BASE + "validation-error", "status": 422, "title": "Invalid", "errors": [field]}
+            return httpx.Response(422, json=problem, headers={"Content-Type": "application/problem+json"})
         response = await super().handle_async_request(request)
         by = "claim" if path.endswith("/claim") else "completion" if path == "/v1/runs/complete" else None
         if by is None or response.status_code != 200:
@@ -544,11 +550,16 @@ class CountingTransport(httpx.AsyncHTTPTransport):
 
 @contextlib.asynccontextmanager
 async def counted_worker(
-    server: ServerProcess, queue: str, tasks: int, concurrency: int, **queue_settings: Any
+    server: ServerProcess,
+    queue: str,
+    tasks: int,
+    concurrency: int,
+    transport: CountingTransport | None = None,
+    **queue_settings: Any,
 ) -> AsyncIterator[tuple[AsyncClient, CountingTransport, list[Task], Worker]]:
-    """A client whose requests are counted, ``tasks`` tasks queued in ``queue``, and a worker (no handler yet)
-    with ``concurrency`` slots on that client."""
-    transport = CountingTransport()
+    """A client whose requests are counted (through ``transport``), ``tasks`` tasks queued in ``queue``, and a
+    worker (no handler yet) with ``concurrency`` slots on that client."""
+    transport = transport or CountingTransport()
     async with AsyncClient(server.url, server.token, transport=transport) as client:
         await client.create_queue(queue, **queue_settings)
         made = await client.create_tasks([{"title": f"{queue} {i}", "queue": queue} for i in range(tasks)])
@@ -561,12 +572,40 @@ async def queue_completed(client: AsyncClient, queue: str) -> bool:
 
 
 @SQLITE
-async def test_the_runs_of_one_claim_are_started_in_one_request(server: ServerProcess) -> None:
-    """Each handler runs only once its run is ``running``; the worker starts a claim's runs together (one
-    request, not one per run: a per-run start cost the default worker ~7x its throughput on a busy queue)."""
+async def test_the_runs_are_claimed_running_without_a_start_request(server: ServerProcess) -> None:
+    """Each handler runs only once its run is ``running``: the worker's claims start their runs
+    (``claim(start=True)``), so it sends no start request at all."""
+    seen: dict[str, str] = {}
+    async with counted_worker(server, "claimed-running", tasks=24, concurrency=12) as (client, transport, made, app):
+
+        @app.handler("claimed-running")
+        async def handle(job: Job) -> None:
+            seen[job.task_id] = (await client.get_run(job.run_id)).status
+
+        async with serving(app):
+            await apoll(lambda: queue_completed(client, "claimed-running"), "every task to complete")
+
+    assert set(seen) == {t.id for t in made} and set(seen.values()) == {"running"}
+    assert transport.handed["claim"] + transport.handed["completion"] == 24
+    assert not [s for s in transport.sent if s.endswith("/start")]
+
+
+@SQLITE
+async def test_against_an_older_server_the_runs_of_one_claim_are_started_in_one_request(
+    server: ServerProcess,
+) -> None:
+    """A server from before claims could start refuses ``start``: the worker then claims as before and starts
+    a claim's runs together (one request, not one per run: a per-run start cost the default worker ~7x its
+    throughput on a busy queue)."""
     go = asyncio.Event()
     seen: dict[str, str] = {}
-    async with counted_worker(server, "started", tasks=12, concurrency=12) as (client, transport, made, app):
+    older = CountingTransport(older_server=True)
+    async with counted_worker(server, "started", tasks=12, concurrency=12, transport=older) as (
+        client,
+        transport,
+        made,
+        app,
+    ):
 
         @app.handler("started")
         async def handle(job: Job) -> None:

@@ -17,16 +17,17 @@
 How it runs: one claim loop per queue asks for as many runs as there are free slots (``concurrency`` is
 shared by every queue; a handler may cap its own share), long-polling ``wait_seconds`` when the queue is
 empty; on a busy queue, the completions of finished jobs (sent together) claim the next runs for the slots
-they free, in the same request. Each claimed run is started (a claim's runs together), handled (async
-handlers as asyncio tasks, sync ones in their own thread) and heartbeated every third of its lease,
-carrying the progress and usage the handler reported; the heartbeats due together (a grid of a quarter of
-that third) are one request for all the jobs. A heartbeat refused because the lease is gone (the task
-was canceled, or the lease ran out and someone else has the task) cancels the handler: an async handler
-gets ``CancelledError``, a sync one sees ``job.cancelled`` set, and what either produces afterwards is
-dropped. A return value completes the run; ``Release`` gives the task back; any other exception fails the
-run, retryable unless it is a ``NonRetryableError`` or the ``retryable`` predicate says no. SIGTERM or
-SIGINT stops claiming and lets in-flight jobs finish for ``grace_period`` seconds; jobs still running then
-are cancelled and released, and ``run()`` returns (a second signal skips the wait).
+they free, in the same request. Each run is claimed running (``claim(start=True)``), handled (async
+handlers in the job's asyncio task, sync ones in their own thread) and heartbeated every third of its
+lease, carrying the progress and usage the handler reported; the heartbeats due together (a grid of a
+quarter of that third, kept by one timetable for all the jobs) are one request. A heartbeat refused
+because the lease is gone (the task was canceled, or the lease ran out and someone else has the task)
+cancels the handler: an async handler gets ``CancelledError``, a sync one sees ``job.cancelled`` set, and
+what either produces afterwards is dropped. A return value completes the run; ``Release`` gives the task
+back; any other exception fails the run, retryable unless it is a ``NonRetryableError`` or the
+``retryable`` predicate says no. SIGTERM or SIGINT stops claiming and lets in-flight jobs finish for
+``grace_period`` seconds; jobs still running then are cancelled and released, and ``run()`` returns (a
+second signal skips the wait).
 """
 
 from __future__ import annotations
@@ -58,11 +59,13 @@ from workloom.client import (
     PermissionDeniedError,
     RunOutcome,
     StaleClaimError,
+    ValidationError,
     WorkloomError,
 )
 from workloom.worker.errors import NonRetryableError, Release, default_retryable
 from workloom.worker.job import Job, JobState
 from workloom.worker.logs import configure_logging
+from workloom.worker.timetable import Timetable
 
 F = TypeVar("F", bound=Callable[..., Any])
 Retryable = Callable[[BaseException], bool]
@@ -112,7 +115,8 @@ class Worker:
     shutdown. ``retryable``: decides whether an exception (other than ``NonRetryableError``) deserves
     another attempt; default yes. ``progress_interval``: the least time between heartbeats sent early
     because the handler reported progress or usage. ``start_runs``: mark each run ``running`` before its
-    handler is called (the runs of one claim in one ``start_runs`` request). ``batch_complete``:
+    handler is called (claimed running, ``claim(start=True)``; against an older server, the runs of one claim
+    started in one ``start_runs`` request). ``batch_complete``:
     completions of jobs that finish within a few milliseconds of each other (or up to ``COMPLETE_BATCH`` of
     them) are sent as one ``complete_runs`` request, one server transaction; each run is still completed
     or refused on its own.
@@ -299,7 +303,7 @@ class _Outcome:
     error: BaseException | None = None
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: a key of the heartbeat timetable
 class _Tracked:
     """A job and its lease as this worker sees it (``loop.time()`` seconds)."""
 
@@ -307,6 +311,9 @@ class _Tracked:
     handler: Handler
     last_beat: float
     deadline: float  # the lease surely ran out by then unless renewed
+    interval: float  # between heartbeats
+    pacing: bool = False  # its handler runs: heartbeats are due
+    beating: asyncio.Task[None] | None = None  # a heartbeat in flight
 
 
 @dataclass
@@ -349,8 +356,12 @@ class _Runtime:
             for h in worker.handlers.values()
             if worker.batch_complete
         }
+        # With ``start_runs`` the runs are claimed running (``claim(start=True)``); a server that cannot (older
+        # than this SDK) has them started after each claim, the runs of one claim in one request.
+        self.claims_start = worker.start_runs
         self.starter: _Batched[tuple[str, str]] = _Batched(client.start_runs, 0.0, START_BATCH)
         self.beats: _Batched[dict[str, Any]] = _Batched(client.heartbeat_runs, BEAT_DELAY, BEAT_BATCH)
+        self.timetable: Timetable[_Tracked] = Timetable(self.loop, self.pace)
 
     # -- control ----------------------------------------------------------------------------------------------
 
@@ -430,6 +441,7 @@ class _Runtime:
             raise
         finally:
             stop_wait.cancel()
+            self.timetable.close()
         if fatal is not None:
             raise fatal
 
@@ -501,6 +513,11 @@ class _Runtime:
                 self.tally.released += 1
                 job.log.info("job released at shutdown")
         task.cancel()
+        if job._handler_task is task:
+            # Its async handler did not stop when told to. The worker does not wait for it (nor would it for a
+            # handler in a task of its own); the task ends, dropping the outcome, when the handler does.
+            self.halt_heartbeats(tracked)
+            return
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
@@ -556,8 +573,16 @@ class _Runtime:
             try:
                 claims = await self.client.claim(
                     handler.queue, worker=self.actor, limit=count, lease_seconds=handler.lease_seconds,
-                    wait_seconds=wait,
+                    wait_seconds=wait, start=self.claims_start,
                 )  # fmt: skip
+            except ValidationError as exc:
+                self.unreserve(handler, count)
+                if not (self.claims_start and any(e.field == "start" for e in exc.errors)):
+                    raise
+                # A server older than this SDK claims without starting: start each claim's runs after it.
+                self.claims_start = False
+                self.log.info("the server cannot start runs as it hands them over; starting them after each claim")
+                continue
             except (AuthenticationError, PermissionDeniedError, BadRequestError):
                 self.unreserve(handler, count)  # a wrong key or setting: trying again will not help
                 raise
@@ -603,7 +628,7 @@ class _Runtime:
         began = self.loop.time()
         outcomes, claims = await self.client.complete_runs_and_claim(
             items, handler.queue, worker=self.actor, limit=min(len(items), handler.batch),
-            lease_seconds=handler.lease_seconds,
+            lease_seconds=handler.lease_seconds, start=self.claims_start,
         )  # fmt: skip
         if claims:
             self.used += len(claims)
@@ -624,10 +649,14 @@ class _Runtime:
             self.side.add(side)
             side.add_done_callback(self.side.discard)
             return
-        tracked = _Tracked(job=job, handler=handler, last_beat=began, deadline=began + lease)
-        task = asyncio.create_task(self.execute(tracked), name=f"workloom-job-{job.task_id}")
+        tracked = _Tracked(job=job, handler=handler, last_beat=began, deadline=began + lease,
+                           interval=max(lease / 3, 0.2))  # fmt: skip
+        task = self.loop.create_task(self.execute(tracked), name=f"workloom-job-{job.task_id}")
         self.jobs[task] = tracked
-        task.add_done_callback(lambda done: self.jobs.pop(done, None))
+        task.add_done_callback(self.forget)
+
+    def forget(self, task: asyncio.Task[None]) -> None:
+        self.jobs.pop(task, None)
 
     async def give_back(self, handler: Handler, job: Job) -> None:
         """A claim that arrived after shutdown began: release it at once."""
@@ -645,7 +674,7 @@ class _Runtime:
         job, handler = tracked.job, tracked.handler
         started = self.loop.time()
         try:
-            if self.worker.start_runs:
+            if self.worker.start_runs and job.run.status != "running":  # not started by its claim already
                 try:
                     await self.starter((job.run_id, job.claim_token))
                 except (StaleClaimError, NotFoundError) as exc:
@@ -655,14 +684,13 @@ class _Runtime:
                     return
                 except WorkloomError as exc:
                     job.log.warning("could not mark the run running; handling it anyway", extra={"error": str(exc)})
-            job.log.debug("job started")
-            beats = asyncio.create_task(self.heartbeats(tracked))
+            if self.log.isEnabledFor(logging.DEBUG):  # spares making the job's logger when not logged
+                job.log.debug("job started")
+            self.start_heartbeats(tracked)
             try:
                 outcome = await self.invoke(handler, job)
             finally:
-                beats.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await beats
+                await self.stop_heartbeats(tracked)
             await self.settle(tracked, outcome, started)
         except Exception:
             job.log.exception("the worker failed while handling this job; its lease will run out")
@@ -672,17 +700,7 @@ class _Runtime:
 
     async def invoke(self, handler: Handler, job: Job) -> _Outcome:
         if handler.is_async:
-            task = asyncio.create_task(self.call_async(handler, job), name=f"workloom-handler-{job.task_id}")
-            job._handler_task = task
-            try:
-                await asyncio.wait({task})
-            except asyncio.CancelledError:
-                task.cancel()
-                raise
-            if task.cancelled():
-                return _Outcome("cancelled")
-            error = task.exception()
-            return _Outcome("error", error=error) if error is not None else _Outcome("result", task.result())
+            return await self.call_async(handler, job)
         future: asyncio.Future[_Outcome] = self.loop.create_future()
         thread = threading.Thread(
             target=self.call_sync,
@@ -691,12 +709,33 @@ class _Runtime:
             daemon=True,  # a handler that ignores cancellation must not keep the process alive at exit
         )
         thread.start()
-        await asyncio.wait({future})
-        return future.result()
+        # Cancelling this task cancels the future, not the thread: the worker moves on, the thread's outcome
+        # is dropped.
+        return await future
 
     @staticmethod
-    async def call_async(handler: Handler, job: Job) -> Any:
-        return await handler.fn(job)
+    async def call_async(handler: Handler, job: Job) -> _Outcome:
+        """Run an async handler in the job's own task (a task of its own would cost every job one more task
+        and a wait). ``Job.stop`` cancels this task while the handler runs; that cancellation is taken back
+        as the handler returns, so that a cancellation left over is the worker's own (shutdown)."""
+        task = asyncio.current_task()
+        assert task is not None
+        job._handler_task = task
+        try:
+            try:
+                return _Outcome("result", await handler.fn(job))
+            finally:
+                job._handler_task = None
+                if job._handler_cancelled:
+                    task.uncancel()
+        except asyncio.CancelledError:
+            if task.cancelling():
+                raise
+            return _Outcome("cancelled")
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException as exc:  # what a task of its own would have kept as its exception
+            return _Outcome("error", error=exc)
 
     def call_sync(
         self, handler: Handler, job: Job, future: asyncio.Future[_Outcome], context: contextvars.Context
@@ -713,23 +752,55 @@ class _Runtime:
         with contextlib.suppress(RuntimeError):  # the loop is gone (the worker exited without this job)
             self.loop.call_soon_threadsafe(deliver)
 
-    async def heartbeats(self, tracked: _Tracked) -> None:
+    def start_heartbeats(self, tracked: _Tracked) -> None:
+        tracked.pacing = True
+        tracked.job._on_report = functools.partial(self.pace, tracked)
+        self.pace(tracked)
+
+    async def stop_heartbeats(self, tracked: _Tracked) -> None:
+        """No more heartbeats for the job; one in flight is cancelled and waited for."""
+        beating = self.halt_heartbeats(tracked)
+        if beating is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await beating
+
+    def halt_heartbeats(self, tracked: _Tracked) -> asyncio.Task[None] | None:
+        """No more heartbeats for the job; returns the one in flight, cancelled."""
+        tracked.pacing = False
+        tracked.job._on_report = None
+        self.timetable.drop(tracked)
+        beating, tracked.beating = tracked.beating, None
+        if beating is not None:
+            beating.cancel()
+        return beating
+
+    def pace(self, tracked: _Tracked) -> None:
         """Renew the lease every third of it; send reported progress/usage early (at most every
-        ``progress_interval``), or at once when the handler awaits a report."""
+        ``progress_interval``), or at once when the handler awaits a report. Called when the job's heartbeats
+        start, when it reports, when the time it was scheduled for comes, and after each heartbeat."""
+        if not tracked.pacing or tracked.beating is not None:  # a heartbeat in flight calls again when done
+            return
         job = tracked.job
-        interval = max(job.lease_seconds / 3, 0.2)
+        if job.state is not JobState.RUNNING:
+            self.timetable.drop(tracked)
+            return
         throttle = self.worker.progress_interval
-        while job.state is JobState.RUNNING:
-            job._wake.clear()
-            now = self.loop.time()
-            due = _due(tracked.last_beat, interval)
-            dirty = job.dirty()
-            if not (job.take_flush_request() or now >= due or (dirty and now >= tracked.last_beat + throttle)):
-                until = min(due, tracked.last_beat + throttle) if dirty else due
-                await wait_event(job._wake, until - now)
-                continue
-            if not await self.beat(tracked):
-                return
+        now = self.loop.time()
+        due = _due(tracked.last_beat, tracked.interval)
+        dirty = job.dirty()
+        if job.take_flush_request() or now >= due or (dirty and now >= tracked.last_beat + throttle):
+            self.timetable.drop(tracked)
+            tracked.beating = self.loop.create_task(self.beat_and_pace(tracked))
+        else:
+            self.timetable.set(tracked, min(due, tracked.last_beat + throttle) if dirty else due)
+
+    async def beat_and_pace(self, tracked: _Tracked) -> None:
+        try:
+            alive = await self.beat(tracked)
+        finally:
+            tracked.beating = None
+        if alive:
+            self.pace(tracked)
 
     async def beat(self, tracked: _Tracked) -> bool:
         """One heartbeat; False when the lease is lost (the handler has been cancelled)."""
@@ -789,7 +860,8 @@ class _Runtime:
                 else:
                     await self.client.complete_run(job.run_id, job.claim_token, result=outcome.value, usage=usage)
                 self.tally.completed += 1
-                job.log.info("job completed", extra=timing)
+                if self.log.isEnabledFor(logging.INFO):  # spares making the job's logger when not logged
+                    job.log.info("job completed", extra=timing)
                 return
             if job.dirty() and not await self.beat(tracked):
                 return
@@ -864,8 +936,9 @@ class _Batched(Generic[Item]):
             self.flush()
         elif self.timer is None:
             self.timer = loop.call_later(self.delay, self.flush) if self.delay else loop.call_soon(self.flush)
-        # A cancelled caller must not cancel the others' request (and shield marks its outcome read).
-        return await asyncio.shield(done)
+        # A cancelled caller cancels only its own future, which ``send`` then skips: the others' request goes
+        # on, and no outcome is left unread.
+        return await done
 
     def flush(self) -> None:
         if self.timer is not None:
@@ -899,7 +972,8 @@ class _Batched(Generic[Item]):
 
 async def wait_event(event: asyncio.Event, seconds: float) -> bool:
     """Wait for ``event`` at most ``seconds``; True if it is set. (Not ``asyncio.wait_for``: on Python 3.11 it
-    can swallow a cancellation that arrives as the event fires, and heartbeat loops are stopped by cancelling.)"""
+    can swallow a cancellation that arrives as the event fires, and the worker's loops are stopped by
+    cancelling.)"""
     if event.is_set():
         return True
     try:

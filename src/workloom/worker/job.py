@@ -74,13 +74,14 @@ class Job:
         self.client = client
         self.worker = worker
         self.lease_seconds = lease_seconds
-        self.cancelled = threading.Event()
         self.cancel_reason: str | None = None
-        self.log = JobLog(logger, self.log_fields())
+        self._logger = logger
+        self._log: JobLog | None = None
+        self._cancelled: threading.Event | None = None
         self._token = claim.claim_token
         self._loop = loop
         self._loop_thread = threading.get_ident()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # cheap (unlike an Event's Condition), and guards the lazy Event too
         self._state = JobState.RUNNING
         self._version = 0
         self._sent_version = 0
@@ -90,11 +91,40 @@ class Job:
         self._usage_version = 0
         self._flush_requested = False
         self._flush_waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._wake = asyncio.Event()
-        self._handler_task: asyncio.Task[Any] | None = None
+        # Called (on the loop) when there is something new to send; the worker sets it while it heartbeats.
+        self._on_report: Callable[[], None] | None = None
+        self._handler_task: asyncio.Task[Any] | None = None  # the task running the async handler, while it runs
+        self._handler_cancelled = False  # ``stop`` cancelled that task
         self._finished = False
 
     # -- what the handler reads ---------------------------------------------------------------------------
+
+    @property
+    def cancelled(self) -> threading.Event:
+        """Set when the job must stop (lease lost, or shutdown past the grace period)."""
+        # Made on first use: most jobs never look, and an Event (a Condition and its lock, in Python) costs
+        # about as much as the rest of a Job. Made under the lock so that a handler's thread and ``stop`` on
+        # the loop share one Event.
+        event = self._cancelled
+        if event is None:
+            with self._lock:
+                event = self._cancelled
+                if event is None:
+                    event = self._cancelled = threading.Event()
+                    if self._state is not JobState.RUNNING:
+                        event.set()
+        return event
+
+    @property
+    def log(self) -> JobLog:
+        """A logger that tags records with the job's fields."""
+        if self._log is None:  # a race makes two equal adapters, which is harmless
+            self._log = JobLog(self._logger, self.log_fields())
+        return self._log
+
+    @log.setter
+    def log(self, value: JobLog) -> None:
+        self._log = value
 
     @property
     def data(self) -> Any:
@@ -205,10 +235,15 @@ class Job:
 
     def _changed(self) -> None:
         if threading.get_ident() == self._loop_thread:
-            self._wake.set()
+            self._notify()
             return
         with contextlib.suppress(RuntimeError):  # the loop is closed: the worker is gone
-            self._loop.call_soon_threadsafe(self._wake.set)
+            self._loop.call_soon_threadsafe(self._notify)
+
+    def _notify(self) -> None:
+        on_report = self._on_report
+        if on_report is not None:
+            on_report()
 
     def dirty(self, *, usage: bool = True) -> bool:
         """Whether something reported has not reached the server yet."""
@@ -248,7 +283,7 @@ class Job:
         future: asyncio.Future[None] = self._loop.create_future()
         self._flush_waiters.append((version, future))
         self._flush_requested = True
-        self._wake.set()
+        self._notify()
         await future
 
     def _resolve(self, which: Callable[[int], bool]) -> None:
@@ -272,8 +307,12 @@ class Job:
             return False
         self._state = state
         self.cancel_reason = reason
-        self.cancelled.set()
+        with self._lock:
+            event = self._cancelled
+        if event is not None:  # else it is made set, should anyone ask
+            event.set()
         if self._handler_task is not None and not self._handler_task.done():
             self._handler_task.cancel(reason)
+            self._handler_cancelled = True
         self._resolve(lambda _v: True)
         return True
