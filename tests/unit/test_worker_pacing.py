@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -37,6 +38,8 @@ class FakeServer:
         self.failed: dict[str, str] = {}
         self.stale: set[str] = set()  # runs whose heartbeats are refused: the lease is gone
         self.beat_error: WorkloomError | None = None  # every heartbeat request fails with this
+        self.hold: asyncio.Event | None = None  # when set: heartbeats are answered once it is set
+        self.holding = asyncio.Event()  # a heartbeat request arrived and waits for ``hold``
         self.more = asyncio.Event()
 
     def claim_of(self, i: int) -> Claim:
@@ -79,6 +82,9 @@ class FakeServer:
 
     async def heartbeat_runs(self, items: list[dict[str, Any]]) -> list[RunOutcome]:
         self.beats.append((asyncio.get_running_loop().time(), items))
+        if self.hold is not None:
+            self.holding.set()
+            await self.hold.wait()
         if self.beat_error is not None:
             raise self.beat_error
         until = datetime.now(UTC) + timedelta(seconds=self.lease_seconds)
@@ -229,6 +235,87 @@ async def test_failing_heartbeats_are_retried_until_the_lease_runs_out_then_the_
     assert reasons == ["lease ran out: heartbeats failed"]
     assert len(server.beats) >= 2  # retried before giving up
     assert not server.completed and not server.released  # the run's lease is gone: nothing more is sent
+
+
+@pytest.mark.parametrize("awaited", [False, True], ids=["reported", "awaited"])
+async def test_failing_heartbeats_with_reports_pending_are_retried_no_sooner_than_announced(
+    awaited: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Progress reported (or awaited) all through an outage does not hurry the retries: each failed heartbeat
+    is tried again no sooner than the warning it logged says, until the lease runs out."""
+    server = FakeServer(1, lease_seconds=2)
+    server.beat_error = WorkloomError("server unavailable", status=503)
+    app = worker(server, progress_interval=0.01)
+    reasons: list[str | None] = []
+    waiting: set[asyncio.Task[None]] = set()  # awaited reports, each in a task of its own: none is answered
+
+    @app.handler("q", lease_seconds=2)
+    async def report(job: Job) -> None:
+        async def awaits(step: int) -> None:
+            await job.progress(step)
+
+        try:
+            for step in itertools.count():
+                if awaited:
+                    waiting.add(asyncio.create_task(awaits(step)))
+                else:
+                    job.progress(step)
+                await asyncio.sleep(0.02)  # the handler's work between reports
+        except asyncio.CancelledError:
+            reasons.append(job.cancel_reason)
+            raise
+
+    with caplog.at_level("WARNING", logger="workloom.worker"):
+        async with serving(app):
+            await until(lambda: reasons, "the handler to be cancelled", timeout=15)
+            await until(lambda: not app.running_jobs, "the job to end")
+
+    assert reasons == ["lease ran out: heartbeats failed"]
+    announced = [
+        float(m.group(1))
+        for m in (re.match(r"heartbeat failed; trying again in ([\d.]+)s", t) for t in caplog.messages)
+        if m
+    ]
+    sent = [at for at, _ in server.beats]
+    assert len(announced) == len(sent) - 1  # every failure but the last (past the lease) announced a retry
+    assert announced[0] >= 0.5  # a third of what was left of the 2 s lease
+    # Each retry came no sooner than announced (the warning rounds it to a tenth of a second).
+    too_soon = [
+        (round(later - at, 3), wait)
+        for at, later, wait in zip(sent[:-1], sent[1:], announced, strict=True)
+        if later - at < wait - 0.05
+    ]
+    assert not too_soon
+    assert all(items[0]["progress"] is not None for _, items in server.beats)  # each retry carried the report
+    assert all(t.done() for t in waiting)  # the lost job's awaited reports were let go
+
+
+async def test_a_report_awaited_while_a_heartbeat_is_in_flight_is_sent_as_soon_as_that_one_returns() -> None:
+    """The heartbeat in flight carries an older report: the newer, awaited one follows it at once (not after the
+    progress interval), and its await returns once a heartbeat carrying it has been answered."""
+    server = FakeServer(1, lease_seconds=60)
+    server.hold = hold = asyncio.Event()
+    app = worker(server, progress_interval=60)
+    seen_on_return: dict[str, list[Any]] = {}
+
+    @app.handler("q")
+    async def report(job: Job) -> None:
+        async def awaits(step: str) -> None:
+            await job.progress(step)
+            seen_on_return[step] = [p for _, p in server.reports(job.run_id)]
+
+        first = asyncio.create_task(awaits("first"))
+        await server.holding.wait()  # the heartbeat carrying "first" is in flight
+        # Answered as soon as the await below has been made (the await runs up to its wait at once).
+        asyncio.get_running_loop().call_soon(hold.set)
+        await awaits("second")
+        await first
+
+    async with serving(app):
+        await until(lambda: "run0" in server.completed, "the job to complete", timeout=5)  # not the 60 s interval
+
+    assert [p for _, p in server.reports("run0")] == ["first", "second"]
+    assert seen_on_return == {"first": ["first"], "second": ["first", "second"]}
 
 
 # -- cancellation ---------------------------------------------------------------------------------------------

@@ -314,6 +314,7 @@ class _Tracked:
     interval: float  # between heartbeats
     pacing: bool = False  # its handler runs: heartbeats are due
     beating: asyncio.Task[None] | None = None  # a heartbeat in flight
+    retry_at: float | None = None  # the last heartbeat failed: the next is sent then, and not sooner
 
 
 @dataclass
@@ -776,23 +777,31 @@ class _Runtime:
 
     def pace(self, tracked: _Tracked) -> None:
         """Renew the lease every third of it; send reported progress/usage early (at most every
-        ``progress_interval``), or at once when the handler awaits a report. Called when the job's heartbeats
-        start, when it reports, when the time it was scheduled for comes, and after each heartbeat."""
+        ``progress_interval``), or at once when the handler awaits a report; after a failed heartbeat, only
+        the retry, when it was announced. Called when the job's heartbeats start, when it reports, when the
+        time it was scheduled for comes, and after each heartbeat."""
         if not tracked.pacing or tracked.beating is not None:  # a heartbeat in flight calls again when done
             return
         job = tracked.job
         if job.state is not JobState.RUNNING:
             self.timetable.drop(tracked)
             return
-        throttle = self.worker.progress_interval
         now = self.loop.time()
-        due = _due(tracked.last_beat, tracked.interval)
-        dirty = job.dirty()
-        if job.take_flush_request() or now >= due or (dirty and now >= tracked.last_beat + throttle):
+        if tracked.retry_at is not None:
+            # Neither progress nor an awaited report brings a retry forward: during an outage, each report
+            # would otherwise be one more failing request (and pending progress, a request every turn).
+            send, when = now >= tracked.retry_at, tracked.retry_at
+        else:
+            throttle = self.worker.progress_interval
+            due = _due(tracked.last_beat, tracked.interval)
+            dirty = job.dirty()
+            send = job.flush_wanted() or now >= due or (dirty and now >= tracked.last_beat + throttle)
+            when = min(due, tracked.last_beat + throttle) if dirty else due
+        if send:
             self.timetable.drop(tracked)
             tracked.beating = self.loop.create_task(self.beat_and_pace(tracked))
         else:
-            self.timetable.set(tracked, min(due, tracked.last_beat + throttle) if dirty else due)
+            self.timetable.set(tracked, when)
 
     async def beat_and_pace(self, tracked: _Tracked) -> None:
         try:
@@ -823,8 +832,9 @@ class _Runtime:
                 return False
             retry_in = min(2.0, (tracked.deadline - now) / 3)
             job.log.warning(f"heartbeat failed; trying again in {retry_in:.1f}s", extra={"error": str(exc)})
-            tracked.last_beat = now - job.lease_seconds / 3 + retry_in
+            tracked.retry_at = now + retry_in
             return True
+        tracked.retry_at = None
         tracked.last_beat = sent
         tracked.deadline = sent + job.lease_seconds
         job.reported(version, renewed.lease_until)

@@ -89,7 +89,7 @@ class Job:
         self._progress_version = 0
         self._usage: dict[str, Any] = {}
         self._usage_version = 0
-        self._flush_requested = False
+        # Awaited reports not yet on the server (each version newer than ``_sent_version``), on the loop only.
         self._flush_waiters: list[tuple[int, asyncio.Future[None]]] = []
         # Called (on the loop) when there is something new to send; the worker sets it while it heartbeats.
         self._on_report: Callable[[], None] | None = None
@@ -267,12 +267,15 @@ class Job:
             sent = self._sent_version
         if lease_until is not None:
             self.lease_until = lease_until
-        self._flush_requested = False
         self._resolve(lambda v: v <= sent)
 
-    def take_flush_request(self) -> bool:
-        requested, self._flush_requested = self._flush_requested, False
-        return requested
+    def flush_wanted(self) -> bool:
+        """Whether the handler awaits a report that no answered heartbeat has carried yet.
+
+        Derived from the waiters rather than kept as a flag: an awaited report made while a heartbeat is in
+        flight is newer than what that heartbeat carries, and must still be wanted once its answer comes."""
+        # A waiter whose await was cancelled wants nothing; it stays listed until its version is sent.
+        return any(not future.done() for _, future in self._flush_waiters)
 
     async def _flushed(self, version: int) -> None:
         with self._lock:
@@ -282,7 +285,6 @@ class Job:
             return
         future: asyncio.Future[None] = self._loop.create_future()
         self._flush_waiters.append((version, future))
-        self._flush_requested = True
         self._notify()
         await future
 
