@@ -111,11 +111,11 @@ def _claimed(
 ) -> Run:
     """``run`` as a claim by ``worker`` leaves it (the rows say the same: ``store.run_mark_claimed``); ``key``:
     the claim's idempotency key, if it came with one; ``start``: a claim that starts the run."""
-    status = run_states.apply(run.status, "claim")
+    marks = _claim_marks(u, run.status, start)
     return changed(
         run,
-        status=run_states.apply(status, "start") if start else status,
-        started_at=u.now if start else run.started_at,
+        status=marks.status,
+        started_at=marks.started_at or run.started_at,
         claim_token_hash=token_hash,
         claimed_at=u.now,
         heartbeat_at=u.now,
@@ -146,8 +146,15 @@ def _claim_spec(
         run_payload=_claimed_payload(lease_until),
         task_event="task.in_progress",
         task_payload=_in_progress_payload(),
-        start=start,
+        marks=_claim_marks(u, "queued", start),
     )
+
+
+def _claim_marks(u: Unit, status: RunStatus, start: bool) -> store.ClaimMarks:
+    """The state a claim leaves a run of ``status`` in: claimed, or for a claim that starts it, running
+    since now (the state machine's ``claim`` then ``start``)."""
+    claimed = run_states.apply(status, "claim")
+    return store.ClaimMarks(run_states.apply(claimed, "start"), u.now) if start else store.ClaimMarks(claimed)
 
 
 def _claim_events(start: bool) -> int:
@@ -272,7 +279,7 @@ async def _take(
                 "kind": worker.kind,
                 "ref": worker.ref,
                 "idempotency_key": u.idempotency_key,
-                **store.claim_marks(u.now, start),
+                **_claim_marks(u, run.status, start).params(),
             }
             for run in candidates
         ],

@@ -280,13 +280,17 @@ class ClaimSpec:
     run_payload: dict[str, Any]  # without the run's attempt, which the statement adds
     task_event: str
     task_payload: dict[str, Any]
-    # The runs go straight to running (their tasks then reserve a third event number, for run.started,
-    # which the caller records).
-    start: bool = False
+    # The state the runs are left in: running for a claim that starts them (their tasks then reserve a
+    # third event number, for the run.started the caller records).
+    marks: run_store.ClaimMarks = run_store.CLAIMED
+
+    @property
+    def start(self) -> bool:
+        return self.marks.started_at is not None
 
     def params(self) -> dict[str, Any]:
         return {
-            **run_store.claim_marks(self.now, self.start),
+            **self.marks.params(),
             "workspace_id": self.workspace_id,
             "queue_id": self.queue_id,
             "limit": self.limit,
@@ -327,7 +331,7 @@ async def claim(
             lease_until=spec.lease_until,
             claimer=spec.claimer,
             idempotency_key=spec.idempotency_key,
-            start=spec.start,
+            marks=spec.marks,
         )
         return claimed, None
     statement = _CLAIM_ONE_MOVING_TASK if spec.limit == 1 else _CLAIM_MOVING_TASKS
@@ -364,7 +368,7 @@ async def claim_read(conn: AsyncConnection, spec: ClaimSpec, read: SentRead) -> 
         lease_until=spec.lease_until,
         claimer=spec.claimer,
         idempotency_key=spec.idempotency_key,
-        start=spec.start,
+        marks=spec.marks,
     )
     moved = {}
     for row in found:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -208,6 +209,21 @@ def run_renew_writes(rows_: list[dict[str, Any]], *, reports: bool = False) -> W
     return Write(_RENEW[reports], rows_, len(rows_))
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimMarks:
+    """The state a claim leaves its runs in (the engine decides it: claimed, or running for a claim that
+    starts them), as ``_MARKS`` writes it."""
+
+    status: str = "claimed"
+    started_at: datetime | None = None
+
+    def params(self) -> dict[str, Any]:
+        return {"claim_status": self.status, "claim_started_at": self.started_at}
+
+
+CLAIMED = ClaimMarks()
+
+
 async def run_claim(
     conn: AsyncConnection,
     *,
@@ -219,10 +235,10 @@ async def run_claim(
     lease_until: datetime,
     claimer: Actor,
     idempotency_key: str | None,
-    start: bool = False,
+    marks: ClaimMarks = CLAIMED,
 ) -> list[Run]:
     """Claim up to ``limit`` runs of the queue, highest priority then oldest first; the runs as claimed
-    (``start``: and running).
+    (in the state ``marks`` says).
 
     Each run's claim token is ``token_prefix + run id``; only its hash is stored. Two statements: the
     candidates (locked ``SKIP LOCKED`` on PostgreSQL), then the marks. This is SQLite's claim, where the
@@ -236,7 +252,7 @@ async def run_claim(
         lease_until=lease_until,
         claimer=claimer,
         idempotency_key=idempotency_key,
-        start=start,
+        marks=marks,
     )
     await _MARK_CLAIMED.many(conn, write.rows)
     return claimed
@@ -250,20 +266,20 @@ def run_claim_marks(
     lease_until: datetime,
     claimer: Actor,
     idempotency_key: str | None,
-    start: bool = False,
+    marks: ClaimMarks = CLAIMED,
 ) -> tuple[Write, list[Run]]:
-    """Marking queued ``candidates`` claimed (as ``run_claim`` does; ``start``: and running), as a write
+    """Marking queued ``candidates`` claimed (as ``run_claim`` does, in the state ``marks`` says), as a write
     that must change each of them, and the runs as it leaves them."""
-    claim = {"now": now, "lease": lease_until, "kind": claimer.kind, "ref": claimer.ref, **claim_marks(now, start)}
-    marks, claimed = [], []
+    claim = {"now": now, "lease": lease_until, "kind": claimer.kind, "ref": claimer.ref, **marks.params()}
+    rows_, claimed = [], []
     for run in candidates:
         token_hash = hash_secret(token_prefix + run.id)
-        marks.append({"run_id": run.id, "token_hash": token_hash, "idempotency_key": idempotency_key, **claim})
+        rows_.append({"run_id": run.id, "token_hash": token_hash, "idempotency_key": idempotency_key, **claim})
         claimed.append(
             changed(
                 run,
-                status=claim["claim_status"],
-                started_at=claim["claim_started_at"],
+                status=marks.status,
+                started_at=marks.started_at,
                 claim_token_hash=token_hash,
                 claimed_at=now,
                 heartbeat_at=now,
@@ -272,12 +288,7 @@ def run_claim_marks(
                 idempotency_key=idempotency_key or run.idempotency_key,
             )
         )
-    return Write(_MARK_CLAIMED, marks, len(marks)), claimed
-
-
-def claim_marks(now: datetime, start: bool) -> dict[str, Any]:
-    """The parameters of a claim's marks that say whether it starts its runs (``_MARKS``)."""
-    return {"claim_status": "running" if start else "claimed", "claim_started_at": now if start else None}
+    return Write(_MARK_CLAIMED, rows_, len(rows_)), claimed
 
 
 def _locked_candidates(limit: sa.ColumnElement[int], *, ordered: bool = False) -> sa.Select[Any]:
@@ -411,7 +422,7 @@ async def run_claim_next_candidate(
 
 async def run_mark_claimed(conn: AsyncConnection, claims: list[dict[str, Any]]) -> None:
     """Write many claims in one round trip; each dict has run_id, token hash, lease, claimer, the claim's
-    idempotency key (None keeps the run's own) and ``claim_marks``."""
+    idempotency key (None keeps the run's own) and ``ClaimMarks.params``."""
     await _MARK_CLAIMED.many(conn, claims)
 
 
