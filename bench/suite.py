@@ -108,6 +108,7 @@ class Suite:
     modes: dict[str, Any] = field(default_factory=dict)
     profile: Path | None = None
     profile_format: str = "flamegraph"
+    server_processes: int = 1  # ``workloom serve --workers`` on PostgreSQL (SQLite is always one)
 
     def record(self, scenario: str, metric: str, value: float | None, unit: str) -> None:
         if value is None:
@@ -125,7 +126,8 @@ class Suite:
 
 @contextlib.contextmanager
 def sampled(suite: Suite, pid: int, name: str) -> Iterator[None]:
-    """With ``--profile DIR``: py-spy samples the server process ``pid`` while the block runs."""
+    """With ``--profile DIR``: py-spy samples the server process ``pid`` (and the server processes it
+    supervises, if any) while the block runs."""
     if suite.profile is None:
         yield
         return
@@ -139,7 +141,7 @@ def sampled(suite: Suite, pid: int, name: str) -> Iterator[None]:
     out = suite.profile / f"{name}.{extension}"
     # Not --nonblocking: reading a running interpreter's memory tears async stacks (half the samples came
     # back as two frames of asyncpg with no caller); pausing it costs a little speed, not the attribution.
-    command = [spy, "record", "--pid", str(pid), "--rate", "200"]
+    command = [spy, "record", "--pid", str(pid), "--rate", "200", "--subprocesses"]
     command += ["--format", suite.profile_format, "-o", str(out)]
     recorder = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -202,8 +204,11 @@ def started(command: list[str], env: dict[str, str], ready_path: str) -> Iterato
                     process.wait()
 
 
-def workloom_server(database_url: str, token: str) -> contextlib.AbstractContextManager[Process]:
+def workloom_server(database_url: str, token: str, processes: int = 1) -> contextlib.AbstractContextManager[Process]:
+    """``workloom serve``; with ``processes`` above 1, that many server processes under its supervisor."""
     command = [sys.executable, "-m", "workloom.cli.main", "serve", "--host", "127.0.0.1", "--port", "{port}"]
+    if processes > 1:
+        command += ["--workers", str(processes)]
     env = {"WORKLOOM_DATABASE_URL": database_url, "WORKLOOM_BOOTSTRAP_TOKEN": token, "WORKLOOM_LOG_LEVEL": "warning"}
     return started(command, env, "/readyz")
 
@@ -287,6 +292,21 @@ class Http:
         await self._session.close()
 
 
+def resident(server: Any) -> int:
+    """The resident memory of the server, all its processes together, in bytes."""
+    return sum(int(p.memory_info().rss) for p in server_processes(server))
+
+
+def server_processes(server: Any) -> list[Any]:
+    """``server`` (a psutil process) and the server processes it supervises (``--workers``), if any."""
+    import psutil
+
+    found = [server]
+    with contextlib.suppress(psutil.Error):
+        found += [c for c in server.children() if "spawn_main" in " ".join(c.cmdline())]
+    return found
+
+
 class Meter:
     """CPU time per task of each part of the system while a measurement runs: the server process, PostgreSQL
     (every process named ``postgres``: on this machine the bench's database is the only busy one) and this
@@ -327,7 +347,7 @@ class Meter:
                 if (process.info["name"] or "").startswith("postgres"):
                     with contextlib.suppress(psutil.Error):
                         postgres += used(process)
-        return used(self._server), postgres, used(self._client)
+        return sum(used(p) for p in server_processes(self._server)), postgres, used(self._client)
 
 
 class Api:
@@ -729,7 +749,7 @@ async def wl_fanout(base: str, token: str, api: Api, pid: int, queue: str, sizes
         streams = [asyncio.create_task(subscriber()) for _ in range(subscribers)]
         await asyncio.wait_for(all_connected.wait(), 120)
         await asyncio.sleep(0.5)
-        rss = [server.memory_info().rss]
+        rss = [resident(server)]
         # A thousand streams are ~200k objects here too: keep this process's full collections (100+ ms
         # pauses in the middle of receiving) out of what is measured.
         gc.collect()
@@ -739,13 +759,13 @@ async def wl_fanout(base: str, token: str, api: Api, pid: int, queue: str, sizes
         received = 0
         for i in range(sizes.fanout_tasks):
             await api.create_one(queue, {"n": i})
-            rss.append(server.memory_info().rss)
+            rss.append(resident(server))
             await asyncio.sleep(0.1)
         expected = subscribers * sizes.fanout_tasks
         deadline = time.monotonic() + 30
         while received < expected and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-            rss.append(server.memory_info().rss)
+            rss.append(resident(server))
         stop.set()
         gc.enable()
         gc.unfreeze()
@@ -920,7 +940,7 @@ def run_postgres(url: str, wanted: list[str], suite: Suite, python: Path | None)
         settle(url)
         return _attempt(suite, what, fn)
 
-    with workloom_server(url, token) as wl:
+    with workloom_server(url, token, suite.server_processes) as wl:
 
         def on_api(fn: Callable[[Api], Awaitable[Any]], profile_as: str | None = None, *, settled: bool = True) -> Any:
             async def go() -> Any:
@@ -1304,6 +1324,12 @@ def main(argv: list[str] | None = None) -> int:
         "--profile", type=Path, default=None, help="sample the server with py-spy during each scenario, into DIR"
     )
     parser.add_argument("--profile-format", choices=["flamegraph", "raw", "speedscope"], default="flamegraph")
+    parser.add_argument(
+        "--server-processes",
+        type=int,
+        default=1,
+        help="Workloom server processes on PostgreSQL (workloom serve --workers N; default 1)",
+    )
     args = parser.parse_args(argv)
     wanted = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = set(wanted) - set(SCENARIOS)
@@ -1319,6 +1345,10 @@ def main(argv: list[str] | None = None) -> int:
         sizes.backlog = (*sizes.backlog, 1_000_000)
     suite = Suite(runs=args.runs or (1 if args.quick else 3), sizes=sizes, peers=not args.no_peers, quick=args.quick)
     suite.profile, suite.profile_format = args.profile, args.profile_format
+    if args.server_processes < 1:
+        parser.error("--server-processes must be at least 1")
+    suite.server_processes = args.server_processes
+    suite.modes["server_processes"] = args.server_processes
     if "backlog" in wanted and 1_000_000 not in sizes.backlog:
         suite.note("backlog: the 1M-task figure needs --full, so the 1M target is n/a")
     if "fanout" in wanted:
@@ -1342,8 +1372,10 @@ def main(argv: list[str] | None = None) -> int:
             run_postgres(url, pg_wanted, suite, python)
     if "sqlite" in wanted:
         run_sqlite(suite)
-    if suite.modes:
-        suite.note(f"completion in drain: {suite.modes.get('drain_completion')}")
+    if "drain_completion" in suite.modes:
+        suite.note(f"completion in drain: {suite.modes['drain_completion']}")
+    if suite.server_processes > 1:
+        suite.note(f"Workloom on PostgreSQL: {suite.server_processes} server processes (workloom serve --workers)")
     targets = evaluate(suite)
     print_report(suite, targets)
     report = {

@@ -24,7 +24,19 @@ from workloom.settings import Settings
 log = logging.getLogger("workloom.server")
 
 
-def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
+async def prepare(wl: Workloom, settings: Settings) -> None:
+    """What a server does to its database before it serves: migrate it, and make sure an admin key exists
+    (printing one it had to make, unless the settings named it)."""
+    await wl.migrate()
+    issued = await wl.access.bootstrap(settings.bootstrap_token)
+    if issued is not None and settings.bootstrap_token is None:
+        # Printed once, to the console of whoever started the server; never logged.
+        print(f"Workloom bootstrap admin key (workspace 'default', shown once): {issued.secret}", flush=True)
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None, prepared: bool = False) -> FastAPI:
+    """The application. ``prepared``: the database has been prepared for it (``prepare``) by a supervisor
+    that starts several server processes (``api.processes``), so it is not prepared again at startup."""
     settings = settings or Settings.from_env()
     disable_created_metrics()  # type: ignore[no-untyped-call]
     # Made here rather than with the engine (in the lifespan) so that the middleware built now counts into it.
@@ -41,18 +53,18 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             claim_poll_seconds=settings.claim_poll_seconds,
             metrics=metrics,
         )
-        await wl.migrate()
-        issued = await wl.access.bootstrap(settings.bootstrap_token)
-        if issued is not None and settings.bootstrap_token is None:
-            # Printed once, to the console of whoever started the server; never logged.
-            print(f"Workloom bootstrap admin key (workspace 'default', shown once): {issued.secret}", flush=True)
+        if not prepared:
+            await prepare(wl, settings)
         await wl.start()
         app.state.workloom = wl
+        shared = asyncio.create_task(metrics.keep_shared()) if metrics.shared else None
         log.info("ready", extra={"database": wl.db.engine.dialect.name})
         try:
             yield
         finally:
             app.state.stopping.set()
+            if shared is not None:
+                shared.cancel()
             await wl.stop()
 
     app = FastAPI(

@@ -10,6 +10,7 @@ import sys
 from types import FrameType
 
 import uvicorn
+from fastapi import FastAPI
 
 from workloom.api import logs
 from workloom.api.app import create_app
@@ -47,18 +48,38 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def run_server(host: str, port: int, database_url: str, bootstrap_token: str | None, log_level: str = "info") -> None:
+def run_server(
+    host: str,
+    port: int,
+    database_url: str,
+    bootstrap_token: str | None,
+    log_level: str = "info",
+    workers: int = 1,
+) -> int:
+    """Serve until stopped; the exit status. More than one worker: that many processes on the one port
+    (``processes``), which needs PostgreSQL."""
     logs.configure(log_level)
     settings = Settings.from_env(database_url=database_url, bootstrap_token=bootstrap_token, log_level=log_level)
-    app = create_app(settings)
-    if settings.embedded:
+    if workers > 1:
+        from workloom.api.processes import run_processes
+
+        return run_processes(host, port, settings, workers)
+    serve_app(create_app(settings), host=host, port=port)
+    return 0
+
+
+def serve_app(
+    app: FastAPI, *, host: str = "127.0.0.1", port: int = 0, sockets: list[socket.socket] | None = None
+) -> None:
+    """Run ``app`` under uvicorn, on ``host``:``port`` or on ``sockets`` already listening, until stopped."""
+    if app.state.settings.embedded:
         sys.setswitchinterval(SQLITE_SWITCH_INTERVAL)
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         log_config=None,
-        log_level=log_level,
+        log_level=app.state.settings.log_level,
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         proxy_headers=False,
@@ -67,7 +88,7 @@ def run_server(host: str, port: int, database_url: str, bootstrap_token: str | N
     # with these, a requested stop ends the process with status 0 rather than "killed by SIGTERM".
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, _exit_cleanly)
-    _Server(config, app.state.stopping).run()
+    _Server(config, app.state.stopping).run(sockets=sockets)
 
 
 def _exit_cleanly(_signum: int, _frame: FrameType | None) -> None:

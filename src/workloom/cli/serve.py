@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from workloom.cli.db import DEFAULT_DATABASE_URL, DatabaseUrl, check_url
-from workloom.cli.output import fail, note
+from workloom.cli.output import fail
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
@@ -28,7 +28,14 @@ def serve(
             "and printed on the very first start).",
         ),
     ] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes (not used yet: always 1).")] = 1,
+    workers: Annotated[
+        int,
+        typer.Option(
+            envvar="WORKLOOM_WORKERS",
+            min=1,
+            help="Server processes sharing the port (PostgreSQL only; one per core is a good start).",
+        ),
+    ] = 1,
     log_level: Annotated[str, typer.Option(envvar="WORKLOOM_LOG_LEVEL", help="One of " + ", ".join(LOG_LEVELS))] = (
         "info"
     ),
@@ -37,8 +44,11 @@ def serve(
     if log_level.lower() not in LOG_LEVELS:
         fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}.")
     check_url(database_url)
-    if workers != 1:
-        note(f"--workers {workers} is not supported yet; running one process.")
+    if workers > 1 and _embedded(database_url):
+        fail(
+            f"--workers {workers} needs PostgreSQL: SQLite has one writer at a time, which one process serves best.",
+            hint="Run with --workers 1, or point --database-url at PostgreSQL.",
+        )
     try:
         from workloom.api.server import run_server
     except ModuleNotFoundError as exc:
@@ -46,10 +56,19 @@ def serve(
             raise
         fail("This installation has no HTTP server (workloom.api.server is missing).", hint="Reinstall workloom.")
     with contextlib.suppress(KeyboardInterrupt):  # the server shuts down gracefully on its own
-        run_server(
+        status = run_server(
             host=host,
             port=port,
             database_url=database_url,
             bootstrap_token=bootstrap_token or None,
             log_level=log_level.lower(),
+            workers=workers,
         )
+        if status:
+            raise typer.Exit(status)
+
+
+def _embedded(database_url: str) -> bool:
+    from workloom.settings import Settings  # not at import: the command line loads the server's modules late
+
+    return Settings(database_url=database_url).embedded

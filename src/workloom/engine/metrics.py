@@ -1,10 +1,22 @@
-"""Prometheus metrics: counters the engine bumps, gauges read from the database at scrape time."""
+"""Prometheus metrics: counters the engine bumps, gauges read from the database at scrape time.
+
+When several server processes serve one port (``api.processes``), each keeps its counters, histograms
+and claimer gauge in files of the directory ``PROMETHEUS_MULTIPROC_DIR`` names, and a scrape, whichever
+process answers it, adds up every process's (prometheus_client's multiprocess mode). The gauges read from
+the database are the whole database's in any process, so they are made anew for each scrape rather than
+kept, by any process, in a file or in a gauge two concurrent scrapes would both clear and fill."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workloom.domain.clock import Clock
@@ -14,18 +26,17 @@ from workloom.store import runs as run_store
 from workloom.store import tasks as task_store
 from workloom.store.database import Database
 
+SHARED_DIRECTORY = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own name for it
+# How often a process of several writes its waiting claimers for the others' scrapes to read.
+CLAIMERS_EVERY_SECONDS = 1.0
+
 
 class Metrics:
     def __init__(self) -> None:
+        # Several server processes add up their counts (see the module's note).
+        self.shared = bool(os.environ.get(SHARED_DIRECTORY))
         self.registry = CollectorRegistry()
         r = self.registry
-        self.tasks = Gauge("workloom_tasks", "Tasks by status and queue", ["workspace", "queue", "status"], registry=r)
-        self.queue_depth = Gauge(
-            "workloom_queue_depth", "Runs waiting to be claimed", ["workspace", "queue"], registry=r
-        )
-        self.queue_oldest = Gauge(
-            "workloom_queue_oldest_age_seconds", "Age of the oldest claimable run", ["workspace", "queue"], registry=r
-        )
         self.claims = Counter("workloom_claims_total", "Runs claimed", ["queue"], registry=r)
         self.completions = Counter("workloom_completions_total", "Runs completed", registry=r)
         self.failures = Counter("workloom_failures_total", "Runs failed by their holder", registry=r)
@@ -37,8 +48,12 @@ class Metrics:
             registry=r,
         )
         self.claimers_waiting = Gauge(
-            "workloom_claimers_waiting", "Long-poll claims waiting for work in this process", registry=r
+            "workloom_claimers_waiting",
+            "Long-poll claims waiting for work (in every process of the server)",
+            registry=r,
+            multiprocess_mode="livesum",
         )
+        self._claimers: Callable[[], int] = lambda: 0
         self.handoffs = Counter(
             "workloom_handoffs_total",
             "Runs claimed for a waiting claimer in the transaction that created them",
@@ -57,6 +72,19 @@ class Metrics:
         }
         # Counted by the API's middleware, which is why it is made with the application (see api.app).
         self.requests = Counter("workloom_http_requests_total", "HTTP requests", ["method", "status"], registry=r)
+
+    def count_claimers(self, count: Callable[[], int]) -> None:
+        """The claimer gauge reads ``count``: at each scrape in a lone process; in one of several, every
+        ``CLAIMERS_EVERY_SECONDS`` while ``keep_shared`` runs, for the scrapes of any process to add up."""
+        self._claimers = count
+        if not self.shared:
+            self.claimers_waiting.set_function(lambda: count())
+
+    async def keep_shared(self) -> None:
+        """Write this process's gauges for the others' scrapes, until cancelled (with several processes)."""
+        while True:
+            self.claimers_waiting.set(self._claimers())
+            await asyncio.sleep(CLAIMERS_EVERY_SECONDS)
 
     def count(self, unit: Unit) -> None:
         """Apply a committed unit of work's tallies."""
@@ -80,13 +108,35 @@ class Metrics:
             return counts, depths, names
 
         counts, depths, names = await db.reading(read)
-        self.tasks.clear()
+        tasks = GaugeMetricFamily(
+            "workloom_tasks", "Tasks by status and queue", labels=["workspace", "queue", "status"]
+        )
         for workspace_id, queue, status, count in counts:
-            self.tasks.labels(workspace_id, queue or "", status).set(count)
-        self.queue_depth.clear()
-        self.queue_oldest.clear()
-        for workspace_id, queue_id, depth, oldest in depths:
+            tasks.add_metric([workspace_id, queue or "", status], count)
+        depth = GaugeMetricFamily("workloom_queue_depth", "Runs waiting to be claimed", labels=["workspace", "queue"])
+        oldest = GaugeMetricFamily(
+            "workloom_queue_oldest_age_seconds", "Age of the oldest claimable run", labels=["workspace", "queue"]
+        )
+        for workspace_id, queue_id, waiting, since in depths:
             name = names.get(queue_id, queue_id)
-            self.queue_depth.labels(workspace_id, name).set(depth)
-            self.queue_oldest.labels(workspace_id, name).set((now - oldest).total_seconds() if oldest else 0)
-        return generate_latest(self.registry)
+            depth.add_metric([workspace_id, name], waiting)
+            oldest.add_metric([workspace_id, name], (now - since).total_seconds() if since else 0)
+        return generate_latest(_Read([tasks, depth, oldest])) + generate_latest(self._counted())
+
+    def _counted(self) -> CollectorRegistry:
+        """What the processes counted: this one's, or every process's added up."""
+        if not self.shared:
+            return self.registry
+        every = CollectorRegistry()
+        MultiProcessCollector(every)  # type: ignore[no-untyped-call]
+        return every
+
+
+class _Read(Collector):
+    """Metric families read for one scrape, as a collector."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = list(families)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families

@@ -77,7 +77,7 @@ class Workloom:
         self.access = Access(db, self.clock)
         self.events = EventReader(db, self.signals)
         self.ticker = Ticker(self.runner, self.clock, interval=tick_interval)
-        self.metrics.claimers_waiting.set_function(lambda: self.signals.claimers)
+        self.metrics.count_claimers(lambda: self.signals.claimers)
 
     @classmethod
     def from_url(cls, url: str, clock: Clock | None = None, *, pool_size: int = 20, **kwargs: Any) -> Workloom:
