@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import httpx
+import orjson
 from prometheus_client.parser import text_string_to_metric_families
 from serverproc import ServerProcess, poll
 
@@ -622,3 +624,18 @@ def test_metrics_count_requests_claims_completions_failures_and_lease_expiries(
     scrapes = requests.get((("method", "GET"), ("status", "200")), 0)
     after = counters(server)[("workloom_http_requests_total", (("method", "GET"), ("status", "200")))]
     assert after == scrapes + 1
+
+
+def test_readiness_probes_log_nothing_but_their_requests(start_server: Callable[..., ServerProcess]) -> None:
+    # Load balancers probe every few seconds: each probe is one line of the request log, no more.
+    server = start_server(WORKLOOM_LOG_LEVEL="info")
+    with httpx.Client(base_url=server.url, timeout=10) as anonymous:
+        logged = server.log_path.read_text().count("\n")
+        for _ in range(3):
+            assert anonymous.get("/readyz").json() == {"status": "ok", "detail": "ok"}
+
+        def probes_logged() -> list[str]:
+            return server.log_path.read_text().splitlines()[logged:]
+
+        poll(lambda: len(probes_logged()) >= 3, "the probes' request lines")
+    assert [orjson.loads(line)["logger"] for line in probes_logged()] == ["workloom.http"] * 3

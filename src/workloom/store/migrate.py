@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from workloom.store.database import Database
@@ -15,6 +15,7 @@ from workloom.store.database import Database
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any constant works; it only has to be the same in every server process.
 _MIGRATION_LOCK_ID = 7_357_001
+VERSION_TABLE = "alembic_version"  # where alembic keeps the revision a database is at
 
 
 def _config() -> Config:
@@ -23,7 +24,10 @@ def _config() -> Config:
     return config
 
 
+@functools.cache
 def head_revision() -> str | None:
+    """The newest revision this installation knows (its scripts are read once: they do not change under
+    a running process)."""
     return ScriptDirectory.from_config(_config()).get_current_head()
 
 
@@ -37,7 +41,12 @@ def _upgrade(connection: sa.Connection) -> None:
 
 
 def _current(connection: sa.Connection) -> str | None:
-    return MigrationContext.configure(connection).get_current_revision()
+    # Read here rather than through alembic's MigrationContext, which logs two lines at INFO each time one
+    # is made: every readiness probe of every server wrote them.
+    if not sa.inspect(connection).has_table(VERSION_TABLE):
+        return None
+    found = connection.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
+    return str(found[0]) if len(found) == 1 else None  # linear history: one row once migrated
 
 
 async def upgrade(db: Database) -> None:
