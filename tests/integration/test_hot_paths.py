@@ -261,6 +261,35 @@ async def test_keys_sent_by_a_notifier_reach_a_listener_each_once(migrated_url: 
 
 
 @POSTGRES_ONLY
+async def test_a_notifier_that_found_another_listener_sends_without_looking_again(
+    migrated_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looks = 0
+    fetchval = asyncpg.connection.Connection.fetchval
+
+    async def counted(conn: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+        nonlocal looks
+        looks += "pg_stat_activity" in query
+        return await fetchval(conn, query, *args, **kwargs)
+
+    monkeypatch.setattr(asyncpg.connection.Connection, "fetchval", counted)
+    collected = Collected()
+    listener = Listener(migrated_url, collected)  # another process's
+    notifier = Notifier(migrated_url)
+    await listener.start()
+    await notifier.start()  # looks, and finds it
+    try:
+        for i in range(5):
+            notifier.send({f"test:{i}"})
+            await collected.until({f"test:{i}"})
+        # Five rounds of NOTIFY, one look at who listens (trusted for ALONE_SECONDS).
+        assert looks == 1
+    finally:
+        await notifier.close()
+        await listener.stop()
+
+
+@POSTGRES_ONLY
 async def test_only_committed_transactions_wake_other_processes(
     h: Harness, migrated_url: str, clock: ManualClock
 ) -> None:

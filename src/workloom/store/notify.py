@@ -5,7 +5,8 @@ A process that hears nobody else sends nothing: every listener connection says w
 connected, and a listener that connects says so at once on the channel (``HELLO``), which makes every
 notifier that hears it send again. A server on its own (the common case) so spends no NOTIFY per commit,
 and a second one starting misses none of the wake-ups it could have waited for: it looks at everything
-once it has connected.
+once it has connected. What a look finds is trusted for those few seconds either way: the look reads
+``pg_stat_activity``, and made before every NOTIFY it doubled the notifier's statements.
 
 The NOTIFY is not sent inside the writing transaction: PostgreSQL serialises the commits of all
 transactions that notified on one lock held across their log flush, so every write would wait for the
@@ -65,6 +66,7 @@ class Notifier:
         self._url = plain_url(url)
         self._own_listener = own_listener  # the server pid of this process's listener, if it has one
         self._alone_until = 0.0  # until then, nobody else listens: nothing is sent
+        self._others_until = 0.0  # until then, another process listens: sent without looking again
         self._pending: set[str] = set()
         self._wanted = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -76,6 +78,7 @@ class Notifier:
     def heard_from_another(self) -> None:
         """Another process's listener has connected: send to it from now on."""
         self._alone_until = 0.0
+        self._others_until = time.monotonic() + ALONE_SECONDS
 
     def send(self, keys: set[str]) -> None:
         if not keys or time.monotonic() < self._alone_until:
@@ -133,11 +136,15 @@ class Notifier:
                 conn.terminate()
 
     async def _alone(self, conn: asyncpg.Connection) -> bool:
-        """Whether no other process listens (looked up now, and trusted for ``ALONE_SECONDS``)."""
+        """Whether no other process listens (looked up, and what was found trusted for ``ALONE_SECONDS``)."""
+        now = time.monotonic()
+        if now < self._others_until:
+            return False
         others = await conn.fetchval(_OTHER_LISTENERS, LISTENER_NAME, self._own_listener() or 0)
         if others:
+            self._others_until = now + ALONE_SECONDS
             return False
-        self._alone_until = time.monotonic() + ALONE_SECONDS
+        self._alone_until = now + ALONE_SECONDS
         return True
 
 
