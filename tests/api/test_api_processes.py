@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from serverproc import ServerProcess, poll
+from serverproc import ServerProcess, free_port, poll
 
 PROCESSES = 2
 on_postgres = pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
@@ -178,3 +178,17 @@ def test_processes_that_keep_failing_as_they_start_stop_the_server(database_url:
 
     assert done.returncode == 1
     assert "server processes keep ending as they start" in done.stderr
+
+
+def test_a_database_that_cannot_be_prepared_starts_no_process(tmp_path: Path) -> None:
+    nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"  # nobody listens there
+    done = subprocess.run(
+        [sys.executable, "-m", "workloom.cli.main", "serve", "--workers", "2", "--database-url", nowhere],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+
+    assert done.returncode == 1
+    assert "the database could not be prepared; no server process was started" in done.stderr

@@ -67,7 +67,11 @@ def run_processes(host: str, port: int, settings: Settings, workers: int) -> int
     """Serve with ``workers`` processes until told to stop; the exit status (0 when stopped by a signal)."""
     from workloom.api.server import GRACEFUL_SHUTDOWN_SECONDS
 
-    asyncio.run(_prepare(settings))
+    try:
+        asyncio.run(_prepare(settings))
+    except Exception:  # whatever stops the database being prepared stops the server, said once, not traced
+        log.exception("the database could not be prepared; no server process was started")
+        return 1
     listening = _listen(host, port)
     metrics_directory = tempfile.mkdtemp(prefix="workloom-metrics-")
     os.environ[SHARED_DIRECTORY] = metrics_directory  # read by prometheus_client as each process imports it

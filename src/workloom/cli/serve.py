@@ -33,7 +33,7 @@ def serve(
         typer.Option(
             envvar="WORKLOOM_WORKERS",
             min=1,
-            help="Server processes sharing the port (PostgreSQL only; one per core is a good start).",
+            help="Server processes sharing the port (PostgreSQL only).",
         ),
     ] = 1,
     log_level: Annotated[str, typer.Option(envvar="WORKLOOM_LOG_LEVEL", help="One of " + ", ".join(LOG_LEVELS))] = (
