@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,6 +17,8 @@ import httpx
 import psutil
 import pytest
 from serverproc import ServerProcess, free_port, poll
+
+from workloom.api.processes import METRICS_PREFIX
 
 PROCESSES = 2
 on_postgres = pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
@@ -127,8 +130,16 @@ def test_the_processes_stop_when_the_supervisor_is_killed(start_server: Callable
     server = start_server(WORKLOOM_WORKERS=str(PROCESSES))
     pids = [p.pid for p in all_serving(server)]
 
+    assert server.process is not None
+    left = list(Path(tempfile.gettempdir()).glob(f"{METRICS_PREFIX}{server.process.pid}-*"))
     server.kill()
     poll(lambda: all(ended(pid) for pid in pids), "the orphaned server processes ended", timeout=40)
+
+    # Its metrics directory outlived it; the next supervisor on the machine removes it.
+    (directory,) = left
+    assert directory.is_dir()
+    all_serving(start_server(WORKLOOM_WORKERS=str(PROCESSES)))
+    assert not directory.exists()
 
 
 @on_postgres

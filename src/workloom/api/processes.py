@@ -18,8 +18,9 @@ supervisor, does what must happen once and watches the rest:
 - Each process holds the read end of a pipe whose other end only the supervisor holds: if the supervisor
   dies without stopping them (``kill -9``), the pipe ends and they stop themselves.
 - Counters and histograms are kept per process in files that prometheus_client adds up at scrape time
-  (its multiprocess mode, in a directory made here and removed at exit), so ``/metrics`` answers for the
-  whole server whichever process serves the scrape (see ``engine.metrics``).
+  (its multiprocess mode, in a directory made here and removed at exit, or at the next start of a
+  supervisor on the machine if this one was killed), so ``/metrics`` answers for the whole server whichever
+  process serves the scrape (see ``engine.metrics``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -52,6 +54,8 @@ MOST_QUICK_ENDS = 3
 # Beyond the server processes' own grace (they finish in-flight requests first), how long the supervisor
 # waits for them to exit before it kills them.
 EXIT_MARGIN_SECONDS = 5.0
+# The metrics directory's name: this, the supervisor's pid, a dash and a random part.
+METRICS_PREFIX = "workloom-metrics-"
 # Spawned, not forked: a process starts from a clean interpreter rather than a copy of this one's state.
 _SPAWN = multiprocessing.get_context("spawn")
 
@@ -73,7 +77,8 @@ def run_processes(host: str, port: int, settings: Settings, workers: int) -> int
         log.exception("the database could not be prepared; no server process was started")
         return 1
     listening = _listen(host, port)
-    metrics_directory = tempfile.mkdtemp(prefix="workloom-metrics-")
+    _sweep_metrics_directories()
+    metrics_directory = tempfile.mkdtemp(prefix=f"{METRICS_PREFIX}{os.getpid()}-")
     os.environ[SHARED_DIRECTORY] = metrics_directory  # read by prometheus_client as each process imports it
     stopping = threading.Event()
 
@@ -117,6 +122,24 @@ def run_processes(host: str, port: int, settings: Settings, workers: int) -> int
         shutil.rmtree(metrics_directory, ignore_errors=True)
         os.environ.pop(SHARED_DIRECTORY, None)
     return status
+
+
+def _sweep_metrics_directories() -> None:
+    """Remove the metrics directories of supervisors that were killed before they could (``kill -9``)."""
+    for path in Path(tempfile.gettempdir()).glob(f"{METRICS_PREFIX}*-*"):
+        owner = path.name[len(METRICS_PREFIX) :].split("-", 1)[0]
+        if owner.isdigit() and not _alive(int(owner)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: alive, and not ours to judge
+    return True
 
 
 async def _prepare(settings: Settings) -> None:
