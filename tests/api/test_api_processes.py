@@ -131,13 +131,11 @@ def test_the_processes_stop_when_the_supervisor_is_killed(start_server: Callable
     pids = [p.pid for p in all_serving(server)]
 
     assert server.process is not None
-    left = list(Path(tempfile.gettempdir()).glob(f"{METRICS_PREFIX}{server.process.pid}-*"))
+    (directory,) = Path(tempfile.gettempdir()).glob(f"{METRICS_PREFIX}{server.process.pid}-*")
     server.kill()
     poll(lambda: all(ended(pid) for pid in pids), "the orphaned server processes ended", timeout=40)
 
-    # Its metrics directory outlived it; the next supervisor on the machine removes it.
-    (directory,) = left
-    assert directory.is_dir()
+    # Its metrics directory outlives it (it could not remove it); the next supervisor on the machine does.
     all_serving(start_server(WORKLOOM_WORKERS=str(PROCESSES)))
     assert not directory.exists()
 
