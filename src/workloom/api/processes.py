@@ -38,9 +38,9 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from workloom.api import logs
 from workloom.engine.metrics import SHARED_DIRECTORY
@@ -62,7 +62,7 @@ _SPAWN = multiprocessing.get_context("spawn")
 
 @dataclass
 class _Child:
-    process: Any  # multiprocessing's SpawnProcess (its type is not exported)
+    process: BaseProcess
     lifeline: Connection  # the supervisor's end of the pipe: while it is open, the process keeps serving
     started: float
 
