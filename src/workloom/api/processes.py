@@ -60,6 +60,10 @@ METRICS_PREFIX = "workloom-metrics-"
 _SPAWN = multiprocessing.get_context("spawn")
 
 
+class NeedsPostgres(ValueError):
+    """Several server processes asked of the embedded database, whose one writer one process serves best."""
+
+
 @dataclass
 class _Child:
     process: BaseProcess
@@ -68,9 +72,12 @@ class _Child:
 
 
 def run_processes(host: str, port: int, settings: Settings, workers: int) -> int:
-    """Serve with ``workers`` processes until told to stop; the exit status (0 when stopped by a signal)."""
+    """Serve with ``workers`` processes until told to stop; the exit status (0 when stopped by a signal).
+    ``NeedsPostgres`` on SQLite, before anything is done."""
     from workloom.api.server import GRACEFUL_SHUTDOWN_SECONDS
 
+    if settings.embedded:
+        raise NeedsPostgres(f"{workers} server processes need PostgreSQL: SQLite has one writer at a time")
     try:
         asyncio.run(_prepare(settings))
     except Exception:  # whatever stops the database being prepared stops the server, said once, not traced

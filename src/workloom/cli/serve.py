@@ -44,31 +44,29 @@ def serve(
     if log_level.lower() not in LOG_LEVELS:
         fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}.")
     check_url(database_url)
-    if workers > 1 and _embedded(database_url):
-        fail(
-            f"--workers {workers} needs PostgreSQL: SQLite has one writer at a time, which one process serves best.",
-            hint="Run with --workers 1, or point --database-url at PostgreSQL.",
-        )
     try:
         from workloom.api.server import run_server
     except ModuleNotFoundError as exc:
         if exc.name not in ("workloom.api.server", "workloom.api"):
             raise
         fail("This installation has no HTTP server (workloom.api.server is missing).", hint="Reinstall workloom.")
+    from workloom.api.processes import NeedsPostgres
+
     with contextlib.suppress(KeyboardInterrupt):  # the server shuts down gracefully on its own
-        status = run_server(
-            host=host,
-            port=port,
-            database_url=database_url,
-            bootstrap_token=bootstrap_token or None,
-            log_level=log_level.lower(),
-            workers=workers,
-        )
+        try:
+            status = run_server(
+                host=host,
+                port=port,
+                database_url=database_url,
+                bootstrap_token=bootstrap_token or None,
+                log_level=log_level.lower(),
+                workers=workers,
+            )
+        except NeedsPostgres:
+            fail(
+                f"--workers {workers} needs PostgreSQL: SQLite has one writer at a time, which one process serves "
+                "best.",
+                hint="Run with --workers 1, or point --database-url at PostgreSQL.",
+            )
         if status:
             raise typer.Exit(status)
-
-
-def _embedded(database_url: str) -> bool:
-    from workloom.settings import Settings  # not at import: the command line loads the server's modules late
-
-    return Settings(database_url=database_url).embedded

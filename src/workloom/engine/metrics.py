@@ -78,7 +78,7 @@ class Metrics:
         ``CLAIMERS_EVERY_SECONDS`` while ``keep_shared`` runs, for the scrapes of any process to add up."""
         self._claimers = count
         if not self.shared:
-            self.claimers_waiting.set_function(lambda: count())
+            self.claimers_waiting.set_function(count)
 
     async def keep_shared(self) -> None:
         """Write this process's gauges for the others' scrapes, until cancelled (with several processes)."""
