@@ -20,6 +20,7 @@ from workloom.domain.queries import ListQuery
 from workloom.engine import runs, tasks
 from workloom.engine.tasks import NewTask
 from workloom.engine.unit import IdempotencyKey, Unit
+from workloom.store import numbers
 
 T = TypeVar("T")
 
@@ -70,6 +71,30 @@ async def test_creates_arriving_together_are_one_reservation_and_one_statement_o
     # 24 events in one statement, which is the whole transaction (alone one create costs the same two).
     assert trips.sent == ["UPDATE", "WITH"]
     assert sorted(t.number for t in made if isinstance(t, Task)) == list(range(3, 11))
+
+
+@POSTGRES_ONLY
+async def test_creates_under_load_take_numbers_reserved_ahead_so_a_group_waits_on_no_reservation(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "Under load" whatever this machine's speed: every create of the test falls in one window.
+    monkeypatch.setattr(numbers, "WINDOW_SECONDS", 600.0)
+    trips = await counting_after_a_warm_queue(h, monkeypatch, "inbox")
+
+    trips.on = True
+    made: list[Task | BaseException] = []
+    for group in range(5):
+        made += await together(h, [create(f"g{group}.{i}", queue="inbox") for i in range(8)])
+    trips.on = False
+
+    # Five groups, five statements; the numbers of the later groups were reserved ahead, a few at a time in
+    # the background (one reservation a group before, five).
+    assert trips.sent.count("WITH") == 5
+    assert trips.sent.count("UPDATE") <= 3, trips.sent
+    created = [t for t in made if isinstance(t, Task)]
+    assert [t.number for t in created] == list(range(3, 43))  # in the order they came, no gap
+    stored = {t.id: t.number for t in (await h.list(ListQuery(limit=100))).items}
+    assert [stored[t.id] for t in created] == list(range(3, 43))
 
 
 async def _held(h: Harness, count: int) -> list[Claim]:

@@ -295,7 +295,7 @@ async def _create_one(u: Unit, new: NewTask) -> Task:
 async def _next_number(u: Unit) -> int:
     """Called as late as possible in a create: inside the transaction (SQLite) the workspace row stays
     locked until commit."""
-    return await reserve_numbers(u, u.workspace_id, 1)
+    return (await reserve_numbers(u, u.workspace_id, 1))[0]
 
 
 async def _existing(u: Unit, task_id: str, field_name: str) -> Task:

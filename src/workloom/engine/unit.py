@@ -259,23 +259,22 @@ async def _flush_taken(
             await sent.done()
 
 
-async def reserve_numbers(u: Unit, workspace_id: str, count: int) -> int:
-    """Reserve ``count`` task numbers of the workspace; returns the last. On PostgreSQL outside the unit's
-    transaction (``TaskNumbers``); elsewhere inside it, the workspace row then locked until commit."""
+async def reserve_numbers(u: Unit, workspace_id: str, count: int) -> Sequence[int]:
+    """``count`` task numbers of the workspace, ascending. On PostgreSQL reserved outside the unit's
+    transaction (``TaskNumbers``, maybe ahead); elsewhere inside it, the workspace row then locked until
+    commit."""
     if u.numbers is not None:
         return await u.numbers.reserve(workspace_id, count)
-    return await workspace_store.workspace_next_task_numbers(u.conn, workspace_id, count)
+    last = await workspace_store.workspace_next_task_numbers(u.conn, workspace_id, count)
+    return range(last - count + 1, last + 1)
 
 
 async def _number(u: Unit, new_tasks: list[Task]) -> None:
     """Number new tasks in their order, one reservation per workspace."""
     counts = Counter(t.workspace_id for t in new_tasks)
-    next_number = {}
-    for workspace_id, count in counts.items():
-        next_number[workspace_id] = await reserve_numbers(u, workspace_id, count) - count + 1
+    numbers = {ws: iter(await reserve_numbers(u, ws, count)) for ws, count in counts.items()}
     for task in new_tasks:
-        task.number = next_number[task.workspace_id]
-        next_number[task.workspace_id] += 1
+        task.number = next(numbers[task.workspace_id])
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,11 +8,26 @@ microseconds, not for a flush). That is safe: a task that uses a number commits 
 reservation committed, and a durable commit flushes the log up to its own record, so the reservation
 is on disk before any task that holds its number. A crash or a rolled-back create leaves a gap in the
 numbers, never a duplicate.
+
+Under load, a process also reserves a few numbers ahead (``NumberStock``): a create's group then takes
+its numbers from those, and its one statement is its only round trip. The reservation was one of a
+create's two, and the one the loaded event loop was slowest to answer (~2 ms of a group's ~7 here; creates
+one at a time from 16 clients without it: +35 %). The numbers ahead are few — what the process's creates
+took in the last ``WINDOW_SECONDS`` — and a process takes them in order, so its creates are numbered in
+the order they are written; numbers not taken within ``HOLD_SECONDS`` are left unused (a gap), so that no
+task gets a number reserved long before it was made. Below ``AHEAD_FROM`` numbers in a window (a few
+hundred creates a second), nothing is reserved ahead. A batch (more than ``SMALL_COUNT``) is reserved whole,
+its numbers one run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -27,6 +42,115 @@ _LOST = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
 )
+# A reservation of at most this many numbers may take numbers reserved ahead; a larger one is reserved whole.
+SMALL_COUNT = 16
+# Numbers reserved ahead: as many as were taken in the last WINDOW_SECONDS, where that is AHEAD_FROM or more,
+# topped up when fewer than half of that are left; left unused (a gap) if not taken within HOLD_SECONDS.
+WINDOW_SECONDS = 0.02
+AHEAD_FROM = 4
+HOLD_SECONDS = 1.0
+log = logging.getLogger("workloom.store")
+
+
+@dataclass(slots=True)
+class _Range:
+    first: int
+    left: int
+    at: float  # when it was reserved
+
+
+class NumberStock:
+    """The numbers one process takes from a workspace's counter: reserved exactly when asked for, or, under
+    load, from a few reserved ahead. ``fetch(workspace_id, count)`` reserves ``count`` numbers and returns
+    the last; ``now`` is a monotonic clock in seconds. One reservation of a workspace is on its way at a
+    time; whoever needs numbers meanwhile waits for it, and it brings numbers for them too, so a process's
+    numbers come ascending and are taken in order."""
+
+    def __init__(self, fetch: Callable[[str, int], Awaitable[int]], now: Callable[[], float]) -> None:
+        self._fetch = fetch
+        self._now = now
+        self._stock: dict[str, deque[_Range]] = {}
+        self._recent: dict[str, deque[tuple[float, int]]] = {}  # small reservations: when, how many
+        self._short: dict[str, int] = {}  # numbers the reservation under way must bring for those waiting
+        self._filling: dict[str, asyncio.Task[None]] = {}
+
+    async def take(self, workspace_id: str, count: int) -> Sequence[int]:
+        """``count`` numbers of the workspace, ascending."""
+        if count > SMALL_COUNT:
+            last = await self._fetch(workspace_id, count)
+            return range(last - count + 1, last + 1)
+        ahead = self._demand(workspace_id, count)
+        while True:
+            taken = self._from_stock(workspace_id, count)
+            if taken is not None:
+                if self._in_stock(workspace_id) * 2 < ahead:
+                    self._fill(workspace_id, ahead)
+                return taken
+            self._short[workspace_id] = self._short.get(workspace_id, 0) + count
+            await asyncio.shield(self._fill(workspace_id, ahead))
+
+    def close(self) -> None:
+        for filling in list(self._filling.values()):
+            filling.cancel()
+        self._stock.clear()
+
+    def _demand(self, workspace_id: str, count: int) -> int:
+        """How many numbers to keep ahead: those taken in the last window, this one included (none below
+        ``AHEAD_FROM``)."""
+        now = self._now()
+        recent = self._recent.setdefault(workspace_id, deque())
+        recent.append((now, count))
+        while recent[0][0] < now - WINDOW_SECONDS:
+            recent.popleft()
+        taken = sum(n for _, n in recent)
+        return taken if taken >= AHEAD_FROM else 0
+
+    def _fill(self, workspace_id: str, ahead: int) -> asyncio.Task[None]:
+        """The reservation under way, or a new one of what those waiting lack plus ``ahead``."""
+        filling = self._filling.get(workspace_id)
+        if filling is None:
+            filling = asyncio.get_running_loop().create_task(self._filled(workspace_id, ahead))
+            filling.add_done_callback(_retrieved)
+            self._filling[workspace_id] = filling
+        return filling
+
+    async def _filled(self, workspace_id: str, ahead: int) -> None:
+        try:
+            count = self._short.pop(workspace_id, 0) + ahead
+            last = await self._fetch(workspace_id, count)
+            self._stock.setdefault(workspace_id, deque()).append(_Range(last - count + 1, count, self._now()))
+        finally:
+            self._filling.pop(workspace_id, None)
+            self._short.pop(workspace_id, None)  # its waiters look at the stock again, and ask again if short
+
+    def _in_stock(self, workspace_id: str) -> int:
+        stock = self._stock.get(workspace_id)
+        if not stock:
+            return 0
+        while stock and stock[0].at < self._now() - HOLD_SECONDS:
+            stock.popleft()
+        return sum(r.left for r in stock)
+
+    def _from_stock(self, workspace_id: str, count: int) -> list[int] | None:
+        if self._in_stock(workspace_id) < count:
+            return None
+        stock = self._stock[workspace_id]
+        taken: list[int] = []
+        while len(taken) < count:
+            head = stock[0]
+            used = min(head.left, count - len(taken))
+            taken.extend(range(head.first, head.first + used))
+            head.first += used
+            head.left -= used
+            if not head.left:
+                stock.popleft()
+        return taken
+
+
+def _retrieved(filling: asyncio.Task[None]) -> None:
+    """A reservation ahead that failed with nobody waiting for it: its creates reserve again and meet it."""
+    if not filling.cancelled() and (error := filling.exception()) is not None:
+        log.info("task numbers could not be reserved ahead", extra={"error": type(error).__name__})
 
 
 class TaskNumbers:
@@ -35,8 +159,13 @@ class TaskNumbers:
         self._connections = connections
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
+        self._stock = NumberStock(self._reserve, time.monotonic)
 
-    async def reserve(self, workspace_id: str, count: int) -> int:
+    async def reserve(self, workspace_id: str, count: int) -> Sequence[int]:
+        """``count`` numbers of the workspace, ascending (``NumberStock``)."""
+        return await self._stock.take(workspace_id, count)
+
+    async def _reserve(self, workspace_id: str, count: int) -> int:
         """Reserve ``count`` numbers of the workspace; returns the last one reserved."""
         pool = self._pool or await self._open()
         try:
@@ -64,6 +193,7 @@ class TaskNumbers:
             return self._pool
 
     async def close(self) -> None:
+        self._stock.close()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
