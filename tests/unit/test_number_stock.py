@@ -68,7 +68,7 @@ async def test_at_a_light_load_each_create_reserves_exactly_its_numbers(
 ) -> None:
     taken = []
     for _ in range(6):
-        taken += await stock.take("ws", 1)
+        taken += await stock.take("ws", 1, whole=False)
         clock.now += WINDOW_SECONDS  # one create a window: below what reserves ahead
         await settled()
 
@@ -82,7 +82,7 @@ async def test_under_load_numbers_are_reserved_ahead_and_taken_in_order_without_
 ) -> None:
     taken = []
     for _ in range(200):  # creates one after another, faster than a window each
-        taken += await stock.take("ws", 1)
+        taken += await stock.take("ws", 1, whole=False)
         clock.now += WINDOW_SECONDS / 50
         await settled()
 
@@ -94,13 +94,13 @@ async def test_under_load_numbers_are_reserved_ahead_and_taken_in_order_without_
 
 
 async def test_numbers_not_taken_in_time_are_left_unused(stock: NumberStock, counter: Counter, clock: Clock) -> None:
-    first = [n for _ in range(AHEAD_FROM) for n in await stock.take("ws", 1)]
+    first = [n for _ in range(AHEAD_FROM) for n in await stock.take("ws", 1, whole=False)]
     await settled()
     reserved = counter.value
     assert reserved > AHEAD_FROM  # some held ahead
 
     clock.now += HOLD_SECONDS + 0.001
-    later = await stock.take("ws", 1)
+    later = await stock.take("ws", 1, whole=False)
 
     assert first == list(range(1, AHEAD_FROM + 1))
     assert later == [reserved + 1]  # not one reserved before the pause: those are a gap
@@ -110,25 +110,41 @@ async def test_numbers_not_taken_in_time_are_left_unused(stock: NumberStock, cou
 async def test_a_batch_is_reserved_whole_as_one_run_leaving_the_numbers_ahead_to_the_creates(
     stock: NumberStock, counter: Counter
 ) -> None:
-    singles = [n for _ in range(AHEAD_FROM) for n in await stock.take("ws", 1)]
+    singles = [n for _ in range(AHEAD_FROM) for n in await stock.take("ws", 1, whole=False)]
     await settled()
     ahead = counter.value
 
     batch = await stock.take("ws", SMALL_COUNT + 1)
-    after = await stock.take("ws", 1)
+    after = await stock.take("ws", 1, whole=False)
 
     assert list(batch) == list(range(ahead + 1, ahead + SMALL_COUNT + 2))
     assert counter.asked[-1] == SMALL_COUNT + 1
     assert after == [singles[-1] + 1]  # the next create takes the next number held ahead
 
 
+async def test_a_small_batch_is_one_run_too_and_several_creates_may_span_reservations(
+    stock: NumberStock, counter: Counter
+) -> None:
+    for _ in range(AHEAD_FROM):
+        await stock.take("ws", 1, whole=False)
+    await settled()
+    held_from = AHEAD_FROM + 1  # the numbers ahead start here
+    counter.value += 100  # another process reserves meanwhile
+
+    batch = await stock.take("ws", 3)  # one call's tasks (whole, the default)
+    assert list(batch) == [counter.value - 2, counter.value - 1, counter.value]  # reserved as it came, one run
+
+    group = await stock.take("ws", 3, whole=False)  # three creates' numbers, from those ahead
+    assert list(group) == [held_from, held_from + 1, held_from + 2]
+
+
 async def test_creates_that_find_a_reservation_on_its_way_wait_for_it_and_share_the_next(
     stock: NumberStock, counter: Counter
 ) -> None:
     counter.gate.clear()
-    first = asyncio.ensure_future(stock.take("ws", 1))
+    first = asyncio.ensure_future(stock.take("ws", 1, whole=False))
     await settled()
-    others = [asyncio.ensure_future(stock.take("ws", 2)) for _ in range(5)]
+    others = [asyncio.ensure_future(stock.take("ws", 2, whole=False)) for _ in range(5)]
     await settled()
     assert counter.asked == [1]  # the others wait for the one on its way
 
@@ -145,12 +161,12 @@ async def test_a_failed_reservation_fails_the_creates_waiting_on_it_and_the_next
     stock: NumberStock, counter: Counter
 ) -> None:
     counter.failing = True
-    waiting = [asyncio.ensure_future(stock.take("ws", 1)) for _ in range(3)]
+    waiting = [asyncio.ensure_future(stock.take("ws", 1, whole=False)) for _ in range(3)]
     outcomes = await asyncio.gather(*waiting, return_exceptions=True)
     assert all(isinstance(o, ConnectionError) for o in outcomes), outcomes
 
     counter.failing = False
-    assert await stock.take("ws", 1) == [1]
+    assert await stock.take("ws", 1, whole=False) == [1]
 
 
 async def test_a_reservation_ahead_that_fails_with_nobody_waiting_is_logged_not_raised(
@@ -158,15 +174,15 @@ async def test_a_reservation_ahead_that_fails_with_nobody_waiting_is_logged_not_
 ) -> None:
     caplog.set_level(logging.INFO, "workloom.store")
     for _ in range(AHEAD_FROM):
-        await stock.take("ws", 1)
+        await stock.take("ws", 1, whole=False)
     await settled()
     held = counter.value - AHEAD_FROM
     counter.failing = True
     for _ in range(held):  # take what is held ahead: its top-up, in the background, fails
-        await stock.take("ws", 1)
+        await stock.take("ws", 1, whole=False)
     await settled()
 
     assert "task numbers could not be reserved ahead" in caplog.text
     counter.failing = False
     before = counter.value  # the failed top-up reserved nothing
-    assert await stock.take("ws", 1) == [before + 1]
+    assert await stock.take("ws", 1, whole=False) == [before + 1]

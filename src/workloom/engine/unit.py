@@ -224,7 +224,8 @@ async def _flush_taken(
         await earlier
     last_unit = units[-1]
     if new_tasks:
-        await _number(last_unit, new_tasks)
+        # One unit's tasks are one call's (a batch): numbered as one run; several units' are several calls'.
+        await _number(last_unit, new_tasks, whole=len(units) == 1)
     for u in units:
         u.touched = u.touched or bool(new_tasks or held or events or writes)
     conn, now = last_unit.connection, last_unit.now
@@ -259,20 +260,20 @@ async def _flush_taken(
             await sent.done()
 
 
-async def reserve_numbers(u: Unit, workspace_id: str, count: int) -> Sequence[int]:
-    """``count`` task numbers of the workspace, ascending. On PostgreSQL reserved outside the unit's
-    transaction (``TaskNumbers``, maybe ahead); elsewhere inside it, the workspace row then locked until
-    commit."""
+async def reserve_numbers(u: Unit, workspace_id: str, count: int, *, whole: bool = True) -> Sequence[int]:
+    """``count`` task numbers of the workspace, ascending, and one run where ``whole``. On PostgreSQL
+    reserved outside the unit's transaction (``TaskNumbers``; taken from those reserved ahead unless
+    ``whole``); elsewhere inside it, the workspace row then locked until commit."""
     if u.numbers is not None:
-        return await u.numbers.reserve(workspace_id, count)
+        return await u.numbers.reserve(workspace_id, count, whole=whole)
     last = await workspace_store.workspace_next_task_numbers(u.conn, workspace_id, count)
     return range(last - count + 1, last + 1)
 
 
-async def _number(u: Unit, new_tasks: list[Task]) -> None:
-    """Number new tasks in their order, one reservation per workspace."""
+async def _number(u: Unit, new_tasks: list[Task], *, whole: bool) -> None:
+    """Number new tasks in their order, one reservation per workspace (``whole``: each one run)."""
     counts = Counter(t.workspace_id for t in new_tasks)
-    numbers = {ws: iter(await reserve_numbers(u, ws, count)) for ws, count in counts.items()}
+    numbers = {ws: iter(await reserve_numbers(u, ws, count, whole=whole)) for ws, count in counts.items()}
     for task in new_tasks:
         task.number = next(numbers[task.workspace_id])
 

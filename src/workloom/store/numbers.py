@@ -17,8 +17,8 @@ process's creates took in the last ``WINDOW_SECONDS`` — and are taken in order
 at a time are numbered in the order they are written (a batch, or another process, may take higher
 numbers meanwhile). Numbers not taken within ``HOLD_SECONDS`` are left unused (a gap), so that no task
 gets a number reserved long before it was made. Below ``AHEAD_FROM`` numbers in a window (a few hundred
-creates a second) nothing is reserved ahead. A batch (more than ``SMALL_COUNT``) is reserved whole: its
-numbers are one run.
+creates a second) nothing is reserved ahead. A batch is reserved as it comes, whole: its numbers are one
+run (so is a group of more than ``SMALL_COUNT`` creates).
 """
 
 from __future__ import annotations
@@ -75,9 +75,11 @@ class NumberStock:
         self._short: dict[str, int] = {}  # numbers the reservation under way must bring for those waiting
         self._filling: dict[str, asyncio.Task[None]] = {}
 
-    async def take(self, workspace_id: str, count: int) -> Sequence[int]:
-        """``count`` numbers of the workspace, ascending."""
-        if count > SMALL_COUNT:
+    async def take(self, workspace_id: str, count: int, *, whole: bool = True) -> Sequence[int]:
+        """``count`` numbers of the workspace, ascending. ``whole``: one run (a batch's), reserved as it is
+        asked for; the numbers ahead may come from several reservations, between which another process
+        reserved."""
+        if count > SMALL_COUNT or (whole and count > 1):
             last = await self._fetch(workspace_id, count)
             return range(last - count + 1, last + 1)
         ahead = self._demand(workspace_id, count)
@@ -163,9 +165,9 @@ class TaskNumbers:
         self._opening = asyncio.Lock()
         self._stock = NumberStock(self._reserve, time.monotonic)
 
-    async def reserve(self, workspace_id: str, count: int) -> Sequence[int]:
-        """``count`` numbers of the workspace, ascending (``NumberStock``)."""
-        return await self._stock.take(workspace_id, count)
+    async def reserve(self, workspace_id: str, count: int, *, whole: bool = True) -> Sequence[int]:
+        """``count`` numbers of the workspace, ascending (``NumberStock``); ``whole``: one run."""
+        return await self._stock.take(workspace_id, count, whole=whole)
 
     async def _reserve(self, workspace_id: str, count: int) -> int:
         """Reserve ``count`` numbers of the workspace; returns the last one reserved."""
