@@ -9,7 +9,9 @@ import logging
 
 import pytest
 
-from workloom.store.numbers import AHEAD_FROM, HOLD_SECONDS, SMALL_COUNT, WINDOW_SECONDS, NumberStock
+from workloom.store.numbers import AHEAD_FROM, HOLD_SECONDS, WINDOW_SECONDS, NumberStock
+
+BATCH = 17  # one call's tasks, more than the numbers held ahead
 
 
 class Counter:
@@ -114,11 +116,11 @@ async def test_a_batch_is_reserved_whole_as_one_run_leaving_the_numbers_ahead_to
     await settled()
     ahead = counter.value
 
-    batch = await stock.take("ws", SMALL_COUNT + 1)
+    batch = await stock.take("ws", BATCH)
     after = await stock.take("ws", 1, whole=False)
 
-    assert list(batch) == list(range(ahead + 1, ahead + SMALL_COUNT + 2))
-    assert counter.asked[-1] == SMALL_COUNT + 1
+    assert list(batch) == list(range(ahead + 1, ahead + BATCH + 1))
+    assert counter.asked[-1] == BATCH
     assert after == [singles[-1] + 1]  # the next create takes the next number held ahead
 
 

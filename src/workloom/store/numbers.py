@@ -17,8 +17,8 @@ process's creates took in the last ``WINDOW_SECONDS`` — and are taken in order
 at a time are numbered in the order they are written (a batch, or another process, may take higher
 numbers meanwhile). Numbers not taken within ``HOLD_SECONDS`` are left unused (a gap), so that no task
 gets a number reserved long before it was made. Below ``AHEAD_FROM`` numbers in a window (a few hundred
-creates a second) nothing is reserved ahead. A batch is reserved as it comes, whole: its numbers are one
-run (so is a group of more than ``SMALL_COUNT`` creates).
+creates a second) nothing is reserved ahead. One call's tasks (a batch) are reserved as they come: their
+numbers are one run.
 """
 
 from __future__ import annotations
@@ -43,8 +43,6 @@ _LOST = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
 )
-# A reservation of at most this many numbers may take numbers reserved ahead; a larger one is reserved whole.
-SMALL_COUNT = 16
 # Numbers reserved ahead: as many as were taken in the last WINDOW_SECONDS, where that is AHEAD_FROM or more,
 # topped up when fewer than half of that are left; left unused (a gap) if not taken within HOLD_SECONDS.
 WINDOW_SECONDS = 0.02
@@ -79,7 +77,7 @@ class NumberStock:
         """``count`` numbers of the workspace, ascending. ``whole``: one run (a batch's), reserved as it is
         asked for; the numbers ahead may come from several reservations, between which another process
         reserved."""
-        if count > SMALL_COUNT or (whole and count > 1):
+        if whole and count > 1:
             last = await self._fetch(workspace_id, count)
             return range(last - count + 1, last + 1)
         ahead = self._demand(workspace_id, count)
@@ -130,7 +128,8 @@ class NumberStock:
         stock = self._stock.get(workspace_id)
         if not stock:
             return 0
-        while stock and stock[0].at < self._now() - HOLD_SECONDS:
+        too_old = self._now() - HOLD_SECONDS
+        while stock and stock[0].at < too_old:
             stock.popleft()
         return sum(r.left for r in stock)
 
