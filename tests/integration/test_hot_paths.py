@@ -722,6 +722,38 @@ async def test_a_queue_filled_in_a_burst_is_analysed_and_claimed_down_the_claim_
 
 
 @POSTGRES_ONLY
+async def test_the_statistics_keeper_analyses_only_the_columns_the_hot_plans_use_from_a_small_sample(
+    h: Harness, migrated_url: str
+) -> None:
+    admin = await asyncpg.connect(migrated_url)
+    try:
+        # Autovacuum would analyse every column meanwhile, and hide what the keeper did.
+        for table in ("tasks", "runs"):
+            await admin.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
+        for n in range(3):
+            await h.do(lambda u, n=n: tasks.create_many(u, [NewTask(title="t", queue=f"q{n}")] * 700))  # type: ignore[misc]
+        analysed: list[str] = []
+        deadline = asyncio.get_running_loop().time() + DELIVERY_TIMEOUT
+        while {"runs", "tasks"} - set(analysed) and asyncio.get_running_loop().time() < deadline:
+            analysed += await h.wl.ticker.keep_statistics()
+            await asyncio.sleep(0.05)
+        assert {"runs", "tasks"} <= set(analysed)
+
+        found = await admin.fetch("SELECT tablename, attname FROM pg_stats WHERE tablename IN ('tasks', 'runs')")
+        columns = {(row["tablename"], row["attname"]) for row in found}
+        # The planner now knows the queues and statuses, and how many rows there are...
+        assert {("tasks", "queue_id"), ("tasks", "status"), ("runs", "queue_id"), ("runs", "status")} <= columns
+        assert await admin.fetchval("SELECT reltuples FROM pg_class WHERE relname = 'tasks'") == 2100
+        # ...and no time went on the titles, the JSON, the timestamps nobody filters on.
+        assert not {("tasks", "title"), ("tasks", "data"), ("tasks", "created_at"), ("runs", "result")} & columns
+        # Autovacuum's own full analysis still comes: the changes since the last one are still counted.
+        changed = await admin.fetchval("SELECT n_mod_since_analyze FROM pg_stat_user_tables WHERE relname = 'tasks'")
+        assert changed >= 2100
+    finally:
+        await admin.close()
+
+
+@POSTGRES_ONLY
 async def test_the_statistics_keeper_skips_a_table_a_vacuum_holds_instead_of_waiting_for_it(
     h: Harness, migrated_url: str
 ) -> None:

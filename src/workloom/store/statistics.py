@@ -8,6 +8,13 @@ through the dashboard's status index, each claim reading and sorting every queue
 wrong plan until then. Analysing as soon as the table's size is far from what the planner believes costs
 tens of milliseconds, now and then. Rows that only change status (every claim, every completion) do not
 count: re-analysing a table churned at the same size ran every second under load and changed no plan.
+
+Only the columns those plans turn on are analysed, from a smaller sample: a full ``ANALYZE`` of 100k tasks
+and their runs took ~470 ms of PostgreSQL's CPU (every column's values sorted and counted, the JSON ones
+detoasted), and on a loaded two-core machine the creates and claims committing meanwhile waited up to ~60
+ms (the latency scenario's p99). These columns, from 9,000 rows, take ~50 ms. Autovacuum still analyses
+every column on its own schedule: an ``ANALYZE`` naming columns leaves the table's count of changes
+since its last analysis as it was.
 """
 
 from __future__ import annotations
@@ -17,8 +24,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workloom.store.database import sqlstate
 
-# The tables whose plans matter on the hot paths; fixed names, never input.
-HOT_TABLES = ("runs", "tasks")
+# The tables whose plans matter on the hot paths, and the columns those plans filter and join on; fixed
+# names, never input.
+HOT_COLUMNS = {
+    "runs": ("workspace_id", "queue_id", "status", "task_id", "available_at", "lease_until"),
+    "tasks": ("workspace_id", "queue_id", "status", "parent_task_id", "owner_ref"),
+}
+HOT_TABLES = tuple(HOT_COLUMNS)
+# Rows sampled are 300 times this (PostgreSQL's default is 100): plenty for a column of a few statuses,
+# queues and workspaces, and a third of the work.
+STATISTICS_TARGET = 30
 # One process analyses at a time; the others find the lock taken and skip the turn.
 _LOCK_KEY = 0x776C_7374  # "wlst"
 LOCK_TIMEOUT_MS = 200
@@ -44,11 +59,13 @@ async def analyze_stale(conn: AsyncConnection, *, minimum: int, fraction: float)
     if stale:
         # The ticker runs this between lease expiries: never wait behind a vacuum of the table.
         await conn.execute(sa.text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'"))
+        await conn.execute(sa.text(f"SET LOCAL default_statistics_target = {STATISTICS_TARGET}"))
     analysed = []
     for name in stale:
+        columns = ", ".join(HOT_COLUMNS[name])
         try:
             async with conn.begin_nested():
-                await conn.execute(sa.text(f'ANALYZE "{name}"'))
+                await conn.execute(sa.text(f'ANALYZE "{name}" ({columns})'))
         except sa.exc.DBAPIError as error:
             if sqlstate(error) != _LOCK_NOT_AVAILABLE:
                 raise
