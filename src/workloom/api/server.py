@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from workloom.api import logs
 from workloom.api.app import create_app
+from workloom.api.wire import OneWriteHttp
 from workloom.settings import Settings
 
 GRACEFUL_SHUTDOWN_SECONDS = 30
@@ -83,6 +84,7 @@ def serve_app(
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         proxy_headers=False,
+        http=OneWriteHttp,  # each response in one write (``api.wire``)
     )
     # uvicorn shuts down gracefully and then re-raises the signal it caught into the previous handler;
     # with these, a requested stop ends the process with status 0 rather than "killed by SIGTERM".
