@@ -692,6 +692,17 @@ async def _claim_plan(h: Harness, queue_name: str, statement: Statement = held._
     return "\n".join(row[0] for row in found)
 
 
+async def _keeper_passes(h: Harness, *, until: set[str]) -> set[str]:
+    """The tables the statistics keeper analysed, pass after pass, until it has analysed ``until`` (or the
+    time is up). PostgreSQL counts changes a moment after they commit; a later pass sees them."""
+    analysed: set[str] = set()
+    deadline = asyncio.get_running_loop().time() + DELIVERY_TIMEOUT
+    while until - analysed and asyncio.get_running_loop().time() < deadline:
+        analysed.update(await h.wl.ticker.keep_statistics())
+        await asyncio.sleep(0.05)
+    return analysed
+
+
 @POSTGRES_ONLY
 async def test_a_queue_filled_in_a_burst_is_analysed_and_claimed_down_the_claim_index(h: Harness) -> None:
     # Another queue's backlog, ahead in priority: a claim from "burst" must not wade through it.
@@ -699,13 +710,8 @@ async def test_a_queue_filled_in_a_burst_is_analysed_and_claimed_down_the_claim_
         await h.do(lambda u: tasks.create_many(u, [NewTask(title="elsewhere", queue="other", priority="high")] * 1000))
     await h.do(lambda u: tasks.create_many(u, [NewTask(title="burst", queue="burst")] * 1000))
 
-    # PostgreSQL counts the changes a moment after they commit; the ticker's next pass sees them.
-    analysed: list[str] = []
-    deadline = asyncio.get_running_loop().time() + DELIVERY_TIMEOUT
-    while "runs" not in analysed and asyncio.get_running_loop().time() < deadline:
-        analysed += await h.wl.ticker.keep_statistics()
-        await asyncio.sleep(0.05)
-    assert {"runs", "tasks"} <= set(analysed)
+    analysed = await _keeper_passes(h, until={"runs", "tasks"})
+    assert {"runs", "tasks"} <= analysed
 
     # With statistics the queue's runs are read in claim order from its own claim index, a few at a time.
     # Without, the planner went through the workspace-wide index, past the other queue's whole backlog (or
@@ -732,12 +738,8 @@ async def test_the_statistics_keeper_analyses_only_the_columns_the_hot_plans_use
             await admin.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
         for n in range(3):
             await h.do(lambda u, n=n: tasks.create_many(u, [NewTask(title="t", queue=f"q{n}")] * 700))  # type: ignore[misc]
-        analysed: list[str] = []
-        deadline = asyncio.get_running_loop().time() + DELIVERY_TIMEOUT
-        while {"runs", "tasks"} - set(analysed) and asyncio.get_running_loop().time() < deadline:
-            analysed += await h.wl.ticker.keep_statistics()
-            await asyncio.sleep(0.05)
-        assert {"runs", "tasks"} <= set(analysed)
+        analysed = await _keeper_passes(h, until={"runs", "tasks"})
+        assert {"runs", "tasks"} <= analysed
 
         found = await admin.fetch("SELECT tablename, attname FROM pg_stats WHERE tablename IN ('tasks', 'runs')")
         columns = {(row["tablename"], row["attname"]) for row in found}
