@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import gc
@@ -39,6 +40,7 @@ import httpx
 
 from bench.lifecycle import _free_port, bench_database, percentile
 from bench.loadgen import Http
+from bench.peers.costs import WAL_POSITION, Window
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = Path(__file__).resolve().parent / "peers"
@@ -271,47 +273,57 @@ def server_processes(server: Any) -> list[Any]:
     return found
 
 
+_SIDES = ("server", "client")  # what ``Meter`` reads itself; PostgreSQL's part is ``Window``'s
+
+
 class Meter:
     """CPU time per task of each part of the system while a measurement runs: the server process, PostgreSQL
     (every process named ``postgres``: on this machine the bench's database is the only busy one) and this
-    process, the load generator. All of them share the cores, so where a figure is CPU-bound these say
-    which part to make cheaper. ``scenario``: record under it (``sqlite``), the measurement's own scenario
-    then prefixing the metric."""
+    process, the load generator; and on PostgreSQL the WAL bytes written per task (``bench/peers/costs.py``,
+    which the peers' scripts count theirs with). All of them share the cores, so where a figure is CPU-bound
+    these say which part to make cheaper. ``scenario``: record under it (``sqlite``), the measurement's own
+    scenario then prefixing the metric. ``database_url``: where to read the WAL position; None: no WAL
+    figure (SQLite)."""
 
-    def __init__(self, suite: Suite, server_pid: int, *, postgres: bool, scenario: str | None = None) -> None:
+    def __init__(self, suite: Suite, server_pid: int, *, database_url: str | None, scenario: str | None = None) -> None:
         import psutil
 
         self._suite = suite
         self._server = psutil.Process(server_pid)
         self._client = psutil.Process()
-        self._postgres = postgres
+        self._url = database_url
         self._scenario = scenario
 
     @contextlib.contextmanager
     def per_task(self, scenario: str, prefix: str, tasks: int) -> Iterator[None]:
         before = self._read()
+        window = Window.open(self._wal_position()) if self._url else None
         yield
+        costs = window.close(self._wal_position(), tasks) if window else {}
         after = self._read()
         record_as, metric = (scenario, prefix) if self._scenario is None else (self._scenario, f"{scenario}_{prefix}")
-        for i, part in enumerate(("server", "postgres", "client")):
-            if part != "postgres" or self._postgres:
-                spent = after[i] - before[i]
-                self._suite.record(record_as, f"{metric}cpu_us_{part}", spent / max(tasks, 1) * 1e6, "µs/task")
+        per_task = {f"cpu_us_{part}": (after[i] - before[i]) / max(tasks, 1) * 1e6 for i, part in enumerate(_SIDES)}
+        for key in ("cpu_us_server", "cpu_us_postgres", "cpu_us_client", "wal_bytes"):
+            value = per_task.get(key, costs.get(key))
+            if value is not None:
+                self._suite.record(record_as, f"{metric}{key}", value, "B/task" if key == "wal_bytes" else "µs/task")
 
-    def _read(self) -> tuple[float, float, float]:
+    def _wal_position(self) -> str:
+        """Read on a thread of its own: the caller may be inside a running event loop."""
+        assert self._url is not None
+        url = self._url
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            position: str = pool.submit(lambda: asyncio.run(_pg(url, WAL_POSITION))).result()
+        return position
+
+    def _read(self) -> tuple[float, float]:
         import psutil
 
         def used(process: psutil.Process) -> float:
             times = process.cpu_times()
             return float(times.user + times.system)
 
-        postgres = 0.0
-        if self._postgres:
-            for process in psutil.process_iter(["name"]):
-                if (process.info["name"] or "").startswith("postgres"):
-                    with contextlib.suppress(psutil.Error):
-                        postgres += used(process)
-        return sum(used(p) for p in server_processes(self._server)), postgres, used(self._client)
+        return sum(used(p) for p in server_processes(self._server)), used(self._client)
 
 
 class Api:
@@ -444,7 +456,7 @@ async def wl_drain(base: str, token: str, api: Api, queue: str, sizes: Sizes, su
             await asyncio.gather(*(sdk.complete_run(c.run.id, c.claim_token) for c in claims))
         return []
 
-    last = started_at = time.perf_counter()
+    last = started_at = 0.0
 
     async def claimer(sdk: Any) -> None:
         nonlocal done, last
@@ -458,6 +470,7 @@ async def wl_drain(base: str, token: str, api: Api, queue: str, sizes: Sizes, su
 
     try:
         with api.per_task("drain", "", total):
+            last = started_at = time.perf_counter()  # after the meter's first reading
             await asyncio.wait_for(asyncio.gather(*(claimer(c) for c in clients[: sizes.drain_claimers])), 900)
     finally:
         for c in clients:
@@ -851,8 +864,9 @@ def pgbench_ceiling(url: str, seconds: int) -> float:
     return float(match.group(1))
 
 
-async def bare_single(base: str, url: str, count: int, chained: bool) -> float:
-    """The bare endpoint, the same way as ``wl_single``: one request per job (``chained``) or two."""
+async def bare_single(base: str, url: str, count: int, meter: Meter, *, chained: bool) -> float:
+    """The bare endpoint, the same way as ``wl_single``: one request per job (``chained``) or two; its costs
+    per job as Workloom's (``bare_cpu_us_server``, …)."""
     await _pg(
         url,
         "DELETE FROM bare_jobs",
@@ -874,14 +888,26 @@ async def bare_single(base: str, url: str, count: int, chained: bool) -> float:
                 claimed = response.json()["next"] if chained else (await http.post("/claim")).json()
                 done += 1
 
-        began = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(CLIENTS)))
-        return done / (time.perf_counter() - began)
+        with meter.per_task("single", "bare_" if chained else "bare_two_requests_", count):
+            began = time.perf_counter()
+            await asyncio.gather(*(client() for _ in range(CLIENTS)))
+            elapsed = time.perf_counter() - began
+        return done / elapsed
     finally:
         await http.aclose()
 
 
 # -- the run -----------------------------------------------------------------------------------------------------
+
+
+def record_peer(suite: Suite, scenario: str, name: str, result: dict[str, Any] | None) -> None:
+    """A peer script's rate, and what each of its jobs cost (``bench/peers/costs.py``) where it says."""
+    if result is None:
+        return
+    suite.record(scenario, name, result["per_second"], "jobs/s")
+    for key in ("cpu_us_postgres", "cpu_us_client", "wal_bytes"):
+        if key in result:
+            suite.record(scenario, f"{name}_{key}", result[key], "B/job" if key == "wal_bytes" else "µs/job")
 
 
 def _attempt(suite: Suite, what: str, fn: Callable[[], Any]) -> Any:
@@ -909,7 +935,7 @@ def run_postgres(url: str, wanted: list[str], suite: Suite, python: Path | None)
         def on_api(fn: Callable[[Api], Awaitable[Any]], profile_as: str | None = None, *, settled: bool = True) -> Any:
             async def go() -> Any:
                 api = Api(wl.base, token)
-                api.meter = Meter(suite, wl.process.pid, postgres=True)
+                api.meter = Meter(suite, wl.process.pid, database_url=url)
                 try:
                     return await fn(api)
                 finally:
@@ -941,12 +967,12 @@ def run_postgres(url: str, wanted: list[str], suite: Suite, python: Path | None)
                     r = attempt(
                         "pgqueuer drain", lambda: run_peer(python, "pgqueuer_peer.py", url, "drain", sizes.drain)
                     )
-                    suite.record("drain", "pgqueuer", r and r["per_second"], "jobs/s")
+                    record_peer(suite, "drain", "pgqueuer", r)
                     r = attempt(
                         "procrastinate drain",
                         lambda: run_peer(python, "procrastinate_peer.py", url, "drain", sizes.drain_procrastinate),
                     )
-                    suite.record("drain", "procrastinate", r and r["per_second"], "jobs/s")
+                    record_peer(suite, "drain", "procrastinate", r)
                 if suite.peers:
                     suite.record(
                         "drain",
@@ -971,8 +997,9 @@ def run_postgres(url: str, wanted: list[str], suite: Suite, python: Path | None)
 
                     def bare() -> tuple[float, float]:
                         with bare_server(url) as b:
-                            chained = asyncio.run(bare_single(b.base, url, sizes.single, True))
-                            return chained, asyncio.run(bare_single(b.base, url, sizes.single, False))
+                            meter = Meter(suite, b.process.pid, database_url=url)
+                            chained = asyncio.run(bare_single(b.base, url, sizes.single, meter, chained=True))
+                            return chained, asyncio.run(bare_single(b.base, url, sizes.single, meter, chained=False))
 
                     figures = attempt("bare endpoint", bare) or (None, None)
                     suite.record("single", "bare_fastapi_asyncpg", figures[0], "tasks/s")
@@ -996,17 +1023,17 @@ def run_postgres(url: str, wanted: list[str], suite: Suite, python: Path | None)
                         "pgqueuer enqueue",
                         lambda: run_peer(python, "pgqueuer_peer.py", url, "enqueue", sizes.enqueue_one),
                     )
-                    suite.record("enqueue", "pgqueuer_one", r and r["per_second"], "jobs/s")
+                    record_peer(suite, "enqueue", "pgqueuer_one", r)
                     r = attempt(
                         "pgqueuer batch",
                         lambda: run_peer(python, "pgqueuer_peer.py", url, "batch", sizes.enqueue_batch),
                     )
-                    suite.record("enqueue", "pgqueuer_batch", r and r["per_second"], "jobs/s")
+                    record_peer(suite, "enqueue", "pgqueuer_batch", r)
                     r = attempt(
                         "procrastinate batch",
                         lambda: run_peer(python, "procrastinate_peer.py", url, "batch", sizes.enqueue_batch),
                     )
-                    suite.record("enqueue", "procrastinate_batch", r and r["per_second"], "jobs/s")
+                    record_peer(suite, "enqueue", "procrastinate_batch", r)
             if "latency" in wanted:
                 lat = on_api(lambda a: wl_latency(a, f"lat-{tag}", sizes.latency, sizes.latency_rate), "latency")  # noqa: B023
                 for key in ("p50_ms", "p99_ms", "max_ms"):
@@ -1075,7 +1102,7 @@ def run_sqlite(suite: Suite) -> None:
 
                 async def go(run: int = run) -> tuple[float, float]:
                     api = Api(wl.base, token)
-                    api.meter = Meter(suite, wl.process.pid, postgres=False, scenario="sqlite")
+                    api.meter = Meter(suite, wl.process.pid, database_url=None, scenario="sqlite")
                     try:
                         with sampled(suite, wl.process.pid, f"sqlite_drain-{run}"):
                             drain = await wl_drain(wl.base, token, api, f"sq-drain-{run}", suite.sizes, suite)

@@ -14,6 +14,7 @@ import sys
 import time
 
 import asyncpg
+from costs import WAL_POSITION, Window  # beside this script: the peers' python runs it from there
 from pgqueuer import AsyncpgDriver, AsyncpgPoolDriver, PgQueuer, Queries
 from pgqueuer.types import QueueExecutionMode
 
@@ -52,12 +53,14 @@ async def drain(url: str, n: int) -> dict[str, object]:
             nonlocal done
             done += 1
 
+        window = Window.open(await conn.fetchval(WAL_POSITION))
         started = time.perf_counter()
         await pgq.run(mode=QueueExecutionMode.drain, batch_size=10)
         seconds = time.perf_counter() - started
+        costs = window.close(await conn.fetchval(WAL_POSITION), done)
     finally:
         await conn.close()
-    return {"jobs": done, "seconds": seconds, "per_second": done / seconds}
+    return {"jobs": done, "seconds": seconds, "per_second": done / seconds, **costs}
 
 
 async def enqueue(url: str, n: int) -> dict[str, object]:
@@ -70,26 +73,30 @@ async def enqueue(url: str, n: int) -> dict[str, object]:
             for _ in numbers:
                 await queries.enqueue(ENTRYPOINT, None)
 
+        window = Window.open(await pool.fetchval(WAL_POSITION))
         started = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(CLIENTS)))
         seconds = time.perf_counter() - started
+        costs = window.close(await pool.fetchval(WAL_POSITION), n)
         async with pool.acquire() as conn:
             await conn.execute("DELETE FROM pgqueuer")
     finally:
         await pool.close()
-    return {"jobs": n, "seconds": seconds, "per_second": n / seconds}
+    return {"jobs": n, "seconds": seconds, "per_second": n / seconds, **costs}
 
 
 async def batch(url: str, n: int) -> dict[str, object]:
     conn = await asyncpg.connect(url)
     try:
+        window = Window.open(await conn.fetchval(WAL_POSITION))
         started = time.perf_counter()
         await batch_enqueue(Queries(AsyncpgDriver(conn)), n)
         seconds = time.perf_counter() - started
+        costs = window.close(await conn.fetchval(WAL_POSITION), n)
         await conn.execute("DELETE FROM pgqueuer")
     finally:
         await conn.close()
-    return {"jobs": n, "seconds": seconds, "per_second": n / seconds}
+    return {"jobs": n, "seconds": seconds, "per_second": n / seconds, **costs}
 
 
 def main() -> None:

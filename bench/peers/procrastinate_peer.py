@@ -18,6 +18,7 @@ import sys
 import time
 
 import procrastinate
+from costs import WAL_POSITION, Window  # beside this script: the peers' python runs it from there
 
 CONCURRENCY = 10
 QUEUE = "bench"
@@ -50,6 +51,12 @@ async def clear(app: procrastinate.App) -> None:
         await conn.execute("DELETE FROM procrastinate_events; DELETE FROM procrastinate_jobs")
 
 
+async def wal_position(app: procrastinate.App) -> str:
+    async with app.connector.pool.connection() as conn:  # type: ignore[attr-defined]
+        row = await (await conn.execute(WAL_POSITION)).fetchone()
+    return str(row[0])
+
+
 async def batch_defer(app: procrastinate.App, n: int, chunk: int = 1000) -> None:
     task = app.tasks["noop"]
     for start in range(0, n, chunk):
@@ -61,26 +68,31 @@ async def drain(url: str, n: int) -> dict[str, object]:
     async with app.open_async():
         await clear(app)
         await batch_defer(app, n)
+        window = Window.open(await wal_position(app))
         started = time.perf_counter()
         await app.run_worker_async(queues=[QUEUE], concurrency=CONCURRENCY, wait=False, install_signal_handlers=False)
         seconds = time.perf_counter() - started
+        ended_at = await wal_position(app)
         async with app.connector.pool.connection() as conn:  # type: ignore[attr-defined]
             row = await (
                 await conn.execute("SELECT count(*) FROM procrastinate_jobs WHERE status='succeeded'")
             ).fetchone()
+        done = int(row[0])
+        costs = window.close(ended_at, done)
         await clear(app)
-    done = int(row[0])
-    return {"jobs": done, "seconds": seconds, "per_second": done / seconds}
+    return {"jobs": done, "seconds": seconds, "per_second": done / seconds, **costs}
 
 
 async def batch(url: str, n: int) -> dict[str, object]:
     app, _ = make_app(url)
     async with app.open_async():
+        window = Window.open(await wal_position(app))
         started = time.perf_counter()
         await batch_defer(app, n)
         seconds = time.perf_counter() - started
+        costs = window.close(await wal_position(app), n)
         await clear(app)
-    return {"jobs": n, "seconds": seconds, "per_second": n / seconds}
+    return {"jobs": n, "seconds": seconds, "per_second": n / seconds, **costs}
 
 
 def pct(values: list[float], p: float) -> float:

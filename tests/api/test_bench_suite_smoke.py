@@ -50,5 +50,13 @@ def test_quick_bench_reports_figures_for_drain_single_and_enqueue(database_url: 
         figure = data["figures"][scenario][metric]
         assert len(figure["values"]) == 1
         assert figure["min"] == figure["median"] == figure["max"] > 0, (scenario, figure)
+    # What each task cost the database, beside its rate: its CPU and the WAL it wrote (a task is at least a
+    # row inserted and updated, so some WAL, and far less than a megabyte of it).
+    for scenario, prefix in (("drain", ""), ("single", ""), ("enqueue", "one_"), ("enqueue", "batch_")):
+        figure = data["figures"][scenario][f"{prefix}wal_bytes"]
+        wal = figure["median"]
+        assert figure["unit"] == "B/task"
+        assert 100 < wal < 1_000_000, (scenario, prefix, wal)
+        assert data["figures"][scenario][f"{prefix}cpu_us_postgres"]["median"] > 0, (scenario, prefix)
     assert {row["scenario"] for row in data["targets"]} >= {"drain", "single", "enqueue"}
     assert "Workloom bench" in finished.stdout
