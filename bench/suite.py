@@ -910,6 +910,28 @@ def record_peer(suite: Suite, scenario: str, name: str, result: dict[str, Any] |
             suite.record(scenario, f"{name}_{key}", result[key], "B/job" if key == "wal_bytes" else "µs/job")
 
 
+def behind(rate: float) -> float:
+    """The median latency, in ms, past which a round of the latency scenario ran behind the rate offered: ten
+    arrivals' worth (50 ms at 200/s). A worker that keeps up starts each job within a few milliseconds; one
+    whose median job waited for ten others had a standing queue, and its p99 is the queue's length."""
+    return 10 * 1000 / rate
+
+
+def record_kept_up(suite: Suite, peer: str, result: dict[str, Any] | None, rate: float) -> None:
+    """A peer's latency round: its p99 as ``<peer>_kept_up_p99_ms`` (what the p99 target compares with) where it
+    kept up with ``rate``; else a note, and no figure for the target from that round."""
+    if result is None:
+        return
+    if result["p50_ms"] <= behind(rate):
+        suite.record("latency", f"{peer}_kept_up_p99_ms", result["p99_ms"], "ms")
+        return
+    suite.note(
+        f"latency: {peer} fell behind the {rate:.0f} jobs/s offered in some round (its p50 over "
+        f"{behind(rate):.0f} ms): such a round's p99 is its queue's length, so the p99 target is compared with "
+        "its rounds that kept up"
+    )
+
+
 def _attempt(suite: Suite, what: str, fn: Callable[[], Any]) -> Any:
     try:
         return fn()
@@ -1062,6 +1084,7 @@ def run_postgres(url: str, wanted: list[str], suite: Suite, python: Path | None)
                     )
                     for key in ("p50_ms", "p99_ms", "max_ms"):
                         suite.record("latency", f"procrastinate_{key}", r and r[key], "ms")
+                    record_kept_up(suite, "procrastinate", r, sizes.latency_rate)
             if "heartbeat" in wanted:
                 for batched, name in ((False, "one"), (True, "batch")):
                     renew = functools.partial(
@@ -1141,9 +1164,9 @@ TARGETS = [
     Target("latency", "p50 ≤ 5 ms", "latency.workloom_p50_ms", None, 5.0, lower_is_better=True),
     Target(
         "latency",
-        "p99 ≤ procrastinate p99",
+        "p99 ≤ procrastinate p99 (kept up)",
         "latency.workloom_p99_ms",
-        "latency.procrastinate_p99_ms",
+        "latency.procrastinate_kept_up_p99_ms",
         1.0,
         lower_is_better=True,
     ),
