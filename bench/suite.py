@@ -1219,6 +1219,41 @@ def evaluate(suite: Suite) -> list[dict[str, Any]]:
     return rows
 
 
+@dataclass(frozen=True)
+class Compared:
+    """A Workloom figure's costs beside its peer's: ``ours`` and ``theirs`` prefix the cost metrics
+    (``wal_bytes``, ``cpu_us_postgres``) in ``scenario``."""
+
+    scenario: str
+    peer: str
+    ours: str
+    theirs: str
+
+
+COMPARED = [
+    Compared("drain", "pgqueuer", "", "pgqueuer_"),
+    Compared("single", "bare endpoint", "", "bare_"),
+    Compared("enqueue", "pgqueuer, one at a time", "one_", "pgqueuer_one_"),
+    Compared("enqueue", "procrastinate, batch", "batch_", "procrastinate_batch_"),
+]
+COSTS = ("wal_bytes", "cpu_us_postgres")
+
+
+def costs_against_peers(suite: Suite) -> list[dict[str, Any]]:
+    """Per comparison the suite measured both sides of: each side's median WAL bytes and PostgreSQL CPU a
+    task, and Workloom's over the peer's."""
+    rows = []
+    for c in COMPARED:
+        row: dict[str, Any] = {"scenario": c.scenario, "peer": c.peer}
+        for key in COSTS:
+            ours = _median(suite, f"{c.scenario}.{c.ours}{key}")
+            theirs = _median(suite, f"{c.scenario}.{c.theirs}{key}")
+            row[key] = {"workloom": ours, "peer": theirs, "times": round(ours / theirs, 2) if ours and theirs else None}
+        if any(row[key]["workloom"] is not None and row[key]["peer"] is not None for key in COSTS):
+            rows.append(row)
+    return rows
+
+
 def _commit() -> str | None:
     """The checkout's commit, with ``+`` when it has changes: which code a table measured."""
     try:
@@ -1281,11 +1316,29 @@ def print_report(suite: Suite, targets: list[dict[str, Any]], file: TextIO | Non
             f"[{colors[row['status']]}]{row['status']}[/]",
         )
     console.print(ratios)
+    costs = costs_against_peers(suite)
+    if costs:
+        table = Table(title="What a task costs the database (medians, same run)")
+        for column in ("scenario", "against", "WAL B/task", "peer", "×", "PostgreSQL µs/task", "peer", "× "):
+            table.add_column(column, justify="left" if column in ("scenario", "against") else "right")
+        for row in costs:
+            cells = []
+            for key in COSTS:
+                figure = row[key]
+                cells += [_shown(figure["workloom"]), _shown(figure["peer"]), _shown(figure["times"], "{:.1f}")]
+            table.add_row(row["scenario"], row["peer"], *cells)
+        console.print(table)
     for text in suite.notes:
         console.print(f"note: {text}")
 
 
-def write_png(path: Path, targets: list[dict[str, Any]]) -> bool:
+def _shown(value: float | None, form: str = "{:,.0f}") -> str:
+    return "-" if value is None else form.format(value)
+
+
+def write_png(path: Path, targets: list[dict[str, Any]], costs: list[dict[str, Any]] | None = None) -> bool:
+    """The targets as bars (achieved ÷ required, ≥ 1 met); below them, where ``costs`` has any, each
+    comparison's WAL and PostgreSQL CPU a task, Workloom's beside its peer's."""
     try:
         import matplotlib  # type: ignore[import-not-found, unused-ignore]
 
@@ -1297,7 +1350,18 @@ def write_png(path: Path, targets: list[dict[str, Any]]) -> bool:
     rows = [r for r in targets if r.get("score") is not None]
     labels = [f"{r['scenario']}: {r['target']}" for r in rows]
     scores = [r["score"] for r in rows]
-    fig, ax = plt.subplots(figsize=(10, 0.45 * max(4, len(rows)) + 1))
+    costs = costs or []
+    height = 0.45 * max(4, len(rows)) + 1
+    if costs:
+        fig = plt.figure(figsize=(10, height + 0.5 * len(costs) + 2))
+        grid = fig.add_gridspec(2, 2, height_ratios=[height, 0.5 * len(costs) + 1.5])
+        ax = fig.add_subplot(grid[0, :])
+        for column, (key, title) in enumerate(
+            (("wal_bytes", "WAL bytes a task"), ("cpu_us_postgres", "PostgreSQL µs a task"))
+        ):
+            _cost_bars(fig.add_subplot(grid[1, column]), costs, key, title, show_labels=column == 0)
+    else:
+        fig, ax = plt.subplots(figsize=(10, height))
     ax.barh(labels, scores, color=["tab:green" if s >= 1 else "tab:red" for s in scores])
     ax.axvline(1.0, color="black", linewidth=1)
     ax.set_xscale("log")
@@ -1308,6 +1372,19 @@ def write_png(path: Path, targets: list[dict[str, Any]]) -> bool:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
+
+
+def _cost_bars(ax: Any, costs: list[dict[str, Any]], key: str, title: str, *, show_labels: bool) -> None:
+    labels = [f"{row['scenario']}: vs {row['peer']}" for row in costs]
+    positions = range(len(costs))
+    ours = [row[key]["workloom"] or 0 for row in costs]
+    theirs = [row[key]["peer"] or 0 for row in costs]
+    ax.barh([p - 0.2 for p in positions], ours, height=0.4, color="tab:blue", label="Workloom")
+    ax.barh([p + 0.2 for p in positions], theirs, height=0.4, color="tab:gray", label="peer")
+    ax.set_yticks(list(positions), labels if show_labels else [""] * len(costs))
+    ax.invert_yaxis()
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize="small")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1408,12 +1485,13 @@ def main(argv: list[str] | None = None) -> int:
             for scenario, metrics in suite.figures.items()
         },
         "targets": targets,
+        "costs": costs_against_peers(suite),
         "notes": suite.notes,
     }
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str))
     if args.png:
-        write_png(args.png, targets)
+        write_png(args.png, targets, costs_against_peers(suite))
     if args.text:
         with args.text.open("w") as out:
             print_report(suite, targets, file=out)
