@@ -1,9 +1,10 @@
-"""The latency target compares Workloom's p99 with a peer's only where the peer kept up with the rate
-offered: a worker that fell behind reports the length of its queue, not a latency."""
+"""How the suite judges and sets side by side what it measured: the latency target compares Workloom's p99
+with a peer's only where the peer kept up with the rate offered (a worker that fell behind reports the
+length of its queue, not a latency), and each comparison's costs are given for both sides."""
 
 from __future__ import annotations
 
-from bench.suite import Sizes, Suite, evaluate, record_kept_up
+from bench.suite import Sizes, Suite, costs_against_peers, evaluate, record_kept_up
 
 
 def _suite() -> Suite:
@@ -49,3 +50,25 @@ def test_with_no_round_kept_up_the_target_is_not_judged() -> None:
 
     assert _p99_target(suite)["status"] == "n/a"
     assert len(suite.notes) == 1
+
+
+def test_each_comparison_gives_both_sides_costs_where_both_were_measured() -> None:
+    suite = _suite()
+    for value in (7_000.0, 7_100.0, 7_050.0):
+        suite.record("drain", "wal_bytes", value, "B/task")
+    for value in (1_500.0, 1_510.0, 1_520.0):
+        suite.record("drain", "pgqueuer_wal_bytes", value, "B/job")
+    suite.record("drain", "cpu_us_postgres", 250.0, "µs/task")
+    suite.record("drain", "pgqueuer_cpu_us_postgres", 160.0, "µs/job")
+    suite.record("enqueue", "batch_wal_bytes", 4_000.0, "B/task")  # its peer (procrastinate) did not run
+
+    costs = costs_against_peers(suite)
+
+    assert costs == [
+        {
+            "scenario": "drain",
+            "peer": "pgqueuer",
+            "wal_bytes": {"workloom": 7_050.0, "peer": 1_510.0, "times": 4.67},
+            "cpu_us_postgres": {"workloom": 250.0, "peer": 160.0, "times": 1.56},
+        }
+    ]
