@@ -1,7 +1,7 @@
 """Where a task's writes go: the WAL that creating tasks and claiming + completing them writes, by table
 or index and by kind of record, read back from PostgreSQL's log with ``pg_waldump``.
 
-    python -m bench.walmix [--database-url URL] [--tasks 1000] [--json PATH]
+    python -m bench.walmix [--database-url URL] [--tasks 1000] [--json PATH] [--schema-change SQL …]
 
 A throughput figure moves with the machine; what a task writes does not. This says, for each phase, how
 many bytes of WAL a task costs and which relation and which kind of record they are (a row inserted, a
@@ -121,9 +121,30 @@ def wal_kept(url: str) -> Iterator[None]:
         _query(url, f"SELECT pg_drop_replication_slot('{slot}')")
 
 
-def measure(url: str, tasks: int) -> dict[str, Mix]:
+def migrated(url: str, changes: Iterable[str]) -> None:
+    """The schema made (as the server would at its start), then ``changes`` run on it: a what-if, such as an
+    index dropped or a table's fillfactor, judged by the WAL it saves."""
+    changes = list(changes)
+    if not changes:
+        return
+    from workloom.store.database import connect
+    from workloom.store.migrate import upgrade
+
+    async def prepare() -> None:
+        db = connect(url)
+        try:
+            await upgrade(db)
+        finally:
+            await db.dispose()
+
+    asyncio.run(prepare())
+    asyncio.run(_pg(url, *changes))
+
+
+def measure(url: str, tasks: int, changes: Iterable[str] = ()) -> dict[str, Mix]:
     """The WAL of each phase: ``create`` (batches of ``CHUNK``), ``claim + complete`` (claims of ``CLAIM``,
-    each batch's completion claiming the next)."""
+    each batch's completion claiming the next); ``changes``: statements run on the schema first."""
+    migrated(url, changes)
     token = "wl_walmix_" + secrets.token_urlsafe(16)
     pg_wal = Path(_query(url, "SELECT current_setting('data_directory')")) / "pg_wal"
     relations: dict[str, str] = {}
@@ -218,11 +239,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--tasks", type=int, default=1000, help="tasks created, then claimed and completed")
     parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument(
+        "--schema-change",
+        action="append",
+        default=[],
+        metavar="SQL",
+        help="a statement run on the new schema before the server starts (repeatable): a what-if",
+    )
     args = parser.parse_args(argv)
     if args.tasks < 1:
         parser.error("--tasks must be at least 1")
     with bench_database(args.database_url or DEFAULT_POSTGRES) as url:
-        summary = report(measure(url, args.tasks), args.tasks)
+        summary = report(measure(url, args.tasks, args.schema_change), args.tasks)
     print_report(summary)
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
