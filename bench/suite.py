@@ -273,9 +273,6 @@ def server_processes(server: Any) -> list[Any]:
     return found
 
 
-_SIDES = ("server", "client")  # what ``Meter`` reads itself; PostgreSQL's part is ``Window``'s
-
-
 class Meter:
     """CPU time per task of each part of the system while a measurement runs: the server process, PostgreSQL
     (every process named ``postgres``: on this machine the bench's database is the only busy one) and this
@@ -302,9 +299,13 @@ class Meter:
         costs = window.close(self._wal_position(), tasks) if window else {}
         after = self._read()
         record_as, metric = (scenario, prefix) if self._scenario is None else (self._scenario, f"{scenario}_{prefix}")
-        per_task = {f"cpu_us_{part}": (after[i] - before[i]) / max(tasks, 1) * 1e6 for i, part in enumerate(_SIDES)}
-        for key in ("cpu_us_server", "cpu_us_postgres", "cpu_us_client", "wal_bytes"):
-            value = per_task.get(key, costs.get(key))
+        per_task = {
+            "cpu_us_server": (after[0] - before[0]) / max(tasks, 1) * 1e6,
+            "cpu_us_postgres": costs.get("cpu_us_postgres"),
+            "cpu_us_client": (after[1] - before[1]) / max(tasks, 1) * 1e6,
+            "wal_bytes": costs.get("wal_bytes"),
+        }
+        for key, value in per_task.items():
             if value is not None:
                 self._suite.record(record_as, f"{metric}{key}", value, "B/task" if key == "wal_bytes" else "µs/task")
 
@@ -317,6 +318,7 @@ class Meter:
         return position
 
     def _read(self) -> tuple[float, float]:
+        """CPU seconds of the server processes and of this one (PostgreSQL's are ``Window``'s)."""
         import psutil
 
         def used(process: psutil.Process) -> float:

@@ -152,7 +152,8 @@ def measure(url: str, tasks: int, changes: Iterable[str] = ()) -> dict[str, Mix]
 
     def read(name: str, start: str) -> None:
         end = _query(url, WAL_POSITION)
-        relations.update(relations or _relations(url))
+        if not relations:
+            relations.update(_relations(url))
         dumped = subprocess.run(
             [waldump(), "-p", str(pg_wal), "-s", start, "-e", end], capture_output=True, text=True, check=False
         )
