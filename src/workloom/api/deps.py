@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from fastapi import Depends, Request
 from starlette.responses import Response
+from starlette.types import Message, Receive
 
 from workloom.domain.errors import FieldError, ValidationFailed
 from workloom.engine.principal import Principal
@@ -52,9 +53,29 @@ def json(body: Any, status: int = 200) -> Response:
 
 def abandoned(request: Request) -> Callable[[], Awaitable[bool]]:
     """For long waits: true once the server is shutting down or the client has disconnected."""
+    stopping: asyncio.Event = request.app.state.stopping
+    gone = False
 
     async def check() -> bool:
-        stopping: asyncio.Event = request.app.state.stopping
-        return stopping.is_set() or await request.is_disconnected()
+        nonlocal gone
+        gone = gone or client_gone(request.receive)
+        return gone or stopping.is_set()
 
     return check
+
+
+def client_gone(receive: Receive) -> bool:
+    """Whether the client has disconnected, as far as the server knows now; for a request whose body has
+    been read. Starlette's ``Request.is_disconnected`` asks ``receive`` under an anyio cancel scope whose
+    cancel writes the current task's repr into its reason: a long-poll's check, made inside the creating
+    transaction of each task handed to a waiting claimer, cost ~4 % of the server's CPU at 200 tasks/s.
+    Here ``receive`` is taken one step by hand instead: a message it has at once is read, and one it would
+    wait for means the client is still there (the step is then closed, which ends its wait)."""
+    step = receive().__await__()
+    try:
+        step.send(None)
+    except StopIteration as returned:
+        message: Message = returned.value
+        return message.get("type") == "http.disconnect"
+    step.close()
+    return False
