@@ -4,7 +4,10 @@ length of its queue, not a latency), and each comparison's costs are given for b
 
 from __future__ import annotations
 
-from bench.suite import Sizes, Suite, costs_against_peers, evaluate, record_kept_up
+import json
+from pathlib import Path
+
+from bench.suite import Sizes, Suite, costs_against_peers, evaluate, record_kept_up, rerender
 
 
 def _suite() -> Suite:
@@ -72,3 +75,75 @@ def test_each_comparison_gives_both_sides_costs_where_both_were_measured() -> No
             "cpu_us_postgres": {"workloom": 250.0, "peer": 160.0, "times": 1.56},
         }
     ]
+
+
+def _target(suite: Suite, text: str) -> dict[str, object]:
+    return next(row for row in evaluate(suite) if row["target"] == text)
+
+
+def test_each_round_is_judged_against_the_peer_of_the_same_round() -> None:
+    suite = _suite()
+    for ours, bare in ((807.6, 1_346.0), (850.0, 1_090.0), (900.0, 918.4)):  # the machine slows, round by round
+        suite.record("single", "workloom", ours, "tasks/s")
+        suite.record("single", "bare_fastapi_asyncpg", bare, "tasks/s")
+
+    row = _target(suite, "≥ 0.8 × bare FastAPI+asyncpg")
+
+    assert row["ratio"] == round(850.0 / 1_090.0, 3)  # the medians' ratio sets the status
+    assert row["status"] == "missed"
+    assert row["rounds"] == [0.6, 0.78, 0.98]
+    assert row["rounds_met"] == 1
+
+
+def test_an_absolute_bound_is_judged_round_by_round_too() -> None:
+    suite = _suite()
+    for p50 in (15.3, 2.7, 6.6):
+        suite.record("latency", "workloom_p50_ms", p50, "ms")
+
+    row = _target(suite, "p50 ≤ 5 ms")
+
+    assert row["rounds"] == [15.3, 2.7, 6.6]
+    assert row["rounds_met"] == 1
+    assert row["status"] == "missed"
+
+
+def test_rounds_that_cannot_be_paired_are_not_judged_one_by_one() -> None:
+    suite = _suite()
+    for ours in (3_400.0, 3_500.0, 3_600.0):
+        suite.record("drain", "workloom", ours, "tasks/s")
+    for peer in (4_700.0, 4_800.0):  # the peer failed in one round: which round is not known
+        suite.record("drain", "pgqueuer", peer, "jobs/s")
+
+    row = _target(suite, "≥ 1.5 × pgqueuer")
+
+    assert row["rounds"] == []
+    assert row["rounds_met"] == 0
+    assert row["status"] == "missed"  # the medians still are compared
+
+
+def test_an_earlier_report_is_judged_and_drawn_again_without_measuring(tmp_path: Path) -> None:
+    figures = {
+        "single": {
+            "workloom": {"values": [807.6, 850.0, 900.0], "unit": "tasks/s"},
+            "bare_fastapi_asyncpg": {"values": [1_346.0, 1_090.0, 918.4], "unit": "tasks/s"},
+        }
+    }
+    earlier = {
+        "commit": "e24b6f5",
+        "runs": 3,
+        "quick": False,
+        "sizes": {"single": 3000, "backlog": [10_000, 100_000], "a size since removed": 1},
+        "figures": figures,
+        "targets": [],  # judged by an earlier rule
+        "costs": [],
+        "notes": ["a note of the run"],
+    }
+    out = tmp_path / "again.json"
+
+    assert rerender(earlier, out, None, tmp_path / "again.txt") == 0  # (the chart needs matplotlib: bench extras)
+
+    again = json.loads(out.read_text())
+    assert again["commit"] == "e24b6f5" and again["figures"] == figures and again["notes"] == ["a note of the run"]
+    single = next(row for row in again["targets"] if row["scenario"] == "single")
+    assert single["rounds"] == [0.6, 0.78, 0.98] and single["status"] == "missed"
+    assert "1 of 3" in (tmp_path / "again.txt").read_text()
