@@ -136,6 +136,18 @@ class _Compiled:
         return found
 
 
+def _result_processor(type_: Any, dialect: Dialect) -> Processor:
+    """SQLAlchemy's conversion of a result column, as its result would apply it. A numeric type's, on
+    asyncpg, depends on the column's type in the answer, which is not known before a statement runs; asyncpg
+    gives ``float8`` as a float and ``numeric`` as a Decimal already, which is what SQLAlchemy's gives for a
+    ``Float`` and a ``Numeric`` column (the schema has no column whose type and declaration disagree), so such
+    a column needs none."""
+    if dialect.driver == "asyncpg" and isinstance(type_, (sa.Numeric, sa.Float)):
+        return None
+    processor: Processor = type_._cached_result_processor(dialect, None)
+    return processor
+
+
 def _compile(stmt: Executable, dialect: Dialect) -> _Compiled:
     element: Any = stmt
     compiled: Any = element.compile(dialect=dialect)
@@ -146,9 +158,7 @@ def _compile(stmt: Executable, dialect: Dialect) -> _Compiled:
     expanded = compiled.construct_expanded_state({name: fixed.get(name) for name in compiled.positiontup or ()})
     names = tuple(expanded.positiontup or ())
     bind_processors = compiled._bind_processors
-    columns = tuple(
-        (column[0], column[3]._cached_result_processor(dialect, None)) for column in compiled._result_columns
-    )
+    columns = tuple((column[0], _result_processor(column[3], dialect)) for column in compiled._result_columns)
     if dialect.name == "sqlite":
         bulk = _lite_bulk(expanded.statement, names, fixed)
     else:

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workloom.domain.models import Queue
 from workloom.store import rows
+from workloom.store.fast import Statement
 from workloom.store.schema import queues
 
 
@@ -21,12 +22,16 @@ async def queue_get_by_name(conn: AsyncConnection, workspace_id: str, name: str)
     return rows.queue(row) if row else None
 
 
-async def queue_get(conn: AsyncConnection, workspace_id: str, queue_id: str) -> Queue | None:
-    row = (
-        (await conn.execute(sa.select(queues).where(queues.c.workspace_id == workspace_id, queues.c.id == queue_id)))
-        .mappings()
-        .first()
+_GET = Statement(
+    sa.select(queues).where(
+        queues.c.workspace_id == sa.bindparam("workspace_id", type_=queues.c.workspace_id.type),
+        queues.c.id == sa.bindparam("queue_id", type_=queues.c.id.type),
     )
+)
+
+
+async def queue_get(conn: AsyncConnection, workspace_id: str, queue_id: str) -> Queue | None:
+    row = await _GET.first(conn, {"workspace_id": workspace_id, "queue_id": queue_id})
     return rows.queue(row) if row else None
 
 

@@ -14,7 +14,7 @@ from workloom.domain.actors import Actor
 from workloom.domain.models import Run, changed
 from workloom.domain.secrets import hash_secret
 from workloom.store import rows
-from workloom.store.fast import ById, Statement, Statements, Write, one_of, workspace_filter
+from workloom.store.fast import ById, Statement, Statements, Write, one_of, workspace_filter, write_all
 from workloom.store.schema import HELD_RUN, inline, queues, runs
 
 _WITH_QUEUE = sa.select(runs, queues.c.name.label("queue_name")).select_from(
@@ -56,7 +56,7 @@ def run_values(run: Run) -> dict[str, Any]:
 
 
 async def run_insert(conn: AsyncConnection, run: Run) -> None:
-    await conn.execute(sa.insert(runs).values(run_values(run)))
+    await write_all(conn, run_inserts([run]))
 
 
 _INSERT = Statements(

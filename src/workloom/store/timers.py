@@ -8,6 +8,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from workloom.store.fast import Statement
 from workloom.store.schema import timers
 
 
@@ -21,17 +22,28 @@ class Timer:
     fire_at: datetime
 
 
+_INSERT = Statement(
+    sa.insert(timers).values(
+        {
+            name: sa.bindparam(name, type_=timers.c[name].type)
+            for name in ("id", "workspace_id", "kind", "task_id", "run_id", "fire_at", "created_at")
+        }
+    )
+)
+
+
 async def timer_insert(conn: AsyncConnection, timer: Timer, now: datetime) -> None:
-    await conn.execute(
-        sa.insert(timers).values(
-            id=timer.id,
-            workspace_id=timer.workspace_id,
-            kind=timer.kind,
-            task_id=timer.task_id,
-            run_id=timer.run_id,
-            fire_at=timer.fire_at,
-            created_at=now,
-        )
+    await _INSERT.execute(
+        conn,
+        {
+            "id": timer.id,
+            "workspace_id": timer.workspace_id,
+            "kind": timer.kind,
+            "task_id": timer.task_id,
+            "run_id": timer.run_id,
+            "fire_at": timer.fire_at,
+            "created_at": now,
+        },
     )
 
 
