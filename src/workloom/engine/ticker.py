@@ -107,9 +107,12 @@ class Ticker:
                     expired += await _expire_run(unit, run.id)
                 if units:
                     await flush_together(units, final=True)
-        except Exception:
-            for unit in units:
+        except BaseException as exc:
+            for unit in units:  # as for any unit that did not commit: an offer it held is opened again
                 runner.handoffs.settle(unit, committed=False)
+            if not isinstance(exc, Exception):
+                raise
+            # Also where the commit's outcome is unknown: each run is read again, and one expired is skipped.
             log.warning("expiring leases together failed; expiring them one by one", exc_info=True)
             return found, await self._expire_each(found)
         runner.after_commit_together(units)
