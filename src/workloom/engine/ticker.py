@@ -12,13 +12,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from workloom.domain.actors import TICKER
 from workloom.domain.clock import Clock
 from workloom.engine import runs
 from workloom.engine.events import record
 from workloom.engine.lifecycle import move_task, wake_claimers
 from workloom.engine.principal import Principal
-from workloom.engine.unit import Runner, Unit, flush_together
+from workloom.engine.unit import Runner, Unit
 from workloom.store import runs as run_store
 from workloom.store import statistics
 from workloom.store import tasks as task_store
@@ -92,42 +94,30 @@ class Ticker:
         transaction). A few at a time, not more: the transaction holds their runs and tasks locked, and on
         SQLite every other writer waits for it. Should it fail, each run is expired in a transaction of its
         own, so that one bad row cannot hold back the rest."""
-        runner = self._runner
-        units: list[Unit] = []
-        found = expired = 0
+
+        async def expire(conn: AsyncConnection, unit_for: Callable[[Principal], Unit]) -> tuple[int, int]:
+            # Locked as read (SKIP LOCKED on PostgreSQL: another process takes others), each run's task after
+            # it, as every path that locks both takes them. One active run a task: the units' tasks differ.
+            due = await run_store.run_expired_leases(conn, self._clock.now(), EXPIRED_TOGETHER)
+            return len(due), sum([await _expire_run(unit_for(_system(run.workspace_id)), run.id) for run in due])
+
         try:
-            async with runner.db.transaction() as conn:
-                # Locked as read (SKIP LOCKED on PostgreSQL: another process takes others), each run's task
-                # after it, as every path that locks both takes them.
-                due = await run_store.run_expired_leases(conn, self._clock.now(), EXPIRED_TOGETHER)
-                found = len(due)
-                for run in due:
-                    unit = runner.unit(conn, _system(run.workspace_id))
-                    units.append(unit)
-                    expired += await _expire_run(unit, run.id)
-                if units:
-                    await flush_together(units, final=True)
-        except BaseException as exc:
-            for unit in units:  # as for any unit that did not commit: an offer it held is opened again
-                runner.handoffs.settle(unit, committed=False)
-            if not isinstance(exc, Exception):
-                raise
+            return await self._runner.run_together(expire)
+        except Exception:
             # Also where the commit's outcome is unknown: each run is read again, and one expired is skipped.
             log.warning("expiring leases together failed; expiring them one by one", exc_info=True)
-            return found, await self._expire_each(found)
-        runner.after_commit_together(units)
-        return found, expired
+            return await self._expire_each()
 
-    async def _expire_each(self, limit: int) -> int:
+    async def _expire_each(self) -> tuple[int, int]:
         async with self._runner.db.transaction() as conn:
-            due = await run_store.run_expired_leases(conn, self._clock.now(), limit)
+            due = await run_store.run_expired_leases(conn, self._clock.now(), EXPIRED_TOGETHER)
         expired = 0
         for run in due:
             try:  # read again under its lock, and skipped if its holder renewed or finished meanwhile
                 expired += await self._runner.run(_system(run.workspace_id), _expire_one(run.id))
             except Exception:
                 log.exception("a lease could not be expired", extra={"run_id": run.id})
-        return expired
+        return len(due), expired
 
     async def _fire_timers(self) -> int:
         wakeups: set[str] = set()

@@ -524,6 +524,30 @@ class Runner:
         if unit.deferred_error is not None:
             raise unit.deferred_error
 
+    async def run_together(self, body: Callable[[AsyncConnection, Callable[[Principal], Unit]], Awaitable[T]]) -> T:
+        """Run ``body`` in one transaction, with as many units as it makes (``make(principal)``) on its
+        connection, each what a transaction of its own would be: what they hold and record written together
+        at its end, and after the commit their wake-ups sent and their offers settled (as a shared commit's).
+        If ``body`` raises, nothing commits and the error is the caller's. The units must each touch rows of
+        their own: what they record is numbered together at the end."""
+        units: list[Unit] = []
+        try:
+            async with self.db.transaction() as conn:
+
+                def make(principal: Principal) -> Unit:
+                    units.append(self.unit(conn, principal))
+                    return units[-1]
+
+                result = await body(conn, make)
+                if units:
+                    await flush_together(units, final=True)
+        except BaseException:
+            for unit in units:
+                self.handoffs.settle(unit, committed=False)
+            raise
+        self.after_commit_together(units)
+        return result
+
     def after_commit_together(self, units: list[Unit]) -> None:
         """``_after_commit`` for the units of one shared commit: their wake-ups sent once, errors left to the caller."""
         wakeups = set().union(*(unit.wakeups for unit in units))
